@@ -1,0 +1,301 @@
+"""The ``plugboard`` command: serve, check, config, plugins, schema, init, new-plugin.
+
+Start-up problems (bad settings, a plugin that will not load, a schema that
+does not compose, an unreachable service) print one message, without a
+traceback, and exit with status 2. Bugs keep their traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from plugboard import __version__
+
+EXIT_USAGE = 2
+
+
+def _load(args: argparse.Namespace):
+    from plugboard.settings import Settings
+
+    return Settings.load(Path(args.root).resolve(), env=args.env, config_file=args.config)
+
+
+def _build(args: argparse.Namespace):
+    from plugboard.app import create_app
+
+    settings = _load(args)
+    return settings, create_app(settings)
+
+
+def _use_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return True
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from plugboard import keys
+
+    settings, app = _build(args)  # validate everything before binding or forking
+    server = app[keys.CORE_CONFIG].server
+    host = args.host or server.host
+    port = args.port if args.port is not None else server.port
+    workers = args.workers or server.workers
+    if workers > 1:
+        return _serve_workers(args, host, port, workers)
+    return _run(app, host, port, reuse_port=False)
+
+
+def _run(app: Any, host: str, port: int, *, reuse_port: bool) -> int:
+    from aiohttp import web
+
+    from plugboard import keys
+    from plugboard.errors import PlugboardError
+
+    server = app[keys.CORE_CONFIG].server
+    loop_name = "uvloop" if _use_uvloop() else "asyncio"
+    access_log = logging.getLogger("aiohttp.access") if server.access_log else None
+    print(f"plugboard {__version__}: serving on http://{host}:{port} ({loop_name}, pid {os.getpid()})", flush=True)
+    try:
+        web.run_app(
+            app,
+            host=host,
+            port=port,
+            reuse_port=reuse_port,
+            shutdown_timeout=server.shutdown_grace,
+            access_log=access_log,
+            print=None,
+            handle_signals=True,
+        )
+    except PlugboardError as e:
+        print(f"plugboard: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return 0
+
+
+def _serve_workers(args: argparse.Namespace, host: str, port: int, workers: int) -> int:
+    """N processes on one port with SO_REUSEPORT; the kernel spreads connections."""
+    if not hasattr(socket, "SO_REUSEPORT"):
+        print("plugboard: --workers needs SO_REUSEPORT, which this platform lacks", file=sys.stderr)
+        return EXIT_USAGE
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            # Each worker builds its own app after the fork: no event loop,
+            # pool or socket is shared between processes.
+            _, app = _build(args)
+            os._exit(_run(app, host, port, reuse_port=True))
+        children.append(pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            try:
+                os.kill(child, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    status = 0
+    for child in children:
+        _, code = os.waitpid(child, 0)
+        status = status or os.waitstatus_to_exitcode(code)
+    return status
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from plugboard import keys
+    from plugboard.transports.inspect import describe
+
+    settings, app = _build(args)
+    engine = app[keys.ENGINE]
+
+    async def cook() -> None:
+        await engine.cook()
+        engine.drop()
+
+    asyncio.run(cook())
+    info = describe(app)
+    selected = _selected_providers(app)
+    rows = []
+    for plugin in info["plugins"]:
+        c = plugin["contributes"]
+        hooks = ", ".join(h.removeprefix("plugboard_") for h in plugin["hooks"]) or "-"
+        rows.append(
+            (
+                plugin["name"],
+                plugin["version"] or "-",
+                hooks,
+                ", ".join(selected.get(plugin["name"], [])) or "-",
+                ", ".join(c.get("fields", [])) or "-",
+            )
+        )
+    _print_table(("plugin", "version", "hooks", "providers", "schema fields"), rows)
+    fields = len(app[keys.COMPOSED_SCHEMA].field_owners)
+    print(f"\nOK: {len(rows)} plugins, {fields} schema fields, settings from {settings.root}")
+    return 0
+
+
+def _selected_providers(app: Any) -> dict[str, list[str]]:
+    """Providers each plugin will select, from its config's ``provider`` fields."""
+    from plugboard import keys
+
+    out: dict[str, list[str]] = {}
+    for plugin, config in app[keys.PLUGIN_CONFIGS].items():
+        if config is None:
+            continue
+        for field in getattr(type(config), "__attrs_attrs__", ()):
+            if field.name == "provider" or field.name.endswith("_provider"):
+                out.setdefault(plugin, []).append(f"{field.name}={getattr(config, field.name)}")
+    return out
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("{:<%d}" % w for w in widths)
+    print(line.format(*header))
+    print(line.format(*("-" * w for w in widths)))
+    for row in rows:
+        print(line.format(*row))
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from plugboard import keys
+    from plugboard.config import iter_fields
+    from plugboard.core_config import CORE_SECTIONS
+
+    settings, app = _build(args)
+    classes: dict[str, type] = dict(CORE_SECTIONS)
+    pm = app[keys.PLUGIN_MANAGER]
+    for plugin, cls in pm.call_each("plugboard_config_class"):
+        if cls is not None:
+            classes[plugin] = cls
+    core = app[keys.CORE_CONFIG]
+    instances = {name: getattr(core, name) for name in CORE_SECTIONS}
+    instances.update({k: v for k, v in app[keys.PLUGIN_CONFIGS].items() if v is not None})
+    rows = []
+    for section, cls in classes.items():
+        for key, _default, secret in iter_fields(cls, section):
+            value = _lookup(instances[section], key.split(".")[1:])
+            shown = "'***'" if secret and value else repr(value)
+            rows.append((key, shown, settings.source(key)))
+    if args.key:
+        wanted = args.key.lower()
+        rows = [r for r in rows if r[0] == wanted or r[0].startswith(wanted + ".")]
+        if not rows:
+            print(f"plugboard: no setting named {args.key!r}", file=sys.stderr)
+            return EXIT_USAGE
+    _print_table(("key", "value", "source"), rows)
+    return 0
+
+
+def _lookup(obj: Any, path: list[str]) -> Any:
+    for part in path:
+        obj = getattr(obj, part, None) if not isinstance(obj, dict) else obj.get(part)
+    return obj
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    from plugboard.pluginmanager import installed_plugins
+
+    settings = _load(args)
+    entries = {e.name: e for e in settings.plugin_entries()}
+    installed = installed_plugins()
+    rows = []
+    for name in sorted(set(installed) | set(entries)):
+        ep = installed.get(name)
+        source = f"{ep.dist.name} {ep.dist.version}" if ep is not None and ep.dist is not None else ("dotted path" if ep is None else ep.value)
+        entry = entries.get(name)
+        state = "enabled" if entry and entry.enabled else ("disabled" if entry else "not declared")
+        rows.append((name, state, source))
+    _print_table(("plugin", "state", "from"), rows)
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from plugboard import keys
+
+    _, app = _build(args)
+    print(app[keys.COMPOSED_SCHEMA].sdl)
+    return 0
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from plugboard.scaffold import init_project
+
+    return init_project(Path(args.dir), force=args.force)
+
+
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    from plugboard.scaffold import new_plugin
+
+    return new_plugin(args.name, Path(args.dir), force=args.force)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plugboard", description="A configuration-driven GraphQL plugin runtime.")
+    parser.add_argument("--version", action="version", version=f"plugboard {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--root", default=os.environ.get("PLUGBOARD_ROOT", "."), help="folder holding settings.yaml (default: .)")
+    common.add_argument("--config", help="overlay file on top of settings.yaml (default: config/$PLUGBOARD_ENV.yaml)")
+    common.add_argument("--env", help="overlay name: config/<ENV>.yaml (default: $PLUGBOARD_ENV)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", parents=[common], help="run the HTTP server")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--workers", type=int, help="processes sharing the port (SO_REUSEPORT)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("check", parents=[common], help="load everything, print the plugin table")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("config", parents=[common], help="effective settings and where each came from")
+    p.add_argument("key", nargs="?")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("plugins", parents=[common], help="installed and enabled plugins")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("schema", parents=[common], help="print the composed SDL")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("init", help="scaffold settings.yaml and schema.d in DIR")
+    p.add_argument("dir", nargs="?", default=".")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_init)
+
+    p = sub.add_parser("new-plugin", help="scaffold a pip-installable plugin package")
+    p.add_argument("name")
+    p.add_argument("--dir", default=".")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_new_plugin)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from plugboard.errors import PlugboardError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PLUGBOARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except PlugboardError as e:
+        print(f"plugboard: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,655 @@
+"""Turning plain settings mappings into validated attrs instances, with every problem at once.
+
+:func:`structure` walks an attrs class (nested classes, lists, dicts,
+``Optional``, ``Literal``, enums, scalars and the :mod:`plugboard.units`
+markers) alongside a mapping read from YAML or the environment, and either
+returns an instance or raises one :class:`~plugboard.errors.ConfigError`
+listing a :class:`~plugboard.errors.ConfigProblem` per bad key: its full
+dotted name, its value (``'***'`` for secrets), the reason and where the value
+came from. Values from the environment arrive as strings, so numeric strings
+are accepted for numbers and ``yes``/``no``-style strings for booleans. Keys are
+matched without regard to case, and a camelCase key (the seed's spelling)
+names the snake_case field of the same words. :func:`unstructure` and
+:func:`iter_fields` go the other way, for ``plugboard config``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import enum
+import math
+import re
+import sys
+import types
+import typing
+from typing import Any, Callable, Literal, Mapping, Union
+
+import attrs
+
+from plugboard.errors import ConfigError, ConfigProblem
+from plugboard.units import DurationMarker, SecretMarker, SizeMarker, parse_duration, parse_size
+
+__all__ = ["MASK", "iter_fields", "normalize_key", "parse_bool", "structure", "unstructure"]
+
+#: What a secret value is replaced with wherever it would be shown.
+MASK = "***"
+
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+_INT_RE = re.compile(r"\s*[+-]?\d+\s*")
+_CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
+_NULL_STRINGS = frozenset({"", "null", "none", "~"})
+
+
+class _Invalid:
+    """The result of a value that produced a problem (never a real setting)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<invalid>"
+
+
+_INVALID: Any = _Invalid()
+
+
+class _TypeProblem(Exception):
+    """A value does not fit a type; the message is the reason shown to the user."""
+
+
+def normalize_key(key: object) -> str:
+    """Return the field-name form of a settings key: ``maxFileSize`` -> ``max_file_size``.
+
+    Upper-case keys (from environment variables) and snake_case keys come out
+    lower-cased and otherwise unchanged.
+    """
+    return _CAMEL_RE.sub("_", str(key)).lower()
+
+
+def parse_bool(value: object) -> bool:
+    """Return a boolean from ``True``/``False``, 0/1 or ``true``/``yes``/``on``/``1`` and their opposites.
+
+    The integers 0 and 1 are accepted because dynaconf parses ``FLAG=1`` in the
+    environment into the integer 1; any other integer is an error.
+
+    :raises ValueError: with the reason ``expected true or false``.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise ValueError("expected true or false")
+
+
+def structure(
+    cls: type,
+    data: Mapping[str, Any] | None,
+    *,
+    section: str,
+    source_of: Callable[[str], str] | None = None,
+) -> Any:
+    """Build an instance of the attrs class ``cls`` from ``data``, or raise ConfigError.
+
+    :param cls: a (usually frozen, kw_only) attrs class.
+    :param data: the section's mapping; None counts as empty.
+    :param section: the dotted prefix of every key in messages (``uploads``).
+    :param source_of: maps a dotted key to where its value came from
+        (``Settings.source``); without it every source reads ``override``.
+    :raises ConfigError: listing every problem found, not only the first.
+    """
+    if not attrs.has(cls):
+        raise TypeError(f"{cls!r} is not an attrs class")
+    walker = _Walker(source_of or (lambda key: "override"))
+    result = walker.convert(cls, {} if data is None else data, section, secret=False)
+    if walker.problems:
+        raise ConfigError(walker.problems)
+    return result
+
+
+def unstructure(instance: Any, *, mask: bool = False) -> dict[str, Any]:
+    """Return the plain-data form of an attrs instance: snake_case keys, lists, dicts.
+
+    :param mask: replace the value of every Secret field that is set with ``'***'``.
+    """
+    if not attrs.has(type(instance)):
+        raise TypeError(f"{instance!r} is not an attrs instance")
+    return _unstructure(instance, mask)
+
+
+def iter_fields(cls: type, prefix: str) -> list[tuple[str, Any, bool]]:
+    """List ``(dotted_key, default, is_secret)`` for every setting of ``cls``.
+
+    Nested attrs classes are expanded into their own keys; an ``Optional``
+    nested class is one key (its default is usually None). A required field's
+    default is ``attrs.NOTHING``.
+    """
+    rows: list[tuple[str, Any, bool]] = []
+    hints = _type_hints(cls)
+    for field in attrs.fields(cls):
+        if not field.init:
+            continue
+        tp = hints[field.name]
+        key = _join(prefix, _field_key(field))
+        base = _strip_annotated(tp)
+        if attrs.has(base) and isinstance(base, type):
+            rows.extend(iter_fields(base, key))
+            continue
+        rows.append((key, _default_of(field), _is_secret(tp)))
+    return rows
+
+
+# -- the walker ---------------------------------------------------------------
+
+
+class _Walker:
+    """Collects problems while converting one section; holds no state beyond that."""
+
+    def __init__(self, source_of: Callable[[str], str]) -> None:
+        self.source_of = source_of
+        self.problems: list[ConfigProblem] = []
+
+    def problem(self, key: str, value: Any, reason: str, *, secret: bool) -> None:
+        shown = MASK if secret and value is not None else value
+        try:
+            source = self.source_of(key)
+        except Exception:  # noqa: BLE001 - a broken lookup must not hide the real problem
+            source = "unknown"
+        self.problems.append(ConfigProblem(key, shown, reason, source))
+
+    def convert(self, tp: Any, raw: Any, key: str, *, secret: bool) -> Any:
+        """Convert ``raw`` to ``tp``; on failure record problems and return _INVALID."""
+        secret = secret or _is_secret(tp)
+        try:
+            return self._convert(tp, raw, key, secret)
+        except _TypeProblem as e:
+            self.problem(key, raw, str(e), secret=secret)
+            return _INVALID
+
+    def _convert(self, tp: Any, raw: Any, key: str, secret: bool) -> Any:
+        origin = typing.get_origin(tp)
+        if origin is typing.Annotated:
+            base, *meta = typing.get_args(tp)
+            if any(isinstance(m, SizeMarker) for m in meta):
+                return self._unit(parse_size, raw)
+            if any(isinstance(m, DurationMarker) for m in meta):
+                return self._unit(parse_duration, raw)
+            return self._convert(base, raw, key, secret)
+        if tp is Any or tp is object:
+            return _plain(raw)
+        if tp is type(None) or tp is None:
+            if raw is None:
+                return None
+            raise _TypeProblem("expected null")
+        if origin is Union or origin is types.UnionType:
+            return self._union(typing.get_args(tp), raw, key, secret)
+        if origin is Literal:
+            return _choice(typing.get_args(tp), raw)
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            return _enum(tp, raw)
+        if isinstance(tp, type) and attrs.has(tp):
+            return self._attrs(tp, raw, key)
+        if tp is bool:
+            try:
+                return parse_bool(raw)
+            except ValueError as e:
+                raise _TypeProblem(str(e)) from None
+        if tp is int:
+            return _to_int(raw)
+        if tp is float:
+            return _to_float(raw)
+        if tp is str:
+            return _to_str(raw)
+        if origin in (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Set,
+                      collections.abc.MutableSequence, collections.abc.MutableSet, collections.abc.Iterable):
+            return self._sequence(origin, typing.get_args(tp), raw, key, secret)
+        if tp in (list, tuple, set, frozenset):
+            return self._sequence(tp, (), raw, key, secret)
+        if origin in (dict, collections.abc.Mapping, collections.abc.MutableMapping) or tp is dict:
+            args = typing.get_args(tp) or (Any, Any)
+            return self._mapping(args[0], args[1], raw, key, secret)
+        return _other(tp, raw)
+
+    @staticmethod
+    def _unit(parse: Callable[[Any], Any], raw: Any) -> Any:
+        try:
+            return parse(raw)
+        except ValueError as e:
+            raise _TypeProblem(str(e)) from None
+
+    def _union(self, args: tuple[Any, ...], raw: Any, key: str, secret: bool) -> Any:
+        optional = type(None) in args
+        arms = [a for a in args if a is not type(None)]
+        if raw is None:
+            if optional:
+                return None
+            raise _TypeProblem(_expected(arms))
+        # An empty or "null" environment value means "unset" for a type that
+        # cannot hold a string anyway.
+        if optional and isinstance(raw, str) and raw.strip().lower() in _NULL_STRINGS:
+            if not any(_takes_strings(a) for a in arms):
+                return None
+        # Prefer the arm whose type the value already has, so that "5" stays a
+        # string in `int | str` only when no exact match exists.
+        arms.sort(key=lambda a: not _exact(a, raw))
+        first_failure: list[ConfigProblem] | None = None
+        for arm in arms:
+            trial = _Walker(self.source_of)
+            value = trial.convert(arm, raw, key, secret=secret)
+            if not trial.problems:
+                return value
+            if first_failure is None:
+                first_failure = trial.problems
+        if len(arms) == 1 and first_failure is not None:
+            self.problems.extend(first_failure)
+            return _INVALID
+        raise _TypeProblem(_expected(arms))
+
+    def _sequence(self, origin: Any, args: tuple[Any, ...], raw: Any, key: str, secret: bool) -> Any:
+        if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple, set, frozenset)):
+            raise _TypeProblem("expected a list")
+        items = list(raw)
+        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(items) != len(args):
+                raise _TypeProblem(f"expected a list of {len(args)} items")
+            types_ = list(args)
+        else:
+            item_tp = args[0] if args else Any
+            types_ = [item_tp] * len(items)
+        before = len(self.problems)
+        out = [self.convert(t, v, f"{key}[{i}]", secret=secret) for i, (t, v) in enumerate(zip(types_, items))]
+        if len(self.problems) > before:
+            return _INVALID
+        if origin is tuple:
+            return tuple(out)
+        if origin in (set, collections.abc.MutableSet):
+            return set(out)
+        if origin in (frozenset, collections.abc.Set):
+            return frozenset(out)
+        return out
+
+    def _mapping(self, key_tp: Any, value_tp: Any, raw: Any, key: str, secret: bool) -> Any:
+        if not isinstance(raw, Mapping):
+            raise _TypeProblem("expected a mapping")
+        before = len(self.problems)
+        out = {}
+        for k, v in raw.items():
+            sub = _join(key, str(k))
+            ck = self.convert(key_tp, k, sub, secret=False)
+            out[ck] = self.convert(value_tp, v, sub, secret=secret)
+        if len(self.problems) > before:
+            return _INVALID
+        return out
+
+    def _attrs(self, cls: type, raw: Any, prefix: str) -> Any:
+        # `s3:` with every sub-key commented out reads as null: mean "defaults".
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise _TypeProblem("expected a mapping")
+        hints = _type_hints(cls)
+        fields = [f for f in attrs.fields(cls) if f.init]
+        by_key = {_field_key(f): f for f in fields}
+        before = len(self.problems)
+        given: dict[str, tuple[str, Any]] = {}  # field key -> (key as written, value)
+        for raw_key, value in raw.items():
+            written = str(raw_key)
+            name = normalize_key(written)
+            if name not in by_key:
+                self.problem(
+                    _join(prefix, written),
+                    _shown_unknown(written, value),
+                    f"unknown key; expected one of: {', '.join(by_key)}",
+                    secret=False,
+                )
+                continue
+            if name in given:
+                other = given[name][0]
+                field_secret = _is_secret(hints[by_key[name].name])
+                self.problem(
+                    _join(prefix, name),
+                    value,
+                    f"both {other!r} and {written!r} are set; keep one",
+                    secret=field_secret,
+                )
+                continue
+            given[name] = (written, value)
+
+        kwargs: dict[str, Any] = {}
+        for name, field in by_key.items():
+            tp = hints[field.name]
+            key = _join(prefix, name)
+            if name in given:
+                kwargs[field.alias or field.name] = self.convert(tp, given[name][1], key, secret=False)
+            elif field.default is attrs.NOTHING:
+                base = _strip_annotated(tp)
+                if isinstance(base, type) and attrs.has(base):
+                    # Expanding a required nested class names its own missing keys.
+                    kwargs[field.alias or field.name] = self.convert(base, {}, key, secret=False)
+                else:
+                    self.problem(key, None, "required", secret=False)
+        if len(self.problems) > before:
+            # Still run the validators of the fields that did convert, so a
+            # typo elsewhere does not hide `port: 70000`.
+            self._blame_validators(cls, fields, hints, kwargs, given, prefix, None)
+            return _INVALID
+        try:
+            return cls(**kwargs)
+        except Exception as construction_error:  # noqa: BLE001 - validators raise anything
+            self._blame_validators(cls, fields, hints, kwargs, given, prefix, construction_error)
+            return _INVALID
+
+    def _blame_validators(
+        self,
+        cls: type,
+        fields: list[attrs.Attribute],
+        hints: dict[str, Any],
+        kwargs: dict[str, Any],
+        given: dict[str, tuple[str, Any]],
+        prefix: str,
+        construction_error: Exception | None,
+    ) -> None:
+        """Run each field's converter and validator alone, so every failing field is named.
+
+        attrs stops at the first failing validator; settings should list them
+        all. Fields that did not convert keep their default in the stand-in
+        instance (for validators that look at other fields) and are not
+        validated again.
+        """
+        shadow = object.__new__(cls)
+        values: dict[str, Any] = {}
+        invalid: set[str] = set()
+        for field in fields:
+            arg = field.alias or field.name
+            value = kwargs.get(arg, _INVALID)
+            if value is _INVALID:
+                if arg in kwargs:
+                    invalid.add(field.name)
+                value = _default_value(field, shadow)
+            try:
+                value = _apply_converter(field, value, shadow)
+            except Exception:  # noqa: BLE001 - the validator pass below names the field
+                pass
+            values[field.name] = value
+            object.__setattr__(shadow, field.name, value)
+        blamed = False
+        for field in fields:
+            if field.validator is None or field.name in invalid or values[field.name] is attrs.NOTHING:
+                continue
+            try:
+                field.validator(shadow, field, values[field.name])
+            except Exception as e:  # noqa: BLE001
+                name = _field_key(field)
+                shown = given[name][1] if name in given else values[field.name]
+                self.problem(_join(prefix, name), shown, _message(e), secret=_is_secret(hints[field.name]))
+                blamed = True
+        if not blamed and construction_error is not None:
+            # A converter or __attrs_post_init__ refused the combination.
+            self.problem(prefix or cls.__name__, "...", _message(construction_error), secret=False)
+
+
+# -- scalar conversions -------------------------------------------------------
+
+
+def _to_int(raw: Any) -> int:
+    if isinstance(raw, bool):  # an int subclass, but `port: true` is a mistake
+        raise _TypeProblem("expected an integer")
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
+        return int(raw)
+    if isinstance(raw, str) and _INT_RE.fullmatch(raw):
+        return int(raw)
+    raise _TypeProblem("expected an integer")
+
+
+def _to_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise _TypeProblem("expected a number")
+    if isinstance(raw, (int, float)):
+        value = float(raw)
+    elif isinstance(raw, str):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise _TypeProblem("expected a number") from None
+    else:
+        raise _TypeProblem("expected a number")
+    if not math.isfinite(value):
+        raise _TypeProblem("expected a number")
+    return value
+
+
+def _to_str(raw: Any) -> str:
+    if isinstance(raw, str):
+        return raw
+    # YAML and dynaconf turn `password: 12345` into an int; it was meant as text.
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return str(raw)
+    raise _TypeProblem("expected a string")
+
+
+def _choice(choices: tuple[Any, ...], raw: Any) -> Any:
+    for choice in choices:
+        if raw == choice and type(raw) is type(choice):
+            return choice
+    # Environment values arrive parsed or as text: match "5" to 5 and 5 to "5".
+    for choice in choices:
+        if not isinstance(choice, bool) and not isinstance(raw, bool) and str(raw) == str(choice):
+            return choice
+    raise _TypeProblem(f"expected one of {', '.join(repr(c) for c in choices)}")
+
+
+def _enum(cls: type[enum.Enum], raw: Any) -> enum.Enum:
+    if isinstance(raw, cls):
+        return raw
+    for member in cls:
+        if raw == member.value and type(raw) is type(member.value):
+            return member
+    for member in cls:
+        if isinstance(raw, str) and (raw == str(member.value) or raw.lower() == member.name.lower()):
+            return member
+    raise _TypeProblem(f"expected one of {', '.join(repr(m.value) for m in cls)}")
+
+
+def _other(tp: Any, raw: Any) -> Any:
+    if isinstance(tp, type):
+        if isinstance(raw, tp):
+            return raw
+        try:
+            return tp(raw)
+        except Exception as e:  # noqa: BLE001 - any constructor refusal is the reason
+            raise _TypeProblem(_message(e) or f"expected {tp.__name__}") from None
+    raise TypeError(f"plugboard.config cannot structure the type {tp!r}")
+
+
+# -- type helpers -------------------------------------------------------------
+
+
+def _type_hints(cls: type) -> dict[str, Any]:
+    """Field types with Annotated markers kept; string annotations resolved."""
+    try:
+        return typing.get_type_hints(cls, include_extras=True)
+    except Exception:  # noqa: BLE001 - fall back to attrs' own record, field by field
+        module = sys.modules.get(cls.__module__)
+        namespace = dict(vars(module)) if module else {}
+        hints = {}
+        for field in attrs.fields(cls):
+            tp = field.type
+            if isinstance(tp, str):
+                try:
+                    tp = eval(tp, namespace, dict(vars(cls)))  # noqa: S307 - a class's own annotation
+                except Exception as e:
+                    raise TypeError(f"cannot resolve the type of {cls.__name__}.{field.name}: {tp!r} ({e})") from e
+            hints[field.name] = Any if tp is None else tp
+        return hints
+
+
+def _strip_annotated(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp
+
+
+def _is_secret(tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(tp)
+        return any(isinstance(m, SecretMarker) for m in meta) or _is_secret(base)
+    if origin is not None:
+        return any(_is_secret(a) for a in typing.get_args(tp) if a is not Ellipsis)
+    return False
+
+
+def _takes_strings(tp: Any) -> bool:
+    base = _strip_annotated(tp)
+    if base is str or base is Any:
+        return True
+    if typing.get_origin(base) is Literal:
+        return any(isinstance(c, str) for c in typing.get_args(base))
+    return isinstance(base, type) and issubclass(base, enum.Enum)
+
+
+def _exact(tp: Any, raw: Any) -> bool:
+    """True when ``raw`` is already of the plain type ``tp`` (no coercion needed)."""
+    base = _strip_annotated(tp)
+    if base is bool:
+        return isinstance(raw, bool)
+    if base is int:
+        return isinstance(raw, int) and not isinstance(raw, bool)
+    if base is float:
+        return isinstance(raw, float)
+    if base is str:
+        return isinstance(raw, str)
+    origin = typing.get_origin(base) or base
+    if origin in (list, tuple, collections.abc.Sequence):
+        return isinstance(raw, (list, tuple))
+    if origin in (dict, collections.abc.Mapping) or (isinstance(base, type) and attrs.has(base)):
+        return isinstance(raw, Mapping)
+    return False
+
+
+def _expected(arms: list[Any]) -> str:
+    words = []
+    for arm in arms:
+        base = _strip_annotated(arm)
+        meta = typing.get_args(arm)[1:] if typing.get_origin(arm) is typing.Annotated else ()
+        if any(isinstance(m, SizeMarker) for m in meta):
+            words.append("a size")
+        elif any(isinstance(m, DurationMarker) for m in meta):
+            words.append("a duration")
+        else:
+            words.append(_describe(base))
+    return "expected " + " or ".join(dict.fromkeys(words))
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in tp)
+    if origin in (list, tuple, set, frozenset, collections.abc.Sequence) or tp in (list, tuple):
+        return "a list"
+    if origin in (dict, collections.abc.Mapping) or tp is dict or (isinstance(tp, type) and attrs.has(tp)):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+# -- small helpers ------------------------------------------------------------
+
+
+def _field_key(field: attrs.Attribute) -> str:
+    return field.alias or field.name
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else key
+
+
+def _default_of(field: attrs.Attribute) -> Any:
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return None if default.takes_self else default.factory()
+    return default
+
+
+def _default_value(field: attrs.Attribute, instance: Any) -> Any:
+    default = field.default
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        return default.factory(instance) if default.takes_self else default.factory()
+    return default
+
+
+def _apply_converter(field: attrs.Attribute, value: Any, instance: Any) -> Any:
+    converter = field.converter
+    if converter is None:
+        return value
+    if isinstance(converter, attrs.Converter):
+        args: list[Any] = [value]
+        if converter.takes_self:
+            args.append(instance)
+        if converter.takes_field:
+            args.append(field)
+        return converter.converter(*args)
+    return converter(value)
+
+
+_SENSITIVE = ("secret", "password", "passwd", "token", "key", "credential", "pass")
+
+
+def _shown_unknown(key: str, value: Any) -> Any:
+    # An unknown key is often a misspelt secret (`secret_acess_key`): never echo it.
+    if isinstance(value, Mapping):
+        return "{...}"
+    if any(word in key.lower() for word in _SENSITIVE) and value is not None:
+        return MASK
+    return value
+
+
+def _message(error: BaseException) -> str:
+    # attrs' own validators raise with (message, attribute, ...) as args.
+    if error.args and isinstance(error.args[0], str):
+        return error.args[0]
+    return str(error) or type(error).__name__
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _unstructure(value: Any, mask: bool) -> Any:
+    if attrs.has(type(value)):
+        hints = _type_hints(type(value))
+        out = {}
+        for field in attrs.fields(type(value)):
+            item = getattr(value, field.name)
+            if mask and item is not None and _is_secret(hints[field.name]):
+                out[field.name] = MASK
+            else:
+                out[field.name] = _unstructure(item, mask)
+        return out
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, Mapping):
+        return {k: _unstructure(v, mask) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_unstructure(v, mask) for v in value]
+    return value

@@ -1,0 +1,92 @@
+"""The per-request context handed to resolvers as their third argument.
+
+One :class:`Context` per GraphQL operation (per HTTP request, or per
+WebSocket/SSE operation), built by the transport and filled by each plugin's
+``plugboard_context`` hook in plugin order. Attribute and item access are the
+same (``context.identity`` or ``context["identity"]``), so plugins written for
+either style work.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+from plugboard import keys
+from plugboard.graphql.errors import GraphQLError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+
+class Context:
+    """Request-scoped values: ``app``, ``request``, ``request_id``, ``transport``, ``identity``."""
+
+    def __init__(self, *, app: "web.Application", request: "web.Request | None", request_id: str, transport: str) -> None:
+        self.app = app
+        self.request = request
+        self.request_id = request_id
+        self.transport = transport
+        self.identity: Any = None
+
+    @property
+    def providers(self):
+        return self.app[keys.PROVIDERS]
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and hasattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+    def update(self, values: Mapping[str, Any]) -> None:
+        for key, value in values.items():
+            setattr(self, key, value)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(vars(self))
+
+    def __repr__(self) -> str:
+        return f"<Context {self.transport} request_id={self.request_id}>"
+
+
+class ContextBuilder:
+    """Runs the ``plugboard_context`` implementations, in plugin order, for one app."""
+
+    def __init__(self, impls: list[tuple[str, Any, tuple[str, ...]]]) -> None:
+        # (plugin name, function, argument names) fixed at start-up, so the hot
+        # path does no pluggy dispatch.
+        self._impls = impls
+
+    async def build(
+        self,
+        app: "web.Application",
+        request: "web.Request | None",
+        *,
+        request_id: str,
+        transport: str,
+        connection_params: Mapping[str, Any] | None = None,
+    ) -> Context:
+        context = Context(app=app, request=request, request_id=request_id, transport=transport)
+        if not self._impls:
+            return context
+        args = {"context": context, "request": request, "connection_params": connection_params}
+        for _plugin, function, argnames in self._impls:
+            result = function(**{name: args[name] for name in argnames})
+            if inspect.isawaitable(result):
+                result = await result
+            if result:
+                context.update(result)
+        return context
+
+
+__all__ = ["Context", "ContextBuilder", "GraphQLError"]

@@ -1,0 +1,292 @@
+"""The only module that talks to Tartiflette's engine and its global registry.
+
+Tartiflette keeps every resolver, scalar and directive in a process-wide
+``SchemaRegistry`` keyed by schema name. We contain that here: each app gets a
+schema name of its own (``plugboard-<uuid>``), the decorators are applied at
+build time to what plugins returned as plain data, and the app's registry
+entry is dropped again on shutdown, so two apps in one process never see each
+other's resolvers.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import uuid
+from typing import Any, AsyncIterator, Callable, Mapping
+
+import attrs
+from tartiflette import Directive, Resolver, Scalar, Subscription, create_engine
+from tartiflette.engine import parse_and_validate_query
+from tartiflette.schema.registry import SchemaRegistry
+from tartiflette.types.exceptions.tartiflette import TartifletteError
+
+from plugboard.errors import SchemaError
+from plugboard.graphql.errors import GraphQLError
+
+logger = logging.getLogger("plugboard.graphql")
+
+
+@attrs.define(frozen=True)
+class Contribution:
+    """One resolver/subscription/scalar/directive and the plugin that gave it."""
+
+    plugin: str
+    value: Any
+
+
+@attrs.define(frozen=True, kw_only=True)
+class EngineOptions:
+    debug: bool = False
+    document_cache_size: int = 512
+    coerce_list_concurrently: bool = False
+
+
+@attrs.define(frozen=True)
+class FieldDef:
+    type_name: str
+    field_name: str
+    line: int
+
+
+@attrs.define(frozen=True)
+class FragmentShape:
+    """What one SDL fragment declares: type definitions, extensions, fields."""
+
+    defined_types: tuple[str, ...]
+    extended_types: tuple[str, ...]
+    fields: tuple[FieldDef, ...]
+
+
+def fragment_shape(text: str, origin: str) -> FragmentShape:
+    """Parse one SDL fragment (Tartiflette's own SDL parser) and list what it declares."""
+    from tartiflette.language.parsers.lark import parse_to_document
+
+    try:
+        document = parse_to_document(text)
+    except Exception as e:  # lark raises a family of its own exceptions
+        raise SchemaError(f"{origin}: SDL does not parse: {_first_line(e)}") from e
+    defined, extended, fields = [], [], []
+    for node in document.definitions:
+        kind = type(node).__name__
+        name = getattr(getattr(node, "name", None), "value", None)
+        if name is None:
+            continue
+        if kind.endswith("TypeExtensionNode"):
+            extended.append(name)
+        elif kind.endswith("TypeDefinitionNode"):
+            defined.append(name)
+        for field in getattr(node, "fields", None) or []:
+            loc = getattr(field, "location", None)
+            fields.append(FieldDef(name, field.name.value, getattr(loc, "line", 0)))
+    return FragmentShape(tuple(defined), tuple(extended), tuple(fields))
+
+
+def _first_line(e: Exception) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _guard_resolver(fn: Callable, plugin: str, key: str, debug: bool) -> Callable:
+    """Turn a plugin's exceptions into GraphQL errors the way the protocol expects.
+
+    A GraphQLError keeps its message and code; anything else is logged once,
+    in full, with the request id and owning plugin, and masked for clients.
+    """
+
+    @functools.wraps(fn)
+    async def guarded(parent, args, context, info):
+        try:
+            return await fn(parent, args, context, info)
+        except (TartifletteError, GraphQLError) as e:
+            raise _client_error(e) from e
+        except Exception as e:
+            raise _internal_error(e, plugin, key, context, debug) from e
+
+    return guarded
+
+
+def _guard_subscription(fn: Callable, plugin: str, key: str, debug: bool) -> Callable:
+    @functools.wraps(fn)
+    async def guarded(parent, args, context, info):
+        try:
+            async for value in fn(parent, args, context, info):
+                yield value
+        except (TartifletteError, GraphQLError) as e:
+            raise _client_error(e) from e
+        except Exception as e:
+            raise _internal_error(e, plugin, key, context, debug) from e
+
+    return guarded
+
+
+def _client_error(e: Exception) -> TartifletteError:
+    if isinstance(e, TartifletteError):
+        return e
+    return TartifletteError(e.message, extensions=dict(e.extensions))
+
+
+def _internal_error(e: Exception, plugin: str, key: str, context: Any, debug: bool) -> TartifletteError:
+    request_id = getattr(context, "request_id", None)
+    logger.error(
+        "plugin %r: resolver %s raised (request %s)", plugin, key, request_id, exc_info=e
+    )
+    message = f"{type(e).__name__}: {e}" if debug else "Internal server error"
+    extensions = {"code": "INTERNAL_SERVER_ERROR"}
+    if request_id:
+        extensions["requestId"] = request_id
+    return TartifletteError(message, extensions=extensions)
+
+
+def _format_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    out = []
+    for error in errors:
+        if hasattr(error, "coerce_value"):
+            out.append(error.coerce_value())
+        else:
+            out.append({"message": str(error)})
+    return out
+
+
+@attrs.define(frozen=True)
+class ParsedDocument:
+    """A parsed and validated document, or the errors that stopped it."""
+
+    document: Any
+    errors: list[dict[str, Any]] | None
+
+    def operations(self) -> list[tuple[str | None, str]]:
+        """``(name, type)`` of each operation definition in the document."""
+        if self.document is None:
+            return []
+        ops = []
+        for node in self.document.definitions:
+            op_type = getattr(node, "operation_type", None)
+            if op_type is not None:
+                ops.append((node.name.value if node.name else None, op_type))
+        return ops
+
+
+class GraphQLEngine:
+    """A cooked Tartiflette engine under an app-unique schema name."""
+
+    def __init__(
+        self,
+        *,
+        sdl: str,
+        resolvers: Mapping[str, Contribution],
+        subscriptions: Mapping[str, Contribution],
+        scalars: Mapping[str, Contribution],
+        directives: Mapping[str, Contribution],
+        options: EngineOptions,
+    ) -> None:
+        self.schema_name = f"plugboard-{uuid.uuid4().hex}"
+        self.sdl = sdl
+        self.options = options
+        self._resolvers = resolvers
+        self._subscriptions = subscriptions
+        self._scalars = scalars
+        self._directives = directives
+        self._engine: Any = None
+        self._parse: Callable[[str, Any], tuple[Any, Any]] | None = None
+
+    async def cook(self) -> None:
+        name, debug = self.schema_name, self.options.debug
+        try:
+            for key, c in self._resolvers.items():
+                Resolver(key, schema_name=name)(_guard_resolver(c.value, c.plugin, key, debug))
+            for key, c in self._subscriptions.items():
+                Subscription(key, schema_name=name)(_guard_subscription(c.value, c.plugin, key, debug))
+            for key, c in self._scalars.items():
+                value = c.value() if inspect.isclass(c.value) else c.value
+                Scalar(key, schema_name=name)(value)
+            for key, c in self._directives.items():
+                Directive(key, schema_name=name)(c.value)
+            self._engine = await create_engine(
+                self.sdl,
+                schema_name=name,
+                coerce_list_concurrently=self.options.coerce_list_concurrently,
+                query_cache_decorator=None,
+            )
+        except SchemaError:
+            self.drop()
+            raise
+        except Exception as e:
+            self.drop()
+            raise SchemaError(f"the composed schema does not build: {_first_line(e)}") from e
+        # Our own LRU over Tartiflette's parser: the document is needed before
+        # execution (operation type, complexity), and Tartiflette must then not
+        # parse the same text again.
+        self._parse = functools.lru_cache(maxsize=self.options.document_cache_size)(
+            parse_and_validate_query
+        )
+
+    def parse(self, query: str) -> ParsedDocument:
+        document, errors = self._parse(query, self._engine._schema)
+        return ParsedDocument(document, _format_errors(errors) if errors else None)
+
+    async def execute(
+        self,
+        parsed: ParsedDocument,
+        *,
+        operation_name: str | None,
+        context: Any,
+        variables: Mapping[str, Any] | None,
+    ) -> dict[str, Any]:
+        engine = self._engine
+        try:
+            return await engine._query_executor(
+                engine._schema,
+                parsed.document,
+                None,
+                operation_name,
+                context,
+                variables,
+                None,
+                context_coercer=context,
+            )
+        except Exception as e:  # Tartiflette raises for a few request-level problems
+            return await engine._build_response(errors=[_as_tartiflette_error(e)])
+
+    async def subscribe(
+        self,
+        parsed: ParsedDocument,
+        *,
+        operation_name: str | None,
+        context: Any,
+        variables: Mapping[str, Any] | None,
+    ) -> AsyncIterator[dict[str, Any]]:
+        engine = self._engine
+        async for payload in engine._subscription_executor(
+            engine._schema,
+            parsed.document,
+            None,
+            operation_name,
+            context,
+            variables,
+            None,
+            context_coercer=context,
+        ):
+            yield payload
+
+    def field_names(self) -> dict[str, list[str]]:
+        """Object type name -> its field names, from the cooked schema."""
+        out: dict[str, list[str]] = {}
+        for name, gql_type in self._engine._schema.type_definitions.items():
+            fields = getattr(gql_type, "implemented_fields", None) or getattr(gql_type, "fields", None)
+            if isinstance(fields, dict) and not name.startswith("__"):
+                out[name] = list(fields)
+        return out
+
+    def drop(self) -> None:
+        # The single sanctioned touch of Tartiflette's internals: remove only
+        # this app's entry. SchemaRegistry.clean() would wipe every live app.
+        SchemaRegistry._schemas.pop(self.schema_name, None)
+
+
+def _as_tartiflette_error(e: Exception) -> TartifletteError:
+    if isinstance(e, TartifletteError):
+        return e
+    if isinstance(e, GraphQLError):
+        return _client_error(e)
+    return TartifletteError(message=str(e), original_error=e)

@@ -1,0 +1,139 @@
+"""The operation lifecycle: parse and validate, then plugin steps around execution.
+
+Every transport (HTTP, multipart, WebSocket, SSE) turns its request into an
+:class:`Operation` and hands it to :meth:`OperationRunner.run` (queries and
+mutations) or :meth:`OperationRunner.subscribe`. Steps contributed through
+``plugboard_operation_steps`` wrap execution Starlette-style: each gets the
+operation and ``call_next``; the chain is composed once at start-up.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
+
+import attrs
+
+from plugboard.graphql.errors import GraphQLError
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from plugboard.graphql.context import Context
+    from plugboard.graphql.engine import GraphQLEngine, ParsedDocument
+
+CallNext = Callable[["Operation"], Awaitable[Any]]
+#: ``async def step(operation, call_next)`` — see ``plugboard_operation_steps``.
+OperationStep = Callable[["Operation", CallNext], Awaitable[Any]]
+
+
+class OperationRejected(Exception):
+    """A request-level error: the operation never starts executing.
+
+    Transports answer with their own form: an HTTP status (400/405/...), a
+    WebSocket ``error`` message.
+    """
+
+    def __init__(self, message: str, status: int = 400, *, errors: list[dict[str, Any]] | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.errors = errors or [{"message": message}]
+        self.headers = dict(headers or {})
+
+
+@attrs.define(kw_only=True)
+class Operation:
+    """One GraphQL operation on its way through the lifecycle."""
+
+    query: str
+    variables: dict[str, Any] | None
+    operation_name: str | None
+    extensions: dict[str, Any] | None
+    context: "Context"
+    transport: str
+    #: Set by the runner once parsed: the Tartiflette document and its operation type.
+    parsed: "ParsedDocument | None" = None
+    operation_type: str | None = None
+    #: Free space for steps to talk to each other and to the transport
+    #: (e.g. response headers a rate-limit step wants sent).
+    state: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def app(self) -> "web.Application":
+        return self.context.app
+
+    @property
+    def document(self) -> Any:
+        return self.parsed.document if self.parsed else None
+
+    @staticmethod
+    def error_result(message: str, code: str = "BAD_REQUEST", **extensions: Any) -> dict[str, Any]:
+        """A result carrying one error, for steps that answer without executing."""
+        return {"data": None, "errors": [GraphQLError(message, code, extensions=extensions).formatted()]}
+
+
+class OperationRunner:
+    """Parses, validates, picks the operation, then runs the step chain."""
+
+    def __init__(self, engine: "GraphQLEngine", steps: list[tuple[str, OperationStep]]) -> None:
+        self.engine = engine
+        self.steps = steps
+        self._run_chain = self._compose(self._execute)
+        self._subscribe_chain = self._compose(self._subscribe)
+
+    def _compose(self, final: CallNext) -> CallNext:
+        handler = final
+        for _plugin, step in reversed(self.steps):
+            handler = functools.partial(_call_step, step, handler)
+        return handler
+
+    def prepare(self, op: Operation, *, allowed_types: tuple[str, ...] | None = None) -> None:
+        """Parse and validate, choose the operation; raise OperationRejected on request errors."""
+        parsed = self.engine.parse(op.query)
+        if parsed.errors:
+            raise OperationRejected(parsed.errors[0]["message"], 400, errors=parsed.errors)
+        operations = parsed.operations()
+        if op.operation_name is None:
+            if len(operations) != 1:
+                raise OperationRejected(
+                    "the document has several operations: operationName is required", 400
+                )
+            op_type = operations[0][1]
+        else:
+            by_name = {name: t for name, t in operations}
+            if op.operation_name not in by_name:
+                raise OperationRejected(f"unknown operation named {op.operation_name!r}", 400)
+            op_type = by_name[op.operation_name]
+        if allowed_types is not None and op_type not in allowed_types:
+            raise OperationRejected(
+                f"{op_type} operations are not allowed here", 405 if op_type == "mutation" else 400
+            )
+        op.parsed = parsed
+        op.operation_type = op_type
+
+    async def run(self, op: Operation) -> dict[str, Any]:
+        """Execute a prepared query or mutation through the step chain."""
+        return await self._run_chain(op)
+
+    async def subscribe(self, op: Operation) -> AsyncIterator[dict[str, Any]]:
+        """Start a prepared subscription through the step chain; returns the result stream."""
+        return await self._subscribe_chain(op)
+
+    async def _execute(self, op: Operation) -> dict[str, Any]:
+        return await self.engine.execute(
+            op.parsed, operation_name=op.operation_name, context=op.context, variables=op.variables
+        )
+
+    async def _subscribe(self, op: Operation) -> AsyncIterator[dict[str, Any]]:
+        return self.engine.subscribe(
+            op.parsed, operation_name=op.operation_name, context=op.context, variables=op.variables
+        )
+
+
+async def _call_step(step: OperationStep, call_next: CallNext, op: Operation) -> Any:
+    try:
+        return await step(op, call_next)
+    except GraphQLError as e:
+        # A step rejecting the operation (rate limit, depth limit) uses the
+        # client error's own status and headers on transports that have them.
+        raise OperationRejected(e.message, e.http_status, errors=[e.formatted()], headers=e.headers) from e

@@ -1,0 +1,158 @@
+"""Named provider implementations per kind, one registry per app.
+
+Plugins declare :class:`ProviderSpec` objects through ``plugboard_providers``;
+a plugin's settings pick one by name (``uploads.provider: s3``). The factory
+is a lazy dotted path, as in fsspec: nothing is imported until selected, and
+``requires`` becomes the install hint when that import fails. Providers are
+created at start-up inside the app's cleanup context, so nothing starts on a
+bad config and teardown runs in reverse order.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable, Iterable, Mapping
+
+import attrs
+
+from plugboard.config import structure
+from plugboard.errors import ConfigError, ProviderError
+
+KINDS = ("storage", "mailer", "cache", "pubsub", "broker", "records", "ratelimit", "presence")
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ProviderSpec:
+    """A named implementation of a provider kind.
+
+    :param kind: ``storage``, ``mailer``, ``cache``, ``pubsub``, ``broker``,
+        ``records`` ... (any string; these are the built-in kinds).
+    :param name: the name settings use to select it (``s3``).
+    :param factory: ``"package.module:Class"``; called as ``factory(config,
+        app=app)`` (``app`` only if the callable accepts it).
+    :param config: the attrs class validating the provider's own options,
+        read from ``<section>.<name>`` (``uploads.s3``), or None.
+    :param requires: the pip requirement to name when importing fails.
+    :param description: one line for ``plugboard check``.
+    """
+
+    kind: str
+    name: str
+    factory: str | Callable[..., Any]
+    config: type | None = None
+    requires: str | None = None
+    description: str = ""
+
+
+@attrs.define
+class _Entry:
+    spec: ProviderSpec
+    plugin: str
+
+
+class ProviderRegistry:
+    """Every declared provider of one app, plus the instances it has created."""
+
+    def __init__(self) -> None:
+        self._specs: dict[tuple[str, str], _Entry] = {}
+        #: (owner section, kind, name, instance), in creation order.
+        self.created: list[tuple[str, str, str, Any]] = []
+
+    def add(self, spec: ProviderSpec, plugin: str) -> None:
+        key = (spec.kind, spec.name)
+        if key in self._specs:
+            other = self._specs[key].plugin
+            raise ProviderError(
+                f"provider {spec.kind} {spec.name!r} is declared by both plugin {other!r} and plugin {plugin!r}"
+            )
+        self._specs[key] = _Entry(spec, plugin)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(name for k, name in self._specs if k == kind)
+
+    def spec(self, kind: str, name: str) -> ProviderSpec:
+        try:
+            return self._specs[(kind, name)].spec
+        except KeyError:
+            available = ", ".join(repr(n) for n in self.names(kind)) or "none"
+            raise ProviderError(f"unknown {kind} provider {name!r}; available: {available}") from None
+
+    def specs(self) -> Iterable[tuple[ProviderSpec, str]]:
+        for entry in self._specs.values():
+            yield entry.spec, entry.plugin
+
+    def validate(self, kind: str, name: str, options: Mapping[str, Any] | None, *, section: str, source_of: Callable[[str], str]) -> Any:
+        """Check a selection and its options without creating anything."""
+        spec = self.spec(kind, name)
+        if spec.config is None:
+            if options:
+                raise ConfigError(f"{section}: the {kind} provider {name!r} takes no options")
+            return None
+        return structure(spec.config, options or {}, section=section, source_of=source_of)
+
+    def load_factory(self, spec: ProviderSpec) -> Callable[..., Any]:
+        if callable(spec.factory):
+            return spec.factory
+        module_name, _, attr = spec.factory.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            hint = f"; install it with: pip install {spec.requires}" if spec.requires else ""
+            raise ProviderError(f"{spec.kind} provider {spec.name!r} cannot be imported ({e}){hint}") from e
+        try:
+            return getattr(module, attr)
+        except AttributeError:
+            raise ProviderError(f"{spec.kind} provider {spec.name!r}: {module_name} has no {attr!r}") from None
+
+    async def create(self, kind: str, name: str, config: Any, *, app: Any = None, owner: str = "") -> Any:
+        """Instantiate and start a provider; it is closed by :meth:`close_all`."""
+        spec = self.spec(kind, name)
+        factory = self.load_factory(spec)
+        kwargs = {"app": app} if _accepts(factory, "app") else {}
+        instance = factory(config, **kwargs) if spec.config is not None else factory(**kwargs)
+        start = getattr(instance, "start", None)
+        try:
+            if start is not None:
+                await start()
+            elif hasattr(instance, "__aenter__"):
+                await instance.__aenter__()
+        except ProviderError:
+            raise
+        except Exception as e:
+            raise ProviderError(f"{kind} provider {name!r} failed to start: {type(e).__name__}: {e}") from e
+        self.created.append((owner, kind, name, instance))
+        return instance
+
+    async def close_all(self) -> None:
+        while self.created:
+            _owner, _kind, _name, instance = self.created.pop()
+            close = getattr(instance, "close", None)
+            if close is not None:
+                result = close()
+                if inspect.isawaitable(result):
+                    await result
+            elif hasattr(instance, "__aexit__"):
+                await instance.__aexit__(None, None, None)
+
+    async def check_all(self) -> dict[str, str | None]:
+        """Ask every created provider that has ``check()``; name -> error or None."""
+        out: dict[str, str | None] = {}
+        for owner, kind, name, instance in self.created:
+            check = getattr(instance, "check", None)
+            if check is None:
+                continue
+            label = f"{owner or kind}:{kind}:{name}"
+            try:
+                await check()
+                out[label] = None
+            except Exception as e:
+                out[label] = f"{type(e).__name__}: {e}"
+        return out
+
+
+def _accepts(fn: Callable[..., Any], arg: str) -> bool:
+    try:
+        return arg in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False

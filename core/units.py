@@ -1,0 +1,153 @@
+"""Human units in settings: sizes (``10MB``), durations (``1h30m``) and secrets.
+
+Deployers write sizes and durations the way they say them, so settings accept
+``10MB``, ``512KiB``, ``500ms`` or ``1h30m`` as well as plain numbers (bytes and
+seconds). :func:`parse_size` and :func:`parse_duration` turn either form into
+an ``int`` of bytes or a ``float`` of seconds and raise ``ValueError`` with a
+message that says what was expected. The :data:`Size`, :data:`Duration` and
+:data:`Secret` annotations mark attrs fields so :mod:`plugboard.config` knows
+to parse them (or, for secrets, to mask them as ``'***'`` wherever a value is
+shown); the marker objects carry no behaviour of their own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Annotated
+
+__all__ = [
+    "DURATION",
+    "SECRET",
+    "SIZE",
+    "Duration",
+    "DurationMarker",
+    "Secret",
+    "SecretMarker",
+    "Size",
+    "SizeMarker",
+    "parse_duration",
+    "parse_size",
+]
+
+SIZE_ERROR = "not a size; expected e.g. '10MB'"
+DURATION_ERROR = "not a duration; expected e.g. '30s', '15m' or '1h'"
+
+
+class _Marker:
+    """Base of the annotation markers; equal when of the same class."""
+
+    __slots__ = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self)
+
+    def __hash__(self) -> int:
+        return hash(type(self).__name__)
+
+    def __repr__(self) -> str:
+        return type(self).__name__.removesuffix("Marker").upper()
+
+
+class SizeMarker(_Marker):
+    """Marks an ``int`` field holding bytes, written as ``10MB`` in settings."""
+
+    __slots__ = ()
+
+
+class DurationMarker(_Marker):
+    """Marks a ``float`` field holding seconds, written as ``30s`` in settings."""
+
+    __slots__ = ()
+
+
+class SecretMarker(_Marker):
+    """Marks a ``str`` field whose value is shown as ``'***'``."""
+
+    __slots__ = ()
+
+
+SIZE = SizeMarker()
+DURATION = DurationMarker()
+SECRET = SecretMarker()
+
+#: Bytes; settings may say ``10MB``, ``1.5GB``, ``512KiB`` or a plain integer.
+Size = Annotated[int, SIZE]
+#: Seconds; settings may say ``500ms``, ``30s``, ``1h30m``, ``2d`` or a number.
+Duration = Annotated[float, DURATION]
+#: A string never shown in messages or in ``plugboard config`` output.
+Secret = Annotated[str, SECRET]
+
+# Deployers of these configs expect binary multiples for KB/MB/GB (that is
+# what upload limits in the seed meant), so "K" and "Ki" are the same.
+_SIZE_FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4, "p": 1024**5}
+_SIZE_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)(b?)\s*", re.IGNORECASE)
+
+_DURATION_FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
+_NUMBER_RE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*")
+
+
+def parse_size(value: object) -> int:
+    """Return a size in bytes from an integer of bytes or a string such as ``'10MB'``.
+
+    :raises ValueError: for anything else, including negatives and booleans.
+    """
+    # bool is an int subclass: `max_file_size: yes` must not mean one byte.
+    if isinstance(value, bool):
+        raise ValueError(SIZE_ERROR)
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(SIZE_ERROR)
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value) or value < 0 or not value.is_integer():
+            raise ValueError(SIZE_ERROR)
+        return int(value)
+    if not isinstance(value, str):
+        raise ValueError(SIZE_ERROR)
+    match = _SIZE_RE.fullmatch(value)
+    if match is None:
+        raise ValueError(SIZE_ERROR)
+    number, prefix, binary, _byte = match.groups()
+    if binary and not prefix:  # "10iB" is nobody's unit
+        raise ValueError(SIZE_ERROR)
+    try:
+        amount = Decimal(number)
+    except InvalidOperation:  # pragma: no cover - the regex admits only digits
+        raise ValueError(SIZE_ERROR) from None
+    # Decimal keeps "1.1MB" exact before rounding to whole bytes.
+    return int((amount * _SIZE_FACTORS[prefix.lower()]).to_integral_value())
+
+
+def parse_duration(value: object) -> float:
+    """Return seconds from a number of seconds or a string such as ``'1h30m'``.
+
+    Units: ``ms``, ``s``, ``m``, ``h``, ``d``, ``w``; parts may be combined
+    (``1h30m``). A bare number in a string means seconds.
+
+    :raises ValueError: for anything else, including negatives and booleans.
+    """
+    if isinstance(value, bool):
+        raise ValueError(DURATION_ERROR)
+    if isinstance(value, (int, float)):
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(DURATION_ERROR)
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError(DURATION_ERROR)
+    if _NUMBER_RE.fullmatch(value):
+        return float(value)
+    text = value.strip()
+    if not text:
+        raise ValueError(DURATION_ERROR)
+    total = 0.0
+    pos = 0
+    while pos < len(text):
+        match = _DURATION_PART_RE.match(text, pos)
+        if match is None:
+            raise ValueError(DURATION_ERROR)
+        total += float(match.group(1)) * _DURATION_FACTORS[match.group(2).lower()]
+        pos = match.end()
+    return total

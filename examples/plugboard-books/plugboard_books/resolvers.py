@@ -1,0 +1,155 @@
+"""Resolvers for books and authors; the records store comes from the context."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import sqlalchemy as sa
+
+from plugboard import keys
+from plugboard.graphql.errors import GraphQLError
+
+
+def _tables(context: Any) -> tuple[sa.Table, sa.Table]:
+    tables = context.app[keys.METADATA].tables
+    return tables["books_authors"], tables["books_books"]
+
+
+def _config(context: Any):
+    return context.app[keys.PLUGIN_CONFIGS]["books"]
+
+
+def _book(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "title": row.title,
+        "author": {"id": row.author_id, "name": row.author_name},
+        "publishedYear": row.published_year,
+        "createdAt": row.created_at,
+        "updatedAt": row.updated_at,
+    }
+
+
+def _select_books(authors: sa.Table, books: sa.Table) -> sa.Select:
+    # One query with the author joined in: `author { id name }` then needs no
+    # further round trip per book.
+    return sa.select(
+        books.c.id,
+        books.c.title,
+        books.c.author_id,
+        books.c.published_year,
+        books.c.created_at,
+        books.c.updated_at,
+        authors.c.name.label("author_name"),
+    ).join(authors, books.c.author_id == authors.c.id)
+
+
+def _parse_id(value: Any, what: str = "id") -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise GraphQLError(f"{what} {value!r} is not a book id", "BAD_USER_INPUT") from None
+
+
+async def resolve_books(parent: Any, args: dict, context: Any, info: Any) -> list[dict]:
+    config = _config(context)
+    first = args.get("first")
+    first = config.default_page_size if first is None else first
+    if not 0 <= first <= config.max_page_size:
+        raise GraphQLError(f"first must be between 0 and {config.max_page_size}", "BAD_USER_INPUT")
+    authors, books = _tables(context)
+    query = _select_books(authors, books).order_by(books.c.id).limit(first)
+    if args.get("after") is not None:
+        query = query.where(books.c.id > _parse_id(args["after"], "after"))
+    async with context.app[keys.RECORDS].connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [_book(r) for r in rows]
+
+
+async def resolve_book(parent: Any, args: dict, context: Any, info: Any) -> dict | None:
+    authors, books = _tables(context)
+    async with context.app[keys.RECORDS].connect() as conn:
+        row = (await conn.execute(_select_books(authors, books).where(books.c.id == _parse_id(args["id"])))).first()
+    return _book(row) if row else None
+
+
+async def resolve_authors(parent: Any, args: dict, context: Any, info: Any) -> list[dict]:
+    authors, _ = _tables(context)
+    async with context.app[keys.RECORDS].connect() as conn:
+        rows = (await conn.execute(sa.select(authors).order_by(authors.c.id))).all()
+    return [{"id": r.id, "name": r.name} for r in rows]
+
+
+async def resolve_author_books(parent: dict, args: dict, context: Any, info: Any) -> list[dict]:
+    authors, books = _tables(context)
+    query = _select_books(authors, books).where(books.c.author_id == parent["id"]).order_by(books.c.id)
+    async with context.app[keys.RECORDS].connect() as conn:
+        rows = (await conn.execute(query)).all()
+    return [_book(r) for r in rows]
+
+
+async def _author_id(conn: Any, authors: sa.Table, name: str) -> int:
+    name = name.strip()
+    if not name:
+        raise GraphQLError("authorName must not be empty", "BAD_USER_INPUT")
+    found = (await conn.execute(sa.select(authors.c.id).where(authors.c.name == name))).scalar()
+    if found is not None:
+        return found
+    return (await conn.execute(sa.insert(authors).values(name=name))).inserted_primary_key[0]
+
+
+def _check_title(title: str) -> str:
+    title = title.strip()
+    if not title:
+        raise GraphQLError("title must not be empty", "BAD_USER_INPUT")
+    return title
+
+
+async def resolve_create_book(parent: Any, args: dict, context: Any, info: Any) -> dict:
+    data = args["input"]
+    authors, books = _tables(context)
+    now = dt.datetime.now(dt.timezone.utc)
+    async with context.app[keys.RECORDS].begin() as conn:
+        author_id = await _author_id(conn, authors, data["authorName"])
+        result = await conn.execute(
+            sa.insert(books).values(
+                title=_check_title(data["title"]),
+                author_id=author_id,
+                published_year=data.get("publishedYear"),
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        book_id = result.inserted_primary_key[0]
+        row = (await conn.execute(_select_books(authors, books).where(books.c.id == book_id))).one()
+    return _book(row)
+
+
+async def resolve_update_book(parent: Any, args: dict, context: Any, info: Any) -> dict:
+    book_id = _parse_id(args["id"])
+    data = args["input"]
+    authors, books = _tables(context)
+    values: dict[str, Any] = {"updated_at": dt.datetime.now(dt.timezone.utc)}
+    async with context.app[keys.RECORDS].begin() as conn:
+        if data.get("title") is not None:
+            values["title"] = _check_title(data["title"])
+        if data.get("authorName") is not None:
+            values["author_id"] = await _author_id(conn, authors, data["authorName"])
+        if "publishedYear" in data:
+            values["published_year"] = data["publishedYear"]
+        result = await conn.execute(sa.update(books).where(books.c.id == book_id).values(**values))
+        if result.rowcount == 0:
+            raise GraphQLError(f"no book with id {book_id}", "NOT_FOUND")
+        row = (await conn.execute(_select_books(authors, books).where(books.c.id == book_id))).one()
+    return _book(row)
+
+
+RESOLVERS = {
+    "Query.books": resolve_books,
+    "Query.book": resolve_book,
+    "Query.authors": resolve_authors,
+    "Author.books": resolve_author_books,
+    "Mutation.createBook": resolve_create_book,
+    "Mutation.updateBook": resolve_update_book,
+}
