@@ -212,6 +212,7 @@ def _build_schema(app: web.Application, settings: Settings, pm: PluginManager, c
             debug=core.server.debug,
             document_cache_size=core.graphql.document_cache_size,
             coerce_list_concurrently=core.graphql.coerce_list_concurrently,
+            coerce_parent_concurrently=core.graphql.coerce_parent_concurrently,
         ),
     )
 

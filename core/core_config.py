@@ -73,6 +73,9 @@ class GraphQLConfig:
     #: Tartiflette resolves list items concurrently by default; sequential
     #: is much faster for lists of cheap items (the common case).
     coerce_list_concurrently: bool = False
+    #: Likewise for the fields of one object. Turn on when sibling fields do
+    #: slow independent I/O that should overlap.
+    coerce_parent_concurrently: bool = False
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -41,6 +41,7 @@ class EngineOptions:
     debug: bool = False
     document_cache_size: int = 512
     coerce_list_concurrently: bool = False
+    coerce_parent_concurrently: bool = False
 
 
 @attrs.define(frozen=True)
@@ -206,6 +207,7 @@ class GraphQLEngine:
                 self.sdl,
                 schema_name=name,
                 coerce_list_concurrently=self.options.coerce_list_concurrently,
+                coerce_parent_concurrently=self.options.coerce_parent_concurrently,
                 query_cache_decorator=None,
             )
         except SchemaError:
