@@ -57,12 +57,13 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
     app[keys.SHUTTING_DOWN] = {"value": False}
     app[keys.CONTRIBUTIONS] = {name: {} for name in pm.loaded}
 
-    for _plugin, _ in pm.call_each("plugboard_configure", app=app, configs=configs):
-        pass
+    # Providers first: plugboard_configure may check a selection against them.
     for plugin, specs in pm.call_each("plugboard_providers"):
         for spec in specs or []:
             app[keys.PROVIDERS].add(spec, plugin)
             _record(app, plugin, "providers", f"{spec.kind}:{spec.name}")
+    for _plugin, _ in pm.call_each("plugboard_configure", app=app, configs=configs):
+        pass
 
     _build_schema(app, settings, pm, configs, core_config)
 

@@ -48,3 +48,5 @@ METADATA = web.AppKey("plugboard.metadata", object)
 CONTRIBUTIONS = web.AppKey("plugboard.contributions", dict)
 #: Transports contributed through ``plugboard_transports``, in plugin order.
 TRANSPORTS = web.AppKey("plugboard.transports", list)
+#: The running pubsub provider (see plugboard.providers.pubsub), when a plugin provides one.
+PUBSUB = web.AppKey("plugboard.pubsub", object)

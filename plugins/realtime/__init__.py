@@ -1,0 +1,109 @@
+"""Real-time: GraphQL subscriptions over WebSocket and SSE, pub/sub, presence, chat, notifications.
+
+The hook implementations are thin: each feature lives in its own module and
+is switched by ``realtime.*`` settings (``subscriptions``, ``websockets``,
+``serverSentEvents``, ``features.{presence,chat,notifications}``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from plugboard import hookimpl, keys
+from plugboard.plugins.realtime import chat, hookspecs, notifications, presence
+from plugboard.plugins.realtime.config import RealtimeConfig
+from plugboard.plugins.realtime.providers import PROVIDER_SPECS, PubSubOptions
+
+
+@hookimpl
+def plugboard_addhooks(pluginmanager: Any) -> None:
+    pluginmanager.add_hookspecs(hookspecs)
+
+
+@hookimpl
+def plugboard_config_class() -> type:
+    return RealtimeConfig
+
+
+@hookimpl
+def plugboard_providers() -> list:
+    return list(PROVIDER_SPECS)
+
+
+def _features(config: RealtimeConfig) -> list[Any]:
+    enabled = []
+    if config.features.presence:
+        enabled.append(presence)
+    if config.features.chat:
+        enabled.append(chat)
+    if config.features.notifications:
+        enabled.append(notifications)
+    return enabled
+
+
+@hookimpl
+def plugboard_schema(config: RealtimeConfig) -> list[str]:
+    return [feature.SDL for feature in _features(config)]
+
+
+@hookimpl
+def plugboard_resolvers(config: RealtimeConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for feature in _features(config):
+        out.update(feature.RESOLVERS)
+    return out
+
+
+@hookimpl
+def plugboard_subscriptions(config: RealtimeConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for feature in _features(config):
+        out.update(feature.SUBSCRIPTIONS)
+    return out
+
+
+@hookimpl
+def plugboard_tables(metadata: Any, config: RealtimeConfig) -> None:
+    for feature in _features(config):
+        define = getattr(feature, "define_tables", None)
+        if define is not None:
+            define(metadata)
+
+
+@hookimpl
+def plugboard_transports(app: Any, config: RealtimeConfig) -> list[Any]:
+    from plugboard.plugins.realtime.sse import SSETransport
+    from plugboard.plugins.realtime.ws import WebSocketTransport
+
+    transports: list[Any] = []
+    if config.websockets:
+        transports.append(WebSocketTransport(app, config))
+    if config.server_sent_events:
+        transports.append(SSETransport(app, config))
+    return transports
+
+
+@hookimpl
+def plugboard_routes(app: Any, config: RealtimeConfig) -> list[Any]:
+    if not config.channels.enabled:
+        return []
+    from plugboard.plugins.realtime.channels import channel_routes
+
+    return channel_routes(app, config)
+
+
+@hookimpl
+async def plugboard_lifespan(app: Any, config: RealtimeConfig):
+    options = PubSubOptions(queue_size=config.queue_size, overflow=config.overflow)
+    pubsub = await app[keys.PROVIDERS].create("pubsub", config.pubsub, options, app=app, owner="realtime")
+    app[keys.PUBSUB] = pubsub
+    stops = []
+    for feature in _features(config):
+        start = getattr(feature, "start", None)
+        if start is not None:
+            stops.append(await start(app, config))
+    yield
+    for stop in reversed(stops):
+        if stop is not None:
+            await stop()
+    # The registry closes the pubsub provider after every lifespan has ended.
