@@ -149,6 +149,11 @@ def _validate_configs(settings: Settings, pm: PluginManager, *, disabled: set[st
         configs[plugin] = check(plugin, cls) if cls is not None else None
     known = set(CORE_SECTIONS) | set(pm.loaded) | disabled | set(installed_plugins())
     for section in settings.sections():
+        source = settings.source(section)
+        if section not in known and source.startswith("env ") and not source.startswith("env PLUGBOARD_"):
+            # A seed alias (SMTP_HOST ...) for a plugin this deployment does
+            # not run: the variable is meant for some other service.
+            continue
         if section not in known:
             problems.append(
                 ConfigProblem(
@@ -156,7 +161,7 @@ def _validate_configs(settings: Settings, pm: PluginManager, *, disabled: set[st
                     "...",
                     "unknown section: no core section or enabled plugin has this name "
                     f"(core sections: {', '.join(CORE_SECTIONS)}; plugins: {', '.join(sorted(pm.loaded)) or 'none'})",
-                    settings.source(section),
+                    source,
                 )
             )
         elif section in pm.loaded and section not in configs and settings.section(section):

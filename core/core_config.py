@@ -12,21 +12,7 @@ import attrs
 from plugboard.providers.records import RecordsConfig
 from plugboard.providers.redis import RedisConfig
 from plugboard.units import Duration, Secret, Size
-
-
-def _port(instance: object, attribute: attrs.Attribute, value: int) -> None:
-    if not 0 <= value <= 65535:
-        raise ValueError("expected a port between 0 and 65535")
-
-
-def _positive(instance: object, attribute: attrs.Attribute, value: int | float) -> None:
-    if value <= 0:
-        raise ValueError("expected a positive number")
-
-
-def _path(instance: object, attribute: attrs.Attribute, value: str) -> None:
-    if not value.startswith("/"):
-        raise ValueError("expected a path starting with '/'")
+from plugboard import validators
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -34,19 +20,19 @@ class ServerConfig:
     """``server:`` — where and how the HTTP server runs."""
 
     host: str = "127.0.0.1"
-    port: int = attrs.field(default=8000, validator=_port)
+    port: int = attrs.field(default=8000, validator=validators.port)
     #: Show resolver exception messages to clients (never in production).
     debug: bool = False
     #: Where embedded providers keep their files (SQLite, local uploads, outbox).
     data_dir: str = "var"
     #: How long in-flight requests may run after SIGTERM before they are cut.
-    shutdown_grace: Duration = attrs.field(default=10.0, validator=_positive)
-    workers: int = attrs.field(default=1, validator=_positive)
+    shutdown_grace: Duration = attrs.field(default=10.0, validator=validators.positive)
+    workers: int = attrs.field(default=1, validator=validators.positive)
     #: Bearer token for operator endpoints (the inspect endpoint).
     admin_token: Secret | None = None
     #: Operator endpoint listing plugins, hooks and the fields each owns.
     inspect: bool = False
-    inspect_path: str = attrs.field(default="/_plugboard", validator=_path)
+    inspect_path: str = attrs.field(default="/_plugboard", validator=validators.url_path)
     access_log: bool = False
 
 
@@ -54,22 +40,22 @@ class ServerConfig:
 class GraphQLConfig:
     """``graphql:`` — the GraphQL endpoint and its limits."""
 
-    path: str = attrs.field(default="/graphql", validator=_path)
+    path: str = attrs.field(default="/graphql", validator=validators.url_path)
     graphiql: bool = True
     introspection: bool = True
-    max_body_size: Size = attrs.field(default=1024 * 1024, validator=_positive)
+    max_body_size: Size = attrs.field(default=1024 * 1024, validator=validators.positive)
     batching: bool = False
-    max_batch_size: int = attrs.field(default=10, validator=_positive)
+    max_batch_size: int = attrs.field(default=10, validator=validators.positive)
     #: Apollo-style CSRF prevention for GET and multipart requests.
     csrf_prevention: bool = True
     #: Multipart uploads (GraphQL multipart request spec).
     uploads: bool = True
-    max_file_size: Size = attrs.field(default=10 * 1024 * 1024, validator=_positive)
-    max_files: int = attrs.field(default=10, validator=_positive)
+    max_file_size: Size = attrs.field(default=10 * 1024 * 1024, validator=validators.positive)
+    max_files: int = attrs.field(default=10, validator=validators.positive)
     #: Files larger than this spill from memory to a temporary file.
-    upload_spool_size: Size = attrs.field(default=1024 * 1024, validator=_positive)
+    upload_spool_size: Size = attrs.field(default=1024 * 1024, validator=validators.positive)
     #: Parsed-and-validated documents kept in the LRU cache.
-    document_cache_size: int = attrs.field(default=512, validator=_positive)
+    document_cache_size: int = attrs.field(default=512, validator=validators.positive)
     #: Tartiflette resolves list items concurrently by default; sequential
     #: is much faster for lists of cheap items (the common case).
     coerce_list_concurrently: bool = False

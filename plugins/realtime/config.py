@@ -7,16 +7,7 @@ from typing import Literal
 import attrs
 
 from plugboard.units import Duration, Size
-
-
-def _positive(instance: object, attribute: attrs.Attribute, value: float) -> None:
-    if value <= 0:
-        raise ValueError("expected a positive number")
-
-
-def _path(instance: object, attribute: attrs.Attribute, value: str) -> None:
-    if not value.startswith("/"):
-        raise ValueError("expected a path starting with '/'")
+from plugboard import validators
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -29,20 +20,20 @@ class Features:
 @attrs.define(frozen=True, kw_only=True)
 class WebSocketOptions:
     #: Server pings this often; a client silent for two intervals is dropped.
-    keepalive: Duration = attrs.field(default=12.0, validator=_positive)
+    keepalive: Duration = attrs.field(default=12.0, validator=validators.positive)
     #: graphql-transport-ws: close 4408 if connection_init does not come in time.
-    init_timeout: Duration = attrs.field(default=3.0, validator=_positive)
-    max_connections_per_ip: int = attrs.field(default=100, validator=_positive)
-    max_subscriptions_per_connection: int = attrs.field(default=100, validator=_positive)
-    max_message_size: Size = attrs.field(default=64 * 1024, validator=_positive)
+    init_timeout: Duration = attrs.field(default=3.0, validator=validators.positive)
+    max_connections_per_ip: int = attrs.field(default=100, validator=validators.positive)
+    max_subscriptions_per_connection: int = attrs.field(default=100, validator=validators.positive)
+    max_message_size: Size = attrs.field(default=64 * 1024, validator=validators.positive)
 
 
 @attrs.define(frozen=True, kw_only=True)
 class SSEOptions:
     #: A comment line this often keeps proxies from closing idle streams.
-    keepalive: Duration = attrs.field(default=15.0, validator=_positive)
+    keepalive: Duration = attrs.field(default=15.0, validator=validators.positive)
     #: Single connection mode: reserved streams per client IP.
-    max_connections_per_ip: int = attrs.field(default=100, validator=_positive)
+    max_connections_per_ip: int = attrs.field(default=100, validator=validators.positive)
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -50,17 +41,17 @@ class ChannelOptions:
     """Direct channels for clients that do not speak GraphQL."""
 
     enabled: bool = True
-    events_path: str = attrs.field(default="/events", validator=_path)
-    ws_path: str = attrs.field(default="/ws", validator=_path)
+    events_path: str = attrs.field(default="/events", validator=validators.url_path)
+    ws_path: str = attrs.field(default="/ws", validator=validators.url_path)
     #: How far back a reconnecting client (Last-Event-ID) can catch up.
-    retention: Duration = attrs.field(default=300.0, validator=_positive)
-    retention_max_events: int = attrs.field(default=1000, validator=_positive)
+    retention: Duration = attrs.field(default=300.0, validator=validators.positive)
+    retention_max_events: int = attrs.field(default=1000, validator=validators.positive)
 
 
 @attrs.define(frozen=True, kw_only=True)
 class PresenceOptions:
     #: A user with no heartbeat for this long is offline.
-    ttl: Duration = attrs.field(default=60.0, validator=_positive)
+    ttl: Duration = attrs.field(default=60.0, validator=validators.positive)
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -72,7 +63,7 @@ class RealtimeConfig:
     #: ``memory`` (one process) or ``redis`` (several instances; uses redis.url).
     pubsub: str = "memory"
     #: Events queued per subscriber before the overflow policy applies.
-    queue_size: int = attrs.field(default=256, validator=_positive)
+    queue_size: int = attrs.field(default=256, validator=validators.positive)
     #: ``drop_oldest`` (count what was dropped) or ``close`` (close the
     #: subscriber: WebSocket 4429-style close / SSE stream end).
     overflow: Literal["drop_oldest", "close"] = "drop_oldest"

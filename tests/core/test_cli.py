@@ -293,3 +293,12 @@ def test_schema_prints_composed_sdl(tmp_path):
 def test_bin_script_runs_the_same_cli():
     proc = subprocess.run([sys.executable, str(REPO / "bin" / "plugboard"), "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "plugboard 0.1.0"
+
+
+def test_seed_alias_for_a_plugin_not_enabled_is_ignored(tmp_path):
+    """SMTP_HOST in the environment must not stop a deployment without the email plugin."""
+    root = write_settings(tmp_path / "proj", {"env_aliases": {"SMTP_HOST": "email.smtp.host"}})
+    proc = run("check", "--root", str(root), env={"SMTP_HOST": "mail.example.com"})
+    assert proc.returncode == 0, proc.stderr
+    proc = run("check", "--root", str(root), env={"PLUGBOARD_EMAIL__SMTP__HOST": "mail.example.com"})
+    assert proc.returncode == 2 and "unknown section" in proc.stderr
