@@ -10,7 +10,6 @@ coercion, uvloop), so the benchmark measures what the runtime adds.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 from pathlib import Path
 

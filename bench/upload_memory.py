@@ -93,8 +93,8 @@ def main() -> None:
         assert got == want, (got, want)
         peak = status_kb(proc.pid, "VmHWM")
         growth = (peak - before) / 1024
-        print(f"| upload | server RSS before | peak RSS | growth | time |")
-        print(f"|---|---|---|---|---|")
+        print("| upload | server RSS before | peak RSS | growth | time |")
+        print("|---|---|---|---|---|")
         print(f"| 1 KB (baseline) | {before / 1024:.1f} MB | - | {small_growth / 1024:.1f} MB | - |")
         print(f"| {args.size_mb} MB | {before / 1024:.1f} MB | {peak / 1024:.1f} MB | {growth:.1f} MB | {took:.1f} s |")
         print(f"\npeak RSS growth for {args.size_mb} MB: {growth:.1f} MB (target < 50 MB); content hash verified")

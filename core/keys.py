@@ -7,12 +7,18 @@ keys in their own modules.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 if TYPE_CHECKING:
     import redis.asyncio
+    import sqlalchemy
+
+    from plugboard.graphql.context import ContextBuilder
+    from plugboard.graphql.operation import OperationRunner
+    from plugboard.graphql.sdl import ComposedSchema
+    from plugboard.providers.pubsub import PubSub
 
     from plugboard.core_config import CoreConfig
     from plugboard.graphql.engine import GraphQLEngine
@@ -21,32 +27,32 @@ if TYPE_CHECKING:
     from plugboard.providers.registry import ProviderRegistry
     from plugboard.settings import Settings
 
-SETTINGS = web.AppKey("plugboard.settings", "Settings")
-CORE_CONFIG = web.AppKey("plugboard.core_config", "CoreConfig")
-PLUGIN_MANAGER = web.AppKey("plugboard.plugin_manager", "PluginManager")
+SETTINGS: web.AppKey[Settings] = web.AppKey("plugboard.settings")
+CORE_CONFIG: web.AppKey[CoreConfig] = web.AppKey("plugboard.core_config")
+PLUGIN_MANAGER: web.AppKey[PluginManager] = web.AppKey("plugboard.plugin_manager")
 #: Validated config instance per plugin name (None for plugins without settings).
-PLUGIN_CONFIGS = web.AppKey("plugboard.plugin_configs", dict)
-ENGINE = web.AppKey("plugboard.engine", "GraphQLEngine")
-PROVIDERS = web.AppKey("plugboard.providers", "ProviderRegistry")
-RECORDS = web.AppKey("plugboard.records", "RecordsStore")
+PLUGIN_CONFIGS: web.AppKey[dict] = web.AppKey("plugboard.plugin_configs")
+ENGINE: web.AppKey[GraphQLEngine] = web.AppKey("plugboard.engine")
+PROVIDERS: web.AppKey[ProviderRegistry] = web.AppKey("plugboard.providers")
+RECORDS: web.AppKey[RecordsStore] = web.AppKey("plugboard.records")
 #: The shared redis.asyncio client, or None when ``redis.url`` is not set.
-REDIS = web.AppKey("plugboard.redis", object)
+REDIS: web.AppKey["redis.asyncio.Redis | None"] = web.AppKey("plugboard.redis")
 #: Task functions contributed through ``plugboard_tasks``: name -> (plugin, fn).
-TASKS = web.AppKey("plugboard.tasks", dict)
-SCHEDULES = web.AppKey("plugboard.schedules", list)
+TASKS: web.AppKey[dict] = web.AppKey("plugboard.tasks")
+SCHEDULES: web.AppKey[list] = web.AppKey("plugboard.schedules")
 #: Readiness checks: name -> async callable.
-READY_CHECKS = web.AppKey("plugboard.ready_checks", dict)
+READY_CHECKS: web.AppKey[dict] = web.AppKey("plugboard.ready_checks")
 #: Set when shutdown begins, so /readyz turns 503 while in-flight requests finish.
-SHUTTING_DOWN = web.AppKey("plugboard.shutting_down", dict)
-RUNNER = web.AppKey("plugboard.runner", object)
-CONTEXT_BUILDER = web.AppKey("plugboard.context_builder", object)
+SHUTTING_DOWN: web.AppKey[dict] = web.AppKey("plugboard.shutting_down")
+RUNNER: web.AppKey["OperationRunner"] = web.AppKey("plugboard.runner")
+CONTEXT_BUILDER: web.AppKey["ContextBuilder"] = web.AppKey("plugboard.context_builder")
 #: The composed schema (SDL text, fragments and field owners).
-COMPOSED_SCHEMA = web.AppKey("plugboard.composed_schema", object)
+COMPOSED_SCHEMA: web.AppKey["ComposedSchema"] = web.AppKey("plugboard.composed_schema")
 #: Records-store metadata that plugins add tables to.
-METADATA = web.AppKey("plugboard.metadata", object)
+METADATA: web.AppKey["sqlalchemy.MetaData"] = web.AppKey("plugboard.metadata")
 #: What each plugin contributed, for `plugboard check` and the inspect endpoint.
-CONTRIBUTIONS = web.AppKey("plugboard.contributions", dict)
+CONTRIBUTIONS: web.AppKey[dict] = web.AppKey("plugboard.contributions")
 #: Transports contributed through ``plugboard_transports``, in plugin order.
-TRANSPORTS = web.AppKey("plugboard.transports", list)
+TRANSPORTS: web.AppKey[list] = web.AppKey("plugboard.transports")
 #: The running pubsub provider (see plugboard.providers.pubsub), when a plugin provides one.
-PUBSUB = web.AppKey("plugboard.pubsub", object)
+PUBSUB: web.AppKey["PubSub"] = web.AppKey("plugboard.pubsub")

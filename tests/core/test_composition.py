@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 
 import pytest
 from tartiflette.schema.registry import SchemaRegistry
 
-from conftest import echo_plugin, make_plugin
+from core_testkit import echo_plugin, make_plugin
 from plugboard import keys
 from plugboard.errors import SchemaError
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-import aiohttp
 import pytest
 
-from conftest import echo_plugin
+from core_testkit import echo_plugin
 
 GQL = "application/graphql-response+json"
 
@@ -152,7 +151,7 @@ async def test_subscription_over_plain_http_is_rejected(make_app, aiohttp_client
     async def ticks(parent, args, context, info):
         yield 1
 
-    from conftest import make_plugin
+    from core_testkit import make_plugin
 
     plugin = make_plugin(
         "ticks",
@@ -250,7 +249,7 @@ async def test_health_and_ready(client):
 
 
 async def test_ready_reports_failing_check(make_app, aiohttp_client):
-    from conftest import make_plugin
+    from core_testkit import make_plugin
 
     async def broken():
         raise ConnectionError("mail server down")

@@ -7,7 +7,7 @@ import json
 import aiohttp
 import pytest
 
-from conftest import echo_plugin
+from core_testkit import echo_plugin
 
 PREFLIGHT = {"apollo-require-preflight": "true", "Accept": "application/graphql-response+json"}
 

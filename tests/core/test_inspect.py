@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import echo_plugin
+from core_testkit import echo_plugin
 
 
 async def test_off_by_default(make_app, aiohttp_client):

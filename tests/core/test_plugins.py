@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from aiohttp import web
 
-from conftest import make_plugin
+from core_testkit import make_plugin
 from plugboard import hookspecs, keys
 from plugboard.errors import PluginLoadError
 from plugboard.pluginmanager import HOOK_PREFIX, PluginManager
@@ -133,7 +133,7 @@ async def test_hooks_run_in_declared_order(make_app, aiohttp_client):
 
 
 async def test_operation_steps_wrap_in_declared_order(make_app, aiohttp_client):
-    from conftest import echo_plugin
+    from core_testkit import echo_plugin
 
     seen = []
 
@@ -157,7 +157,7 @@ async def test_operation_steps_wrap_in_declared_order(make_app, aiohttp_client):
 
 
 async def test_step_raising_graphql_error_sets_http_status(make_app, aiohttp_client):
-    from conftest import echo_plugin
+    from core_testkit import echo_plugin
     from plugboard.graphql.errors import GraphQLError
 
     async def limiter(operation, call_next):

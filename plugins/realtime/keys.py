@@ -1,0 +1,17 @@
+"""Every ``web.AppKey`` the real-time plugin stores on the application.
+
+One place for the plugin's per-app state, like :mod:`plugboard.keys` for the
+core. Values are set in the plugin's lifespan and removed again at shutdown.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from plugboard.plugins.realtime.presence import PresenceTracker
+
+#: The running presence tracker (store + sweeper) while ``features.presence`` is on.
+PRESENCE = web.AppKey("plugboard.realtime.presence", "PresenceTracker")
