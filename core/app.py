@@ -58,17 +58,30 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
     app[keys.CONTRIBUTIONS] = {name: {} for name in pm.loaded}
 
     # Providers first: plugboard_configure may check a selection against them.
+    _register_providers(app, pm)
+    pm.call_all("plugboard_configure", app=app, configs=configs)
+    _build_schema(app, settings, pm, configs, core_config)
+    pm.call_all("plugboard_tables", metadata=app[keys.METADATA], configs=configs)
+    _collect_tasks(app, pm, configs)
+    _collect_transports(app, pm, configs)
+    _add_routes(app, pm, configs, core_config)
+    for plugin, middleware in collect_middleware(pm, app, configs):
+        app.middlewares.append(middleware)
+        _record(app, plugin, "middleware", getattr(middleware, "__name__", repr(middleware)))
+    _build_operation_path(app, pm, configs)
+    _install_lifecycle(app, pm, configs)
+    app.on_shutdown.append(_mark_shutting_down)
+    return app
+
+
+def _register_providers(app: web.Application, pm: PluginManager) -> None:
     for plugin, specs in pm.call_each("plugboard_providers"):
         for spec in specs or []:
             app[keys.PROVIDERS].add(spec, plugin)
             _record(app, plugin, "providers", f"{spec.kind}:{spec.name}")
-    for _plugin, _ in pm.call_each("plugboard_configure", app=app, configs=configs):
-        pass
 
-    _build_schema(app, settings, pm, configs, core_config)
 
-    for plugin, _ in pm.call_each("plugboard_tables", metadata=app[keys.METADATA], configs=configs):
-        pass
+def _collect_tasks(app: web.Application, pm: PluginManager, configs: dict[str, Any]) -> None:
     tasks: dict[str, tuple[str, Any]] = {}
     for plugin, returned in pm.call_each("plugboard_tasks", app=app, configs=configs):
         for name, fn in (returned or {}).items():
@@ -82,23 +95,24 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
         for plugin, returned in pm.call_each("plugboard_schedules", app=app, configs=configs)
         for s in returned or []
     ]
-    checks = {}
-    for plugin, returned in pm.call_each("plugboard_ready_checks", app=app, configs=configs):
-        for name, fn in (returned or {}).items():
-            checks[f"{plugin}:{name}"] = fn
-    app[keys.READY_CHECKS] = checks
+    app[keys.READY_CHECKS] = {
+        f"{plugin}:{name}": fn
+        for plugin, returned in pm.call_each("plugboard_ready_checks", app=app, configs=configs)
+        for name, fn in (returned or {}).items()
+    }
 
+
+def _collect_transports(app: web.Application, pm: PluginManager, configs: dict[str, Any]) -> None:
     transports = []
     for plugin, returned in pm.call_each("plugboard_transports", app=app, configs=configs):
         for transport in returned or []:
             transports.append(transport)
             _record(app, plugin, "transports", transport.name)
     app[keys.TRANSPORTS] = transports
-    _add_routes(app, pm, configs, core_config)
-    for plugin, middleware in collect_middleware(pm, app, configs):
-        app.middlewares.append(middleware)
-        _record(app, plugin, "middleware", getattr(middleware, "__name__", repr(middleware)))
 
+
+def _build_operation_path(app: web.Application, pm: PluginManager, configs: dict[str, Any]) -> None:
+    """The context builder and the operation runner: the same on every transport."""
     context_impls = []
     for impl in pm.ordered_impls("plugboard_context"):
         context_impls.append((impl.plugin_name, impl.function, tuple(impl.argnames)))
@@ -111,6 +125,9 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
             _record(app, plugin, "operation_steps", getattr(step, "__name__", repr(step)))
     app[keys.RUNNER] = OperationRunner(app[keys.ENGINE], steps)
 
+
+def _install_lifecycle(app: web.Application, pm: PluginManager, configs: dict[str, Any]) -> None:
+    """Start-up in this order, teardown in reverse (see plugboard.lifecycle)."""
     app.cleanup_ctx.append(lifecycle.redis_ctx)
     app.cleanup_ctx.append(lifecycle.records_ctx)
     app.cleanup_ctx.append(lifecycle.engine_ctx)
@@ -118,8 +135,6 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
     for plugin, gen_factory in _lifespans(pm, app, configs):
         app.cleanup_ctx.append(lifecycle.plugin_lifespan_ctx(plugin, gen_factory))
     app.cleanup_ctx.append(lifecycle.hooks_ctx)
-    app.on_shutdown.append(_mark_shutting_down)
-    return app
 
 
 async def _mark_shutting_down(app: web.Application) -> None:

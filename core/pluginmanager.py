@@ -86,6 +86,10 @@ class PluginManager(pluggy.PluginManager):
                 ) from None
             yield impl.plugin_name, impl.function(**call_args)
 
+    def call_all(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """:meth:`call_each` for hooks called for their effect: run them all now."""
+        return list(self.call_each(hook_name, **kwargs))
+
     def plugin_version(self, name: str) -> str | None:
         return self.loaded[name].version if name in self.loaded else None
 
