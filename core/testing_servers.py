@@ -211,7 +211,7 @@ class RedisServer:
 
 
 class _PortTaken(Exception):
-    pass
+    """Another process bound the port between our check and the server's bind."""
 
 
 _PG_BINARIES = ("initdb", "postgres", "pg_isready", "psql")

@@ -12,7 +12,7 @@ from typing import Any
 from plugboard import hookimpl
 
 from plugboard_books.config import BooksConfig
-from plugboard_books.resolvers import RESOLVERS
+from plugboard_books.resolvers import RESOLVERS, SUBSCRIPTIONS
 from plugboard_books.tables import define_tables
 
 __version__ = "0.1.0"
@@ -31,6 +31,11 @@ def plugboard_schema() -> Path:
 @hookimpl
 def plugboard_resolvers() -> dict[str, Any]:
     return dict(RESOLVERS)
+
+
+@hookimpl
+def plugboard_subscriptions() -> dict[str, Any]:
+    return dict(SUBSCRIPTIONS)
 
 
 @hookimpl

@@ -1,15 +1,26 @@
-"""Resolvers for books and authors; the records store comes from the context."""
+"""Resolvers for books and authors; the records store comes from the context.
+
+Also the ``bookUpdated(id)`` subscription: ``createBook`` and ``updateBook``
+publish the stored book on the pubsub topic :data:`TOPIC` when a pubsub
+provider runs (the real-time plugin), so subscribers on every instance see it.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 from typing import Any
 
 import sqlalchemy as sa
 
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
+
+logger = logging.getLogger("plugboard_books")
+
+#: Every created or updated book is published here (payload: the book, JSON-safe).
+TOPIC = "books.updated"
 
 
 def _tables(context: Any) -> tuple[sa.Table, sa.Table]:
@@ -135,7 +146,9 @@ async def resolve_create_book(parent: Any, args: dict, context: Any, info: Any) 
         )
         book_id = result.inserted_primary_key[0]
         row = (await conn.execute(_select_books(authors, books).where(books.c.id == book_id))).one()
-    return _book(row)
+    book = _book(row)
+    await _publish(context, book)
+    return book
 
 
 async def resolve_update_book(parent: Any, args: dict, context: Any, info: Any) -> dict:
@@ -154,7 +167,57 @@ async def resolve_update_book(parent: Any, args: dict, context: Any, info: Any) 
         if result.rowcount == 0:
             raise GraphQLError(f"no book with id {book_id}", "NOT_FOUND")
         row = (await conn.execute(_select_books(authors, books).where(books.c.id == book_id))).one()
-    return _book(row)
+    book = _book(row)
+    await _publish(context, book)
+    return book
+
+
+def _json_safe(book: dict[str, Any]) -> dict[str, Any]:
+    return {**book, "createdAt": book["createdAt"].isoformat(), "updatedAt": book["updatedAt"].isoformat()}
+
+
+def _from_event(payload: Any) -> dict[str, Any] | None:
+    # DateTime's output coercion calls .isoformat(): turn the strings that
+    # crossed the pubsub as JSON back into datetimes.
+    try:
+        return {
+            **payload,
+            "createdAt": dt.datetime.fromisoformat(payload["createdAt"]),
+            "updatedAt": dt.datetime.fromisoformat(payload["updatedAt"]),
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+async def _publish(context: Any, book: dict[str, Any]) -> None:
+    pubsub = context.app.get(keys.PUBSUB)
+    if pubsub is None:  # no real-time plugin: nobody can subscribe anyway
+        return
+    try:
+        await pubsub.publish(TOPIC, _json_safe(book))
+    except Exception as e:
+        # The change is committed; failing the mutation would invite a retry
+        # of something that already happened. Only the live update is lost.
+        logger.warning("book %s saved but not published: %s", book["id"], e)
+
+
+async def subscribe_book_updated(parent: Any, args: dict, context: Any, info: Any):
+    wanted = _parse_id(args["id"]) if args.get("id") is not None else None
+    pubsub = context.app.get(keys.PUBSUB)
+    if pubsub is None:
+        raise GraphQLError("subscriptions need a pubsub provider: enable the realtime plugin", "SERVICE_UNAVAILABLE")
+    subscription = pubsub.subscribe(TOPIC)
+    try:
+        async for payload in subscription:
+            if wanted is not None and (not isinstance(payload, dict) or payload.get("id") != wanted):
+                continue
+            book = _from_event(payload)
+            if book is None:
+                logger.warning("ignored a malformed event on %r", TOPIC)
+                continue
+            yield {"bookUpdated": book}
+    finally:
+        await subscription.close()
 
 
 RESOLVERS = {
@@ -164,4 +227,8 @@ RESOLVERS = {
     "Author.books": resolve_author_books,
     "Mutation.createBook": resolve_create_book,
     "Mutation.updateBook": resolve_update_book,
+}
+
+SUBSCRIPTIONS = {
+    "Subscription.bookUpdated": subscribe_book_updated,
 }
