@@ -10,8 +10,10 @@ default; PostgreSQL (``asyncpg``) is the production choice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 from pathlib import Path
-from typing import Any, AsyncContextManager, Protocol, runtime_checkable
+from typing import Any, AsyncContextManager, AsyncIterator, Protocol, runtime_checkable
 
 import attrs
 import sqlalchemy as sa
@@ -204,14 +206,30 @@ class SQLRecordsStore:
             await self.engine.dispose()
             raise ProviderError(f"records: cannot connect to {self._safe_url()}: {_reason(e)}") from e
         try:
-            async with conn.begin():
-                if self.dialect == "postgresql":
-                    await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_DDL_LOCK})"))
-                await conn.run_sync(self.metadata.create_all)
+            async with self._ddl_lock():
+                async with conn.begin():
+                    if self.dialect == "postgresql":
+                        await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_DDL_LOCK})"))
+                    await conn.run_sync(self.metadata.create_all)
         except sa.exc.SQLAlchemyError as e:
             raise ProviderError(f"records: cannot create tables in {self._safe_url()}: {_reason(e)}") from e
         finally:
             await conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _ddl_lock(self) -> AsyncIterator[None]:
+        # SQLite has no DDL lock of its own: two processes starting at once on
+        # one file could both find a table missing. A lock file beside the
+        # database serialises them (PostgreSQL uses an advisory lock instead).
+        if self.dialect != "sqlite" or _is_memory(self._url) or self._url.database.startswith("file:"):
+            yield
+            return
+        with open(f"{self._url.database}.lock", "a") as lock:
+            await asyncio.to_thread(fcntl.flock, lock.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
 
     async def close(self) -> None:
         """Close every pooled connection."""
