@@ -24,6 +24,7 @@ from plugboard.graphql import sdl
 from plugboard.graphql.context import ContextBuilder
 from plugboard.graphql.engine import Contribution, EngineOptions, GraphQLEngine
 from plugboard.graphql.operation import OperationRunner
+from plugboard.graphql.shared_streams import SharedStreams
 from plugboard import lifecycle
 from plugboard.middleware import collect_middleware, request_id_middleware
 from plugboard.pluginmanager import PluginManager, build_plugin_manager, installed_plugins
@@ -123,7 +124,9 @@ def _build_operation_path(app: web.Application, pm: PluginManager, configs: dict
         for step in returned or []:
             steps.append((plugin, step))
             _record(app, plugin, "operation_steps", getattr(step, "__name__", repr(step)))
-    app[keys.RUNNER] = OperationRunner(app[keys.ENGINE], steps)
+    graphql = app[keys.CORE_CONFIG].graphql
+    shared = SharedStreams(graphql.subscription_buffer) if graphql.share_subscriptions else None
+    app[keys.RUNNER] = OperationRunner(app[keys.ENGINE], steps, shared=shared)
 
 
 def _install_lifecycle(app: web.Application, pm: PluginManager, configs: dict[str, Any]) -> None:

@@ -62,6 +62,11 @@ class GraphQLConfig:
     #: Likewise for the fields of one object. Turn on when sibling fields do
     #: slow independent I/O that should overlap.
     coerce_parent_concurrently: bool = False
+    #: Subscribers with the same operation, variables and identity share one
+    #: source stream and one execution per event (see graphql/shared_streams.py).
+    share_subscriptions: bool = True
+    #: Results buffered per subscriber of a shared stream before the oldest drop.
+    subscription_buffer: int = attrs.field(default=256, validator=validators.positive)
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -154,9 +154,11 @@ def plugboard_subscriptions(config: Any) -> Mapping[str, Callable[..., AsyncIter
     """Return subscription source streams keyed by ``"Subscription.field"``.
 
     Each value is an ``async def gen(parent, args, context, info)`` async
-    generator; each yielded value is then resolved like a query result (a
-    resolver for the same key may map it). Same rules as
-    :func:`plugboard_resolvers`.
+    generator. Each yielded value is the root value of one result, as in
+    graphql-js: yield ``{"fieldName": value}`` (or contribute a resolver for
+    the same key to map what you yield). Same rules as
+    :func:`plugboard_resolvers`. Close what you subscribed to in ``finally``:
+    the generator is closed when the client goes away.
 
     :param config: this plugin's validated config.
     :returns: a mapping, or None.

@@ -18,7 +18,7 @@ def plugboard_schema():
 async def tick(parent, args, context, info):
     async with context.app[keys.PUBSUB].subscribe("bench.tick") as events:
         async for payload in events:
-            yield payload
+            yield {"tick": payload}
 
 
 @hookimpl

@@ -116,6 +116,9 @@ def run_case(name: str, server_cmd: list[str], url: str, modes: list[str], per_c
             server.wait()
     paced: list[float] = []
     delivered_burst = 0
+    detail = {}
+    for mode, r in zip(modes, reports):
+        detail[mode] = {seq: round(percentile(v, 0.99) * 1000) for seq, v in sorted(r["latencies"].items(), key=lambda kv: int(kv[0])) if int(seq) < events}
     for r in reports:
         for seq, values in r["latencies"].items():
             if int(seq) < events:
@@ -133,6 +136,7 @@ def run_case(name: str, server_cmd: list[str], url: str, modes: list[str], per_c
         "burst_events_per_s": burst / elapsed,
         "deliveries_per_s": delivered_burst / elapsed,
         "kb_per_subscriber": per_subscriber_kb,
+        "p99_by_client_and_event": detail,
     }
 
 
@@ -183,6 +187,8 @@ def main() -> None:
             f"| {r['name']} | {r['subscribers']} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
             f"{r['delivered_paced']}/{r['expected_paced']} | {r['burst_events_per_s']:.1f} | {r['deliveries_per_s']:.0f} | {r['kb_per_subscriber']:.1f} KB |"
         )
+    for r in (baseline, plugboard):
+        print(f"p99 ms per client process and event, {r['name']}: {r['p99_by_client_and_event']}")
     print(f"\np99 ratio Plugboard/baseline: {plugboard['p99_ms'] / baseline['p99_ms']:.2f} (target <= 1.5)")
     print(f"memory per idle subscriber: {plugboard['kb_per_subscriber']:.1f} KB (target <= 20 KB)")
 

@@ -10,11 +10,13 @@ operation and ``call_next``; the chain is composed once at start-up.
 from __future__ import annotations
 
 import functools
+import json
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import attrs
 
 from plugboard.graphql.errors import GraphQLError
+from plugboard.graphql.shared_streams import SharedStreams
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -75,9 +77,17 @@ class Operation:
 class OperationRunner:
     """Parses, validates, picks the operation, then runs the step chain."""
 
-    def __init__(self, engine: "GraphQLEngine", steps: list[tuple[str, OperationStep]]) -> None:
+    def __init__(
+        self,
+        engine: "GraphQLEngine",
+        steps: list[tuple[str, OperationStep]],
+        *,
+        shared: SharedStreams | None = None,
+    ) -> None:
         self.engine = engine
         self.steps = steps
+        #: Groups of subscribers sharing one execution per event (None: off).
+        self.shared = shared
         self._run_chain = self._compose(self._execute)
         self._subscribe_chain = self._compose(self._subscribe)
 
@@ -125,9 +135,28 @@ class OperationRunner:
         )
 
     async def _subscribe(self, op: Operation) -> AsyncIterator[dict[str, Any]]:
-        return self.engine.subscribe(
-            op.parsed, operation_name=op.operation_name, context=op.context, variables=op.variables
-        )
+        def start() -> AsyncIterator[dict[str, Any]]:
+            return self.engine.subscribe(
+                op.parsed, operation_name=op.operation_name, context=op.context, variables=op.variables
+            )
+
+        if self.shared is None or not getattr(op.context, "share_subscriptions", True):
+            return start()
+        return self.shared.join(_share_key(op), start)
+
+
+def _share_key(op: Operation) -> tuple:
+    # Equal operation, variables and identity give equal results; anything
+    # else a plugin's resolvers depend on goes in context.subscription_group.
+    variables = json.dumps(op.variables, sort_keys=True, default=repr) if op.variables else ""
+    identity = op.context.identity
+    return (
+        op.query,
+        op.operation_name,
+        variables,
+        repr(identity) if identity is not None else None,
+        getattr(op.context, "subscription_group", None),
+    )
 
 
 async def _call_step(step: OperationStep, call_next: CallNext, op: Operation) -> Any:
