@@ -42,6 +42,10 @@ class PluginManager(pluggy.PluginManager):
         super().__init__("plugboard")
         self.add_hookspecs(hookspecs)
         self.loaded: dict[str, LoadedPlugin] = {}
+        # Historic: every plugin registered from now on gets its
+        # plugboard_addhooks called at registration, before check_pending
+        # looks for hooks without a spec.
+        self.hook.plugboard_addhooks.call_historic(kwargs={"pluginmanager": self})
 
     def parse_hookimpl_opts(self, plugin: Any, name: str) -> Any:
         # As pytest does: a plugboard_-prefixed function is a hookimpl even
