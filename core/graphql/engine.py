@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Callable, Mapping
 import attrs
 from tartiflette import Directive, Resolver, Scalar, Subscription, create_engine
 from tartiflette.engine import parse_and_validate_query
+from tartiflette.execution.execute import create_source_event_stream, execute
 from tartiflette.schema.registry import SchemaRegistry
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
@@ -110,13 +111,18 @@ def _guard_resolver(fn: Callable, plugin: str, key: str, debug: bool) -> Callabl
 def _guard_subscription(fn: Callable, plugin: str, key: str, debug: bool) -> Callable:
     @functools.wraps(fn)
     async def guarded(parent, args, context, info):
+        source = fn(parent, args, context, info)
         try:
-            async for value in fn(parent, args, context, info):
+            async for value in source:
                 yield value
         except (TartifletteError, GraphQLError) as e:
             raise _client_error(e) from e
         except Exception as e:
             raise _internal_error(e, plugin, key, context, debug) from e
+        finally:
+            # Closing this wrapper does not close what it iterates: do it, so
+            # the plugin's finally (unsubscribe) runs now, not at GC time.
+            await source.aclose()
 
     return guarded
 
@@ -258,18 +264,25 @@ class GraphQLEngine:
         context: Any,
         variables: Mapping[str, Any] | None,
     ) -> AsyncIterator[dict[str, Any]]:
+        # Tartiflette's own subscribe nests async generators without closing
+        # the inner ones: a stream stopped mid-event left the plugin's source
+        # (and its pubsub subscription) to the garbage collector. Driving the
+        # source here lets us close it the moment the client goes away.
         engine = self._engine
-        async for payload in engine._subscription_executor(
-            engine._schema,
-            parsed.document,
-            None,
-            operation_name,
-            context,
-            variables,
-            None,
-            context_coercer=context,
-        ):
-            yield payload
+        schema, document, build = engine._schema, parsed.document, engine._build_response
+        try:
+            source = await create_source_event_stream(schema, document, build, None, context, variables, operation_name)
+        except Exception as e:
+            yield await build(errors=[_as_tartiflette_error(e)])
+            return
+        if isinstance(source, dict):  # errors (variables, arguments) before any event
+            yield source
+            return
+        try:
+            async for payload in source:
+                yield await execute(schema, document, build, payload, context, variables, operation_name)
+        finally:
+            await source.aclose()
 
     def field_names(self) -> dict[str, list[str]]:
         """Object type name -> its field names, from the cooked schema."""

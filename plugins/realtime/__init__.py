@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from plugboard import hookimpl, keys
+# The core's keys under another name: importing the submodule
+# plugboard.plugins.realtime.keys binds `keys` in this package's namespace.
+from plugboard import hookimpl
+from plugboard import keys as core_keys
 from plugboard.plugins.realtime import chat, hookspecs, notifications, presence
 from plugboard.plugins.realtime.config import RealtimeConfig
 from plugboard.plugins.realtime.providers import PROVIDER_SPECS, PubSubOptions
@@ -95,8 +98,8 @@ def plugboard_routes(app: Any, config: RealtimeConfig) -> list[Any]:
 @hookimpl
 async def plugboard_lifespan(app: Any, config: RealtimeConfig):
     options = PubSubOptions(queue_size=config.queue_size, overflow=config.overflow)
-    pubsub = await app[keys.PROVIDERS].create("pubsub", config.pubsub, options, app=app, owner="realtime")
-    app[keys.PUBSUB] = pubsub
+    pubsub = await app[core_keys.PROVIDERS].create("pubsub", config.pubsub, options, app=app, owner="realtime")
+    app[core_keys.PUBSUB] = pubsub
     stops = []
     for feature in _features(config):
         start = getattr(feature, "start", None)
