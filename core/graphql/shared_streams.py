@@ -68,6 +68,9 @@ class _Group:
             async for result in self.source:
                 for member in tuple(self.members):
                     member.push(result)
+                # A source that never waits would otherwise starve the loop
+                # (members could not even read what was pushed).
+                await asyncio.sleep(0)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the engine turns resolver errors into results; this is a bug
