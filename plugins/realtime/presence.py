@@ -21,7 +21,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from typing import Any, Awaitable, Callable, Mapping, Protocol
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 from aiohttp import web
 
@@ -339,7 +339,7 @@ def _event_user(payload: Any) -> dict[str, Any] | None:
     return _user(payload["id"], payload["online"], last_seen)
 
 
-async def subscribe_user_online(parent: Any, args: dict, context: Any, info: Any):
+async def subscribe_user_online(parent: Any, args: dict, context: Any, info: Any) -> AsyncIterator[dict[str, Any]]:
     current_user(context)
     subscription = pubsub_of(context.app).subscribe(TOPIC)
     try:

@@ -65,6 +65,7 @@ from plugboard import keys
 from plugboard.graphql.errors import WS_CLOSE_FOR_CODE, GraphQLError
 from plugboard.graphql.operation import Operation, OperationRejected
 from plugboard.middleware import REQUEST_ID
+from plugboard.plugins.realtime import presence
 
 if TYPE_CHECKING:
     from plugboard.graphql.context import Context
@@ -303,6 +304,9 @@ class _Connection:
                 await self.on_message(msg)
                 if self._closer is not None:
                     break
+                if self.context is not None and self.context.identity is not None:
+                    # Any message from a signed-in client is a presence heartbeat.
+                    await presence.touch(self.app, self.context.identity)
         finally:
             await self._cleanup()
 

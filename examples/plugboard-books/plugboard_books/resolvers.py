@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
-from typing import Any
+from typing import Any, AsyncIterator
 
 import sqlalchemy as sa
 
@@ -201,7 +201,7 @@ async def _publish(context: Any, book: dict[str, Any]) -> None:
         logger.warning("book %s saved but not published: %s", book["id"], e)
 
 
-async def subscribe_book_updated(parent: Any, args: dict, context: Any, info: Any):
+async def subscribe_book_updated(parent: Any, args: dict, context: Any, info: Any) -> AsyncIterator[dict[str, Any]]:
     wanted = _parse_id(args["id"]) if args.get("id") is not None else None
     pubsub = context.app.get(keys.PUBSUB)
     if pubsub is None:
