@@ -106,7 +106,8 @@ def _check_csrf(request: web.Request) -> None:
     raise RequestError(CSRF_MESSAGE, 400)
 
 
-def _params(body: Any) -> tuple[str, dict | None, str | None, dict | None]:
+def operation_params(body: Any) -> tuple[str, dict | None, str | None, dict | None]:
+    """``(query, variables, operationName, extensions)`` from a request body; RequestError if malformed."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object with a 'query' string")
     query = body.get("query")
@@ -129,7 +130,7 @@ def _params(body: Any) -> tuple[str, dict | None, str | None, dict | None]:
 async def execute_one(request: web.Request, body: Any, *, transport: str, allowed: tuple[str, ...]) -> tuple[dict, int, dict]:
     """Run one operation; returns ``(result, status for graphql-response+json, headers)``."""
     app = request.app
-    query, variables, operation_name, extensions = _params(body)
+    query, variables, operation_name, extensions = operation_params(body)
     runner = app[keys.RUNNER]
     op = Operation(query=query, variables=variables, operation_name=operation_name, extensions=extensions, context=None, transport=transport)
     try:
@@ -203,7 +204,7 @@ async def graphql_post(request: web.Request) -> web.StreamResponse:
     content_type = request.content_type.lower()
     try:
         if content_type == "application/json":
-            body = await _read_json(request)
+            body = await read_json_body(request)
             return await _respond(request, body, media_type)
         if content_type == "multipart/form-data" and request.app[keys.CORE_CONFIG].graphql.uploads:
             _check_csrf(request)
@@ -213,7 +214,8 @@ async def graphql_post(request: web.Request) -> web.StreamResponse:
         return error_response(e.message, e.status, media_type, e.headers)
 
 
-async def _read_json(request: web.Request) -> Any:
+async def read_json_body(request: web.Request) -> Any:
+    """The JSON body within ``graphql.max_body_size``; RequestError (400/413) otherwise."""
     limit = request.app[keys.CORE_CONFIG].graphql.max_body_size
     if request.content_length is not None and request.content_length > limit:
         raise RequestError(f"request body is larger than {limit} bytes", 413)

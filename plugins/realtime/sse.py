@@ -82,6 +82,7 @@ from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.operation import Operation, OperationRejected
 from plugboard.middleware import REQUEST_ID, REQUEST_ID_HEADER
 from plugboard.plugins.realtime.config import RealtimeConfig
+from plugboard.transports import http
 from plugboard.transports.http import error_response
 
 logger = logging.getLogger("plugboard.realtime.sse")
@@ -618,34 +619,14 @@ async def _read_json(request: web.Request) -> Any:
     content_type = request.content_type.lower()
     if content_type != "application/json":
         raise RequestError(f"unsupported content type {content_type or '(none)'!r}; send application/json", 415)
-    limit = request.app[keys.CORE_CONFIG].graphql.max_body_size
-    if request.content_length is not None and request.content_length > limit:
-        raise RequestError(f"request body is larger than {limit} bytes", 413)
     try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise RequestError(f"request body is larger than {limit} bytes", 413) from None
-    try:
-        return json.loads(raw)
-    except ValueError as e:
-        raise RequestError(f"the request body is not valid JSON: {e}") from None
+        return await http.read_json_body(request)
+    except http.RequestError as e:
+        raise RequestError(e.message, e.status, headers=e.headers) from None
 
 
 def _operation_params(body: Any) -> tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]:
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object with a 'query' string")
-    query = body.get("query")
-    if query is None:
-        raise RequestError("'query' is missing: the request must carry a GraphQL document")
-    if not isinstance(query, str):
-        raise RequestError("'query' must be a string")
-    variables = body.get("variables")
-    if variables is not None and not isinstance(variables, dict):
-        raise RequestError("'variables' must be an object (or null)")
-    operation_name = body.get("operationName")
-    if operation_name is not None and not isinstance(operation_name, str):
-        raise RequestError("'operationName' must be a string (or null)")
-    extensions = body.get("extensions")
-    if extensions is not None and not isinstance(extensions, dict):
-        raise RequestError("'extensions' must be an object (or null)")
-    return query, variables, operation_name, extensions
+    try:
+        return http.operation_params(body)
+    except http.RequestError as e:
+        raise RequestError(e.message, e.status) from None
