@@ -197,24 +197,27 @@ class SQLRecordsStore:
                 Path(self._url.database).parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ProviderError(f"records: cannot create the directory of {self._safe_url()}: {e}") from e
-        try:
-            # asyncpg's own timeout covers the connect; this one also covers
-            # drivers without one and a server that accepts but never answers.
-            async with asyncio.timeout(self.connect_timeout + 1):
-                conn = await self.engine.connect()
-        except (Exception, asyncio.TimeoutError) as e:
-            await self.engine.dispose()
-            raise ProviderError(f"records: cannot connect to {self._safe_url()}: {_reason(e)}") from e
-        try:
-            async with self._ddl_lock():
+        # The whole start-up holds the DDL lock: on SQLite even the first
+        # connection writes (journal_mode=WAL), and a second process starting
+        # at that moment would get "database is locked".
+        async with self._ddl_lock():
+            try:
+                # asyncpg's own timeout covers the connect; this one also covers
+                # drivers without one and a server that accepts but never answers.
+                async with asyncio.timeout(self.connect_timeout + 1):
+                    conn = await self.engine.connect()
+            except (Exception, asyncio.TimeoutError) as e:
+                await self.engine.dispose()
+                raise ProviderError(f"records: cannot connect to {self._safe_url()}: {_reason(e)}") from e
+            try:
                 async with conn.begin():
                     if self.dialect == "postgresql":
                         await conn.execute(sa.text(f"SELECT pg_advisory_xact_lock({_PG_DDL_LOCK})"))
                     await conn.run_sync(self.metadata.create_all)
-        except sa.exc.SQLAlchemyError as e:
-            raise ProviderError(f"records: cannot create tables in {self._safe_url()}: {_reason(e)}") from e
-        finally:
-            await conn.close()
+            except sa.exc.SQLAlchemyError as e:
+                raise ProviderError(f"records: cannot create tables in {self._safe_url()}: {_reason(e)}") from e
+            finally:
+                await conn.close()
 
     @contextlib.asynccontextmanager
     async def _ddl_lock(self) -> AsyncIterator[None]:
