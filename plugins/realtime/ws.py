@@ -290,7 +290,10 @@ class _Connection:
         self._closer: asyncio.Task[None] | None = None
         self._init_timer: asyncio.Task[None] | None = None
         self._cleaning_up = False
-        self._done = asyncio.Event()
+        # A flag and futures made only when someone waits, not an Event:
+        # every idle connection would pay for the Event (~0.7 KB).
+        self._done = False
+        self._done_waiters: list[asyncio.Future[None]] = []
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -332,10 +335,18 @@ class _Connection:
                 closer.cancel()
             raise
         finally:
-            self._done.set()
+            self._done = True
+            for waiter in self._done_waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._done_waiters.clear()
 
     async def wait_closed(self) -> None:
-        await self._done.wait()
+        if self._done:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._done_waiters.append(waiter)
+        await waiter
 
     def request_close(self, code: int, reason: str) -> None:
         """Close the socket with ``code`` (once); the reading loop then ends and cleans up."""
