@@ -43,7 +43,7 @@ async def build(root: Path) -> web.Application:
     ctx = _Ctx(state)
     for key, fn in RESOLVERS.items():
         Resolver(key, schema_name="baseline")(fn)
-    sdl = "type Query\ntype Mutation\n" + Path(plugboard_books.__file__).with_name("schema.graphql").read_text()
+    sdl = "type Query\ntype Mutation\ntype Subscription\n" + Path(plugboard_books.__file__).with_name("schema.graphql").read_text()
     engine = await create_engine(sdl, schema_name="baseline", coerce_list_concurrently=False, coerce_parent_concurrently=False)
 
     async def handler(request: web.Request) -> web.Response:
