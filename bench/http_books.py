@@ -76,8 +76,7 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def wrk(url: str, duration: int, connections: int) -> tuple[float, float]:
-    script = HERE / "post_books.lua"
+def wrk(url: str, duration: int, connections: int, script: Path) -> tuple[float, float]:
     out = subprocess.run(
         ["taskset", "-c", "1", "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
         capture_output=True,
@@ -105,7 +104,8 @@ def main() -> None:
     root = Path(tempfile.mkdtemp(prefix="plugboard-bench-"))
     plugins = all_plugins()
     (root / "settings.yaml").write_text(json.dumps({"plugins": plugins, "server": {"data_dir": "var"}}))
-    (HERE / "post_books.lua").write_text(
+    script = root / "post_books.lua"
+    script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
         f"wrk.body = {json.dumps(json.dumps({'query': QUERY}))}\n"
     )
@@ -140,8 +140,8 @@ def main() -> None:
                     url = f"http://127.0.0.1:{port}/graphql"
                     check = post(url, QUERY)
                     assert len(check["data"]["books"]) == 20, check
-                    wrk(url, 2, args.connections)  # warm-up
-                    results[name].append(wrk(url, args.duration, args.connections))
+                    wrk(url, 2, args.connections, script)  # warm-up
+                    results[name].append(wrk(url, args.duration, args.connections, script))
                 finally:
                     stop(proc)
     finally:
