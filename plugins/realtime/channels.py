@@ -78,6 +78,7 @@ Backpressure
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import heapq
 import inspect
@@ -328,7 +329,7 @@ def _expires_in(context: Any) -> float | None:
 # ---------------------------------------------------------------------------
 
 
-class _Connection:
+class _Connection(abc.ABC):
     """What every direct-channel connection has: subscriptions, tasks, replay bookkeeping."""
 
     def __init__(self, hub: ChannelHub, request: web.Request, context: Any) -> None:
@@ -353,11 +354,13 @@ class _Connection:
         if remaining is not None:
             self._expiry = asyncio.get_running_loop().call_later(max(remaining, 0.0), self.on_expired)
 
+    @abc.abstractmethod
     def on_expired(self) -> None:
-        raise NotImplementedError
+        """Protocol-specific: each subclass implements it."""
 
+    @abc.abstractmethod
     async def shut_down(self) -> None:
-        raise NotImplementedError
+        """Protocol-specific: each subclass implements it."""
 
     async def subscribe(self, topic: str) -> Any:
         pubsub = self.app.get(keys.PUBSUB)

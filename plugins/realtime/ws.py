@@ -51,6 +51,7 @@ Behaviour, where the protocols leave a choice:
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import json
 import logging
@@ -267,7 +268,7 @@ def _operation_params(payload: Any) -> tuple[str, dict | None, str | None, dict 
     return query, variables, operation_name, extensions
 
 
-class _Connection:
+class _Connection(abc.ABC):
     """One WebSocket connection: its context, operations, timers; all freed on close.
 
     Subclasses speak one subprotocol; this base owns the lifecycle. Every
@@ -535,14 +536,17 @@ class _Connection:
 
     # -- protocol-specific -------------------------------------------------
 
+    @abc.abstractmethod
     async def on_message(self, msg: Any) -> None:
-        raise NotImplementedError
+        """Protocol-specific: each subclass implements it."""
 
+    @abc.abstractmethod
     async def send_result(self, op_id: str, result: dict[str, Any]) -> bool:
-        raise NotImplementedError
+        """Protocol-specific: each subclass implements it."""
 
+    @abc.abstractmethod
     async def send_errors(self, op_id: str, errors: list[dict[str, Any]]) -> bool:
-        raise NotImplementedError
+        """Protocol-specific: each subclass implements it."""
 
     async def send_complete(self, op_id: str) -> bool:
         return await self.send({"id": op_id, "type": "complete"})
