@@ -74,9 +74,30 @@ def choose_media_type(accept: str) -> str | None:
     return best
 
 
+def url_params(request: web.Request) -> dict[str, Any]:
+    """A GET request's ``query``, ``operationName``, ``variables`` and ``extensions`` (JSON-decoded)."""
+    query = request.query.get("query")
+    if query is None:
+        raise RequestError("'query' is missing: send the document as the 'query' URL parameter")
+    body: dict[str, Any] = {"query": query, "operationName": request.query.get("operationName")}
+    for name in ("variables", "extensions"):
+        raw = request.query.get(name)
+        if raw:
+            try:
+                body[name] = json.loads(raw)
+            except ValueError:
+                raise RequestError(f"'{name}' is not valid JSON") from None
+    return body
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON; dates and datetimes as ISO strings."""
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
 def json_response(payload: Any, *, status: int = 200, media_type: str = APPLICATION_JSON, headers: Mapping[str, str] | None = None) -> web.Response:
     return web.Response(
-        body=json.dumps(payload, separators=(",", ":"), default=_json_default).encode(),
+        body=dumps(payload).encode(),
         status=status,
         headers=headers,
         content_type=media_type,
@@ -183,14 +204,7 @@ async def graphql_get(request: web.Request) -> web.StreamResponse:
         return error_response("acceptable media types: application/graphql-response+json, application/json", 406)
     try:
         _check_csrf(request)
-        body: dict[str, Any] = {"query": query, "operationName": request.query.get("operationName")}
-        for name in ("variables", "extensions"):
-            raw = request.query.get(name)
-            if raw:
-                try:
-                    body[name] = json.loads(raw)
-                except ValueError:
-                    raise RequestError(f"'{name}' is not valid JSON") from None
+        body = url_params(request)
         result, status, headers = await execute_one(request, body, transport="http", allowed=("query",))
     except RequestError as e:
         return error_response(e.message, e.status, media_type, e.headers)

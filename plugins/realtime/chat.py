@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
-from plugboard.plugins.realtime.presence import current_user, pubsub_of
+from plugboard.plugins.realtime.presence import current_user, topic_events
 
 logger = logging.getLogger("plugboard.realtime.chat")
 
@@ -315,18 +315,12 @@ async def subscribe_message_received(parent: Any, args: dict, context: Any, info
     chat_id = _chat_id(args["chatId"])
     async with context.app[keys.RECORDS].connect() as conn:
         await _check_member(conn, context.app, chat_id, user)
-    topic = f"chat.{chat_id}"
-    subscription = pubsub_of(context.app).subscribe(topic)
+    events = topic_events(context.app, f"chat.{chat_id}", lambda payload: _event_message(payload, chat_id))
     try:
-        async for payload in subscription:
-            message = _event_message(payload, chat_id)
-            if message is None:
-                logger.warning("chat: ignored a malformed event on %r", topic)
-                continue
+        async for message in events:
             yield {"messageReceived": message}
     finally:
-        await subscription.close()
-
+        await events.aclose()
 
 RESOLVERS = {
     "Query.chats": resolve_chats,

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
-from plugboard.plugins.realtime.presence import current_user, pubsub_of
+from plugboard.plugins.realtime.presence import current_user, topic_events
 
 logger = logging.getLogger("plugboard.realtime.notifications")
 
@@ -264,18 +264,12 @@ async def subscribe_notification_received(parent: Any, args: dict, context: Any,
     user = current_user(context)
     if args["userId"] != user:
         raise GraphQLError("you may only subscribe to your own notifications", "FORBIDDEN")
-    topic = f"notifications.{user}"
-    subscription = pubsub_of(context.app).subscribe(topic)
+    events = topic_events(context.app, f"notifications.{user}", lambda payload: _event_notification(payload, user))
     try:
-        async for payload in subscription:
-            notification = _event_notification(payload, user)
-            if notification is None:
-                logger.warning("notifications: ignored a malformed event on %r", topic)
-                continue
+        async for notification in events:
             yield {"notificationReceived": notification}
     finally:
-        await subscription.close()
-
+        await events.aclose()
 
 RESOLVERS = {
     "Query.notifications": resolve_notifications,

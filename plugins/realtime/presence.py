@@ -102,6 +102,26 @@ def pubsub_of(app: web.Application) -> Any:
     return pubsub
 
 
+async def topic_events(
+    app: web.Application, topic: str, decode: Callable[[Any], dict[str, Any] | None]
+) -> AsyncIterator[dict[str, Any]]:
+    """Decoded events of one pubsub topic; malformed ones are logged and skipped.
+
+    The source of the chat and notification subscriptions: the pubsub
+    subscription is closed when the consumer stops.
+    """
+    subscription = pubsub_of(app).subscribe(topic)
+    try:
+        async for payload in subscription:
+            event = decode(payload)
+            if event is None:
+                logger.warning("realtime: ignored a malformed event on %r", topic)
+                continue
+            yield event
+    finally:
+        await subscription.close()
+
+
 # ---------------------------------------------------------------------------
 # Stores
 # ---------------------------------------------------------------------------

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import secrets
 import time
@@ -167,11 +166,11 @@ class EventStream:
     # -- producing ---------------------------------------------------------
 
     def put_next(self, op_id: str, result: Any) -> None:
-        data = _dumps({"id": op_id, "payload": result}) if self.single else _dumps(result)
+        data = http.dumps({"id": op_id, "payload": result}) if self.single else http.dumps(result)
         self._put("next", data)
 
     def put_complete(self, op_id: str) -> None:
-        self._put("complete", _dumps({"id": op_id}) if self.single else "")
+        self._put("complete", http.dumps({"id": op_id}) if self.single else "")
         if not self.single:
             self._ended = True
             self._wake()
@@ -598,30 +597,11 @@ def _accepts_event_stream(request: web.Request) -> bool:
     return any(item.split(";")[0].strip().lower() == EVENT_STREAM for item in request.headers.get("Accept", "").split(","))
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
-
-
-def _json_default(value: Any) -> Any:
-    iso = getattr(value, "isoformat", None)
-    if iso is not None:
-        return iso()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def _query_params(request: web.Request) -> dict[str, Any]:
-    query = request.query.get("query")
-    if query is None:
-        raise RequestError("'query' is missing: send the document as the 'query' URL parameter")
-    body: dict[str, Any] = {"query": query, "operationName": request.query.get("operationName")}
-    for name in ("variables", "extensions"):
-        raw = request.query.get(name)
-        if raw:
-            try:
-                body[name] = json.loads(raw)
-            except ValueError:
-                raise RequestError(f"'{name}' is not valid JSON") from None
-    return body
+    try:
+        return http.url_params(request)
+    except http.RequestError as e:
+        raise RequestError(e.message, e.status) from None
 
 
 async def _read_json(request: web.Request) -> Any:

@@ -460,6 +460,18 @@ class _Connection(abc.ABC):
             ).formatted()
         ]
 
+    async def begin_operation(self, op_id: str, params: Any) -> None:
+        """Prepare and start one operation, or answer its id with errors (the socket stays up)."""
+        try:
+            op = self.new_operation(params)
+        except OperationRejected as e:
+            await self.send_errors(op_id, e.errors)
+            return
+        if self.over_limit():
+            await self.send_errors(op_id, self.too_many_errors())
+            return
+        self.start_operation(op_id, op)
+
     def start_operation(self, op_id: str, op: Operation) -> None:
         task = asyncio.create_task(self._run(op_id, op), name=f"plugboard.ws.operation.{op_id[:40]}")
         self.operations[op_id] = task
@@ -529,7 +541,7 @@ class _Connection(abc.ABC):
         if coerce is not None:  # a TartifletteError: the engine has masked or kept its message
             try:
                 return [coerce()]
-            except Exception:
+            except Exception:  # noqa: BLE001 - a broken error object: mask it like any bug, below
                 pass
         logger.error("WebSocket subscription stream raised (request %s)", self.request[REQUEST_ID], exc_info=e)
         return [_internal_error(self.request[REQUEST_ID], e if self._debug else None)]
@@ -594,15 +606,7 @@ class TransportWSConnection(_Connection):
             if op_id in self.operations:
                 self.request_close(CLOSE_SUBSCRIBER_EXISTS, f"Subscriber for {op_id} already exists")
                 return
-            try:
-                op = self.new_operation(params)
-            except OperationRejected as e:
-                await self.send_errors(op_id, e.errors)
-                return
-            if self.over_limit():
-                await self.send_errors(op_id, self.too_many_errors())
-                return
-            self.start_operation(op_id, op)
+            await self.begin_operation(op_id, params)
         elif kind == "complete":
             self.stop_operation(_require_id(message))
         elif kind in ("connection_ack", "next", "error"):
@@ -684,15 +688,7 @@ class LegacyConnection(_Connection):
         params = _operation_params(message.get("payload"))
         # subscriptions-transport-ws replaces an operation whose id is reused.
         self.stop_operation(op_id)
-        try:
-            op = self.new_operation(params)
-        except OperationRejected as e:
-            await self.send_errors(op_id, e.errors)
-            return
-        if self.over_limit():
-            await self.send_errors(op_id, self.too_many_errors())
-            return
-        self.start_operation(op_id, op)
+        await self.begin_operation(op_id, params)
 
     async def send_result(self, op_id: str, result: dict[str, Any]) -> bool:
         return await self.send({"id": op_id, "type": "data", "payload": result})

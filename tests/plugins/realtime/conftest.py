@@ -11,7 +11,6 @@ itself is the module ``pb_token_auth`` beside this file.
 from __future__ import annotations
 
 import types
-from typing import Any
 
 import pytest
 

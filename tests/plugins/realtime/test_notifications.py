@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
 
 import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard import keys
-from plugboard.graphql.operation import Operation
+from realtime_testkit import code, gql, subscribe, until
 from plugboard.plugins.realtime.notifications import notify
 
 ISOLATED = {"websockets": False, "serverSentEvents": False, "channels": {"enabled": False}}
@@ -20,33 +19,6 @@ LIST = f"query($u: Boolean, $f: Int) {{ notifications(unreadOnly: $u, first: $f)
 MARK = f"mutation($id: ID!) {{ markNotificationRead(id: $id) {{ {FIELDS} }} }}"
 MARK_ALL = "mutation { markAllNotificationsRead }"
 RECEIVED = f"subscription($u: ID!) {{ notificationReceived(userId: $u) {{ {FIELDS} }} }}"
-
-
-async def gql(client, query, variables=None, user="alice"):
-    headers = {"Authorization": f"Bearer {user}"} if user else {}
-    resp = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
-
-
-def code(result) -> str:
-    return result["errors"][0]["extensions"]["code"]
-
-
-async def subscribe(app, query, variables=None, user="alice"):
-    params = {"authToken": user} if user else None
-    context = await app[keys.CONTEXT_BUILDER].build(app, None, request_id="test", transport="ws", connection_params=params)
-    op = Operation(query=query, variables=variables, operation_name=None, extensions=None, context=context, transport="ws")
-    runner = app[keys.RUNNER]
-    runner.prepare(op, allowed_types=("query", "mutation", "subscription"))
-    return await runner.subscribe(op)
-
-
-async def until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
