@@ -1,4 +1,5 @@
-"""The ``plugboard`` command: serve, check, config, plugins, schema, init, new-plugin.
+"""The ``plugboard`` command: serve, check, config, plugins, schema, init, new-plugin,
+plus the commands plugins add (``plugboard_commands``).
 
 Start-up problems (bad settings, a plugin that will not load, a schema that
 does not compose, an unreachable service) print one message, without a
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from plugboard import __version__
+from plugboard.errors import PlugboardError
 
 EXIT_USAGE = 2
 
@@ -63,7 +65,6 @@ def _run(app: Any, host: str, port: int, *, reuse_port: bool) -> int:
     from aiohttp import web
 
     from plugboard import keys
-    from plugboard.errors import PlugboardError
 
     server = app[keys.CORE_CONFIG].server
     loop_name = "uvloop" if _use_uvloop() else "asyncio"
@@ -252,13 +253,44 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     return new_plugin(args.name, Path(args.dir), force=args.force)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="plugboard", description="A configuration-driven GraphQL plugin runtime.")
-    parser.add_argument("--version", action="version", version=f"plugboard {__version__}")
+def _common_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--root", default=os.environ.get("PLUGBOARD_ROOT", "."), help="folder holding settings.yaml (default: .)")
     common.add_argument("--config", help="overlay file on top of settings.yaml (default: config/$PLUGBOARD_ENV.yaml)")
     common.add_argument("--env", help="overlay name: config/<ENV>.yaml (default: $PLUGBOARD_ENV)")
+    return common
+
+
+def plugin_commands(argv: Sequence[str]) -> tuple[list[tuple[str, Any]], str | None]:
+    """Commands the declared plugins add, and the error that hid them, if any.
+
+    The settings are found from the same options the command will get, so
+    ``plugboard worker --root deploy/`` sees the plugins ``deploy/`` enables.
+    """
+    from plugboard import builtin_hooks
+    from plugboard.commands import Command
+    from plugboard.pluginmanager import build_plugin_manager
+
+    known, _ = _common_options().parse_known_args(list(argv))
+    try:
+        settings = _load(known)
+        names = [e.name for e in settings.plugin_entries() if e.enabled]
+        pm = build_plugin_manager(names, builtin=builtin_hooks)
+    except PlugboardError as e:
+        return [], str(e)
+    commands: list[tuple[str, Any]] = []
+    for plugin, returned in pm.call_each("plugboard_commands"):
+        for command in returned or []:
+            if not isinstance(command, Command):
+                return [], f"plugin {plugin!r}: plugboard_commands must return plugboard.commands.Command objects, got {command!r}"
+            commands.append((plugin, command))
+    return commands, None
+
+
+def build_parser(extra: Sequence[tuple[str, Any]] = ()) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="plugboard", description="A configuration-driven GraphQL plugin runtime.")
+    parser.add_argument("--version", action="version", version=f"plugboard {__version__}")
+    common = _common_options()
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", parents=[common], help="run the HTTP server")
@@ -290,13 +322,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", default=".")
     p.add_argument("--force", action="store_true")
     p.set_defaults(func=cmd_new_plugin)
+
+    owners = {name: "plugboard core" for name in sub.choices}
+    for plugin, command in extra:
+        if command.name in owners:
+            raise PlugboardError(f"plugin {plugin!r} adds command {command.name!r}, which {owners[command.name]} already has")
+        owners[command.name] = f"plugin {plugin!r}"
+        p = sub.add_parser(command.name, parents=[common], help=f"{command.help} (plugin {plugin})")
+        if command.add_arguments is not None:
+            command.add_arguments(p)
+        p.set_defaults(func=_plugin_command(command))
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    from plugboard.errors import PlugboardError
+def _plugin_command(command: Any) -> Any:
+    from plugboard.commands import CommandContext
 
-    args = build_parser().parse_args(argv)
+    def run(args: argparse.Namespace) -> int:
+        return command.run(CommandContext(args))
+
+    return run
+
+
+CORE_COMMANDS = ("serve", "check", "config", "plugins", "schema", "init", "new-plugin")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    wanted = next((a for a in argv if not a.startswith("-")), None)
+    extra, load_error = ([], None) if wanted in CORE_COMMANDS else plugin_commands(argv)
+    if load_error is not None and wanted is not None:
+        # The command may come from a plugin that could not be loaded: say
+        # why, rather than argparse's "invalid choice".
+        print(f"plugboard: {load_error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        parser = build_parser(extra)
+    except PlugboardError as e:
+        print(f"plugboard: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PLUGBOARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args)

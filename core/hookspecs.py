@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import sqlalchemy
     from aiohttp import web
 
+    from plugboard.commands import Command
     from plugboard.graphql.context import Context
     from plugboard.graphql.operation import OperationStep
     from plugboard.providers.registry import ProviderSpec
@@ -105,6 +106,30 @@ def plugboard_configure(app: "web.Application", config: Any) -> None:
 
     :param app: the aiohttp application being built.
     :param config: this plugin's validated config instance (or None).
+    """
+
+
+@hookspec
+def plugboard_commands() -> list["Command"] | None:
+    """Add subcommands to the ``plugboard`` tool (``plugboard worker``).
+
+    Called when the tool starts, for the plugins declared in the settings
+    found through ``--root``/``--config``/``--env`` (or ``PLUGBOARD_ROOT``).
+    Return :class:`plugboard.commands.Command` objects; ``run(ctx)`` receives
+    a :class:`plugboard.commands.CommandContext` that builds the app as
+    ``serve`` does and can run its start-up and shutdown without a server.
+    A name that clashes with a core command or another plugin's fails.
+
+    :returns: a list of commands, or None.
+
+    Example::
+
+        @hookimpl
+        def plugboard_commands():
+            async def main(ctx):
+                async with ctx.running(ctx.build_app()) as app:
+                    ...
+            return [Command("hello", "say hello", lambda ctx: asyncio.run(main(ctx)) or 0)]
     """
 
 
@@ -331,11 +356,17 @@ def plugboard_tasks(app: "web.Application", config: Any) -> Mapping[str, Callabl
     """Return background task functions keyed by task name.
 
     The jobs plugin (or any broker plugin) attaches them to the app's broker;
-    this core never runs them itself.
+    this core never runs them itself. The contract is in
+    :mod:`plugboard.tasks`: ``async def task(**args)`` with JSON arguments,
+    checked against the signature at enqueue time; a ``job`` parameter gets
+    a :class:`plugboard.tasks.TaskContext` (progress, attempt, app);
+    ``@plugboard.tasks.retry(...)`` declares the task's retry strategy and
+    :class:`plugboard.tasks.PermanentError` fails a job without retrying.
+    Two plugins giving the same name fail start-up naming both.
 
     :param app: the application being built.
     :param config: this plugin's validated config.
-    :returns: a mapping of task name to ``async def task(**kwargs)``, or None.
+    :returns: a mapping of task name to ``async def task(**args)``, or None.
     """
 
 
