@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 
 
 class Context:
-    """Request-scoped values: ``app``, ``request``, ``request_id``, ``transport``, ``identity``."""
+    """Request-scoped values: ``app``, ``request``, ``request_id``, ``transport``,
+    ``connection_params`` (a WebSocket's ``connection_init`` payload, else None), ``identity``."""
 
     def __init__(self, *, app: "web.Application", request: "web.Request | None", request_id: str, transport: str) -> None:
         self.app = app
         self.request = request
         self.request_id = request_id
         self.transport = transport
+        self.connection_params: Mapping[str, Any] | None = None
         self.identity: Any = None
 
     @property
@@ -77,6 +79,7 @@ class ContextBuilder:
         connection_params: Mapping[str, Any] | None = None,
     ) -> Context:
         context = Context(app=app, request=request, request_id=request_id, transport=transport)
+        context.connection_params = connection_params
         if not self._impls:
             return context
         args = {"context": context, "request": request, "connection_params": connection_params}

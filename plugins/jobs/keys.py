@@ -1,0 +1,13 @@
+"""The jobs plugin's app keys."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+if TYPE_CHECKING:
+    from plugboard.plugins.jobs.api import Jobs
+
+#: The jobs API (enqueue, get, list, counts, retry, cancel, watch), while the app runs.
+JOBS: web.AppKey["Jobs"] = web.AppKey("plugboard.jobs")
