@@ -11,3 +11,7 @@ if TYPE_CHECKING:
 
 #: The jobs API (enqueue, get, list, counts, retry, cancel, watch), while the app runs.
 JOBS: web.AppKey["Jobs"] = web.AppKey("plugboard.jobs")
+
+#: Which process the app runs in: unset for ``plugboard serve``, ``"worker"`` or
+#: ``"scheduler"`` when those commands build it (set before start-up).
+ROLE: web.AppKey[str] = web.AppKey("plugboard.jobs.role")

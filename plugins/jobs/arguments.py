@@ -1,0 +1,100 @@
+"""Job arguments, checked when a job is enqueued rather than when it runs.
+
+A bad argument is the caller's mistake: it fails ``enqueue`` with
+:class:`JobArgumentsError` instead of poisoning the queue with a job that
+can only fail. Arguments must be JSON values (they cross processes as
+JSON), bind to the task's signature (minus the ``job`` context parameter),
+and pass simple checks of ``str``/``int``/``float``/``bool``/``list``/``dict``
+annotations (optionally ``| None``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import types
+import typing
+from typing import Any, Callable, Mapping
+
+from plugboard.plugins.jobs.errors import JobArgumentsError
+from plugboard.tasks import CONTEXT_PARAMETER
+
+_SIMPLE: dict[Any, tuple[type, ...]] = {
+    str: (str,),
+    int: (int,),
+    float: (int, float),
+    bool: (bool,),
+    list: (list,),
+    dict: (dict,),
+}
+
+
+def takes_context(fn: Callable[..., Any]) -> bool:
+    """True when ``fn`` declares the ``job`` parameter (gets a TaskContext)."""
+    return CONTEXT_PARAMETER in _signature(fn).parameters
+
+
+def _signature(fn: Callable[..., Any]) -> inspect.Signature:
+    return inspect.signature(fn)
+
+
+def _hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only skips the checks
+        return {}
+
+
+def _accepts(annotation: Any, value: Any) -> bool | None:
+    """True/False for the simple annotations, None when not checked."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        arms = typing.get_args(annotation)
+        if value is None:
+            return type(None) in arms or None
+        results = [_accepts(a, value) for a in arms if a is not type(None)]
+        if any(r is None for r in results):
+            return None
+        return any(results)
+    base = origin or annotation
+    allowed = _SIMPLE.get(base)
+    if allowed is None:
+        return None
+    if isinstance(value, bool) and base is not bool:
+        return False  # bool is an int subclass; `count: true` is a mistake
+    return isinstance(value, allowed)
+
+
+def _type_name(annotation: Any) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def check_arguments(task: str, fn: Callable[..., Any], args: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The arguments as stored (a JSON round trip), or :class:`JobArgumentsError`."""
+    if args is None:
+        args = {}
+    if not isinstance(args, Mapping) or not all(isinstance(k, str) for k in args):
+        raise JobArgumentsError(f"arguments of task {task!r} must be a mapping of names to values")
+    if CONTEXT_PARAMETER in args:
+        raise JobArgumentsError(f"task {task!r}: {CONTEXT_PARAMETER!r} is not an argument (the job context is passed by the runner)")
+    try:
+        stored = json.loads(json.dumps(dict(args), allow_nan=False))
+    except (TypeError, ValueError) as e:
+        raise JobArgumentsError(f"arguments of task {task!r} must be JSON values: {e}") from None
+    signature = _signature(fn)
+    params = [p for name, p in signature.parameters.items() if name != CONTEXT_PARAMETER]
+    try:
+        bound = signature.replace(parameters=params).bind(**stored)
+    except TypeError as e:
+        raise JobArgumentsError(f"bad arguments for task {task!r}: {e}") from None
+    hints = _hints(fn)
+    for name, value in bound.arguments.items():
+        annotation = hints.get(name)
+        kind = signature.parameters[name].kind
+        if annotation is None or kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
+            continue
+        if _accepts(annotation, value) is False:
+            raise JobArgumentsError(
+                f"bad arguments for task {task!r}: {name!r} must be {_type_name(annotation)}, not {type(value).__name__}"
+            )
+    return stored

@@ -1,0 +1,208 @@
+"""The ``redis`` broker: taskiq-redis's stream broker, acknowledged, with two fixes.
+
+Jobs are entries of the Redis stream ``jobs.queue`` (fields ``data``, the
+taskiq message, and ``job``, the job id), read by ``plugboard worker``
+processes through one consumer group. An entry is acknowledged (XACK, then
+XDEL so the stream holds only live work) only when the runner settles its
+job: a final state, or a retry handed to the delayed set. A worker that dies
+leaves its entries pending, and another worker claims them.
+
+What this subclass changes in taskiq-redis 1.2.4's ``RedisStreamBroker``:
+
+- its ``listen()`` skips XAUTOCLAIM while the stream is idle (``if not
+  fetched: continue``), so a dead worker's entries wait until new work
+  arrives. Here every loop turn runs, in one pipelined round trip: moving
+  due retries from the delayed set to the stream, XAUTOCLAIM of entries idle
+  longer than ``idle_timeout``, and the blocking XREADGROUP;
+- a job running longer than ``idle_timeout`` would be claimed by another
+  worker while still running: a heartbeat XCLAIMs (JUSTID, same consumer)
+  this worker's in-flight entries every ``idle_timeout / 3``, resetting
+  their idle time;
+- retries wait in a sorted set ``<queue>:delayed`` (score = due time), so a
+  backoff survives the worker that scheduled it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from typing import Any, AsyncGenerator
+
+import redis.exceptions
+from redis.asyncio import Redis
+from taskiq import AckableMessage
+from taskiq_redis import RedisStreamBroker
+
+from plugboard.errors import ProviderError
+from plugboard.plugins.jobs.brokers import BrokerOptions, encode
+
+logger = logging.getLogger("plugboard.jobs.broker")
+
+GROUP = "plugboard"
+_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+
+# KEYS[1] = the delayed set, KEYS[2] = the stream; ARGV[1] = now.
+# Members are "<job id>|<message>".
+_MOVE_DUE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, m in ipairs(due) do
+  local sep = string.find(m, '|', 1, true)
+  redis.call('XADD', KEYS[2], '*', 'data', string.sub(m, sep + 1), 'job', string.sub(m, 1, sep - 1))
+  redis.call('ZREM', KEYS[1], m)
+end
+return #due
+"""
+
+
+class RedisBroker(RedisStreamBroker):
+    """:mod:`broker <plugboard.plugins.jobs.brokers>` ``redis``: a stream, a consumer group, acknowledgement.
+
+    :param options: ``redis_url`` (required), ``queue`` (the stream),
+        ``idle_timeout`` (claim / heartbeat), ``concurrency`` (how many entries
+        one read may take; ``plugboard worker --concurrency`` sets
+        :attr:`concurrency`).
+    """
+
+    in_process = False
+
+    def __init__(self, options: BrokerOptions | None = None) -> None:
+        self.options = options = options or BrokerOptions()
+        if not options.redis_url:
+            raise ProviderError("jobs.broker: redis needs jobs.redis or redis.url (or REDIS_URL)")
+        idle_ms = max(1, int(options.idle_timeout * 1000))
+        super().__init__(
+            options.redis_url,
+            queue_name=options.queue,
+            consumer_group_name=GROUP,
+            consumer_name=f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}",
+            # From the start of the stream: it holds only unacknowledged work.
+            consumer_id="0",
+            idle_timeout=idle_ms,
+            # Short blocks: each loop turn also claims and moves due retries.
+            xread_block=min(1000, max(50, idle_ms // 3)),
+        )
+        self.concurrency = options.concurrency
+        self.delayed_key = f"{options.queue}:delayed"
+        self._redis: Redis | None = None
+        self._move_due: Any = None
+        #: Stream entry id -> job id of what this consumer holds.
+        self._inflight: dict[bytes, str] = {}
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    # -- lifecycle ------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._redis = Redis(connection_pool=self.connection_pool)
+        self._move_due = self._redis.register_script(_MOVE_DUE)
+        try:
+            await self.startup()
+        except _ERRORS + (redis.exceptions.RedisError,) as e:
+            await self.connection_pool.disconnect()
+            raise ProviderError(f"jobs.broker: redis: cannot reach {self._where()}: {e}") from e
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            self._heartbeat = None
+        await self.shutdown()
+
+    async def check(self) -> None:
+        try:
+            await self.redis.ping()
+        except _ERRORS + (redis.exceptions.RedisError,) as e:
+            raise ProviderError(f"jobs.broker: redis does not answer: {e}") from e
+
+    def _where(self) -> str:
+        from plugboard.providers.redis import mask_url
+
+        return mask_url(self.options.redis_url or "")
+
+    @property
+    def redis(self) -> Redis:
+        assert self._redis is not None, "start() first"
+        return self._redis
+
+    # -- the job interface ------------------------------------------------------
+
+    async def kick(self, message: Any) -> None:
+        await self.redis.xadd(self.queue_name, {b"data": message.message, b"job": message.task_id})
+
+    async def send(self, task: str, job_id: str) -> None:
+        await self.kick(encode(self, task, job_id))
+
+    async def send_later(self, task: str, job_id: str, at: float) -> None:
+        message = encode(self, task, job_id)
+        await self.redis.zadd(self.delayed_key, {job_id.encode() + b"|" + message.message: at})
+
+    async def settle(self, job_id: str) -> None:
+        ids = [entry for entry, job in self._inflight.items() if job == job_id]
+        if ids:
+            await self._ack(ids)
+
+    async def _ack(self, ids: list[bytes]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xack(self.queue_name, GROUP, *ids)
+        pipe.xdel(self.queue_name, *ids)
+        await pipe.execute()
+        for entry in ids:
+            self._inflight.pop(entry, None)
+
+    def _acker(self, entry: bytes) -> Any:
+        async def ack() -> None:
+            await self._ack([entry])
+
+        return ack
+
+    # -- consuming ------------------------------------------------------------
+
+    async def listen(self) -> AsyncGenerator[AckableMessage, None]:
+        """Entries for this worker: due retries moved, idle ones claimed, new ones read."""
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(self._beat(), name="plugboard.jobs.heartbeat")
+        backoff = 0.1
+        while True:
+            free = max(1, self.concurrency - len(self._inflight))
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                self._move_due(keys=[self.delayed_key, self.queue_name], args=[time.time()], client=pipe)
+                pipe.xautoclaim(self.queue_name, GROUP, self.consumer_name, min_idle_time=self.idle_timeout, start_id="0-0", count=free)
+                pipe.xreadgroup(GROUP, self.consumer_name, {self.queue_name: ">"}, count=free, block=self.block)
+                _moved, claimed, fetched = await pipe.execute()
+            except redis.exceptions.ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                # The stream was deleted (FLUSHALL, a Redis without persistence restarted).
+                await self._declare_consumer_group()
+                continue
+            except _ERRORS as e:
+                logger.warning("jobs: redis unavailable (%s); retrying in %.1fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.1
+            entries = list(claimed[1]) if claimed else []
+            for _stream, messages in fetched or []:
+                entries.extend(messages)
+            for entry, fields in entries:
+                if not fields:  # claimed but deleted meanwhile
+                    continue
+                job_id = fields.get(b"job", b"").decode()
+                self._inflight[entry] = job_id
+                yield AckableMessage(data=fields[b"data"], ack=self._acker(entry))
+
+    async def _beat(self) -> None:
+        interval = self.options.idle_timeout / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._inflight)
+            if not ids:
+                continue
+            try:
+                await self.redis.xclaim(self.queue_name, GROUP, self.consumer_name, 0, ids, justid=True)
+            except _ERRORS + (redis.exceptions.RedisError,) as e:
+                logger.warning("jobs: heartbeat failed: %s", e)

@@ -1,0 +1,209 @@
+"""The runner: every plugin task as a taskiq task that drives its job record.
+
+Each task from ``app[plugboard.keys.TASKS]`` is registered on the broker
+under its own name as a small taskiq task taking the job id. Per delivery
+(one attempt):
+
+1. the record goes PROCESSING with ``attempts + 1`` and ``started_at`` —
+   unless it is already final (a redelivery of a finished or cancelled
+   job): then the delivery is settled and nothing runs;
+2. the task runs with the job's arguments (and a :class:`JobContext` as
+   ``job`` when it declares that parameter);
+3. COMPLETED with its result and progress 100; or on an exception:
+   PermanentError, a type the task's ``@retry(permanent=...)`` names, or the
+   last attempt -> FAILED with ``"Type: message"``; otherwise RETRYING with
+   ``run_at = now + min(max_backoff, backoff * 2**(attempt-1)) * random()``
+   (full jitter) and the broker's ``send_later``;
+4. the delivery is settled (acknowledged) — not when the worker is being
+   stopped mid-job (CancelledError): then the message stays pending and
+   another worker takes it over.
+
+A job cancelled while it runs stays CANCELLED: the final write is
+conditional on PROCESSING, and ``job.progress()`` raises JobCancelled.
+Every applied change is published (plugboard.plugins.jobs.events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from typing import Any, Awaitable, Callable, Mapping
+
+import attrs
+from aiohttp import web
+
+from plugboard.plugins.jobs import events
+from plugboard.plugins.jobs.arguments import takes_context
+from plugboard.plugins.jobs.errors import JobCancelled
+from plugboard.plugins.jobs.model import Job, JobStatus
+from plugboard.plugins.jobs.store import JobStore
+from plugboard.tasks import CONTEXT_PARAMETER, PermanentError, RetryPolicy, retry_policy
+
+logger = logging.getLogger("plugboard.jobs")
+
+_STARTABLE = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.PROCESSING})
+_RUNNING = frozenset({JobStatus.PROCESSING})
+
+
+@attrs.define(frozen=True, kw_only=True)
+class RetrySettings:
+    """The runner-wide defaults (``jobs.retries``, ``backoff``, ``max_backoff``)."""
+
+    attempts: int = 4
+    backoff: float = 1.0
+    max_backoff: float = 300.0
+
+
+@attrs.define(frozen=True)
+class TaskEntry:
+    fn: Callable[..., Awaitable[Any]]
+    policy: RetryPolicy
+    wants_context: bool
+
+
+class JobContext:
+    """The :class:`plugboard.tasks.TaskContext` a running task gets as ``job``."""
+
+    __slots__ = ("id", "type", "attempt", "app", "_runner", "_last")
+
+    def __init__(self, runner: "Runner", job: Job) -> None:
+        self.id = job.id
+        self.type = job.type
+        self.attempt = job.attempts
+        self.app = runner.app
+        self._runner = runner
+        self._last = job.progress
+
+    async def progress(self, percent: float) -> None:
+        """Record and publish progress (0-100); raises JobCancelled once the job was cancelled."""
+        value = int(max(0, min(100, percent)))
+        job, applied = await self._runner.store.update(
+            self.id, {"progress": value, "updated_at": time.time()}, when=_RUNNING
+        )
+        if not applied:
+            raise JobCancelled(f"job {self.id} is {job.status.value if job else 'gone'}")
+        self._last = value
+        await events.publish(self._runner.app, job)
+
+
+class Runner:
+    """Runs deliveries of jobs: one per app (server or worker)."""
+
+    def __init__(self, app: web.Application, store: JobStore, broker: Any, tasks: Mapping[str, Callable[..., Any]], settings: RetrySettings) -> None:
+        self.app = app
+        self.store = store
+        self.broker = broker
+        self.settings = settings
+        self.tasks = {
+            name: TaskEntry(fn, retry_policy(fn), takes_context(fn)) for name, fn in tasks.items()
+        }
+        #: The asyncio tasks running deliveries right now (a stopping worker cancels what outlives its grace).
+        self.active: set[asyncio.Task[Any]] = set()
+
+    def register(self) -> None:
+        """One taskiq task per plugin task, on the broker."""
+        for name in self.tasks:
+            self.broker.register_task(self._taskiq_task(name), task_name=name)
+
+    def _taskiq_task(self, name: str) -> Callable[[str], Awaitable[None]]:
+        async def run_job(job_id: str) -> None:
+            await self.run(name, job_id)
+
+        run_job.__name__ = f"run_{name}"
+        return run_job
+
+    def max_attempts(self, name: str, attempts: int | None = None) -> int:
+        if attempts is not None:
+            return attempts
+        return self.tasks[name].policy.attempts or self.settings.attempts
+
+    def delay(self, policy: RetryPolicy, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(max_backoff, backoff * 2**(attempt-1)))."""
+        backoff = self.settings.backoff if policy.backoff is None else policy.backoff
+        ceiling = self.settings.max_backoff if policy.max_backoff is None else policy.max_backoff
+        return min(ceiling, backoff * 2 ** (attempt - 1)) * random.random()
+
+    async def run(self, name: str, job_id: str) -> None:
+        """One delivery of one job (see the module docstring)."""
+        current = asyncio.current_task()
+        if current is not None:
+            self.active.add(current)
+        try:
+            await self._run(name, job_id)
+        finally:
+            self.active.discard(current)  # type: ignore[arg-type]
+
+    async def _run(self, name: str, job_id: str) -> None:
+        entry = self.tasks.get(name)
+        now = time.time()
+        job, applied = await self.store.update(
+            job_id,
+            {"status": JobStatus.PROCESSING, "started_at": now, "updated_at": now, "run_at": None},
+            when=_STARTABLE,
+            add_attempt=True,
+        )
+        if job is None or not applied or entry is None:
+            if job is None:
+                logger.warning("jobs: no record for job %s (%s); dropped", job_id, name)
+            elif entry is None:
+                await self._fail(job, f"UnknownTaskError: no task {name!r} in this process")
+            await self.broker.settle(job_id)
+            return
+        await events.publish(self.app, job)
+        kwargs = dict(job.args)
+        if entry.wants_context:
+            kwargs[CONTEXT_PARAMETER] = JobContext(self, job)
+        try:
+            result = await entry.fn(**kwargs)
+        except JobCancelled:
+            pass  # the record says CANCELLED already
+        except Exception as e:  # noqa: BLE001 - any task error is the job's outcome
+            await self._failed_attempt(job, entry, e)
+        else:
+            await self._completed(job, result)
+        # Not reached on CancelledError (the worker is stopping): the
+        # message stays pending and is delivered again.
+        await self.broker.settle(job_id)
+
+    async def _completed(self, job: Job, result: Any) -> None:
+        try:
+            result = json.loads(json.dumps(result, allow_nan=False))
+        except (TypeError, ValueError) as e:
+            await self._fail(job, f"TypeError: the task's result is not a JSON value: {e}")
+            return
+        now = time.time()
+        done, applied = await self.store.update(
+            job.id,
+            {"status": JobStatus.COMPLETED, "result": result, "progress": 100, "error": None, "completed_at": now, "updated_at": now},
+            when=_RUNNING,
+        )
+        if applied:
+            await events.publish(self.app, done)
+
+    async def _failed_attempt(self, job: Job, entry: TaskEntry, error: Exception) -> None:
+        message = f"{type(error).__name__}: {error}"
+        permanent = isinstance(error, PermanentError) or (entry.policy.permanent and isinstance(error, entry.policy.permanent))
+        if permanent or job.attempts >= job.max_attempts:
+            logger.info("jobs: job %s (%s) failed: %s", job.id, job.type, message)
+            await self._fail(job, message)
+            return
+        now = time.time()
+        run_at = now + self.delay(entry.policy, job.attempts)
+        retrying, applied = await self.store.update(
+            job.id, {"status": JobStatus.RETRYING, "error": message, "run_at": run_at, "updated_at": now}, when=_RUNNING
+        )
+        if applied:
+            logger.info("jobs: job %s (%s) attempt %d failed (%s); retry in %.2fs", job.id, job.type, job.attempts, message, run_at - now)
+            await self.broker.send_later(job.type, job.id, run_at)
+            await events.publish(self.app, retrying)
+
+    async def _fail(self, job: Job, message: str) -> None:
+        now = time.time()
+        failed, applied = await self.store.update(
+            job.id, {"status": JobStatus.FAILED, "error": message, "completed_at": now, "updated_at": now}, when=_RUNNING
+        )
+        if applied:
+            await events.publish(self.app, failed)

@@ -1,0 +1,232 @@
+"""The ``redis`` job store: a hash per job and sorted-set indexes, on one Redis.
+
+Keys (``P`` = ``jobs.queue``): ``P:job:<id>`` holds the fields, each a JSON
+value except ``status``, ``type`` and ``id`` (plain strings, so the Lua
+update can compare them) and ``attempts`` (an integer, for HINCRBY). The
+indexes are sorted sets of ids with score 0, so members sort by id, which
+is by creation time (UUIDv7): ``P:idx:all``, ``P:idx:status:<S>``,
+``P:idx:type:<T>`` and ``P:idx:st:<S>:<T>``. A listing is one ``ZRANGE ...
+BYLEX REV LIMIT`` on the index matching its filters; counts are ZCARDs.
+
+Every change is one round trip: ``create`` is a MULTI/EXEC, ``update`` a Lua
+script that checks the status condition, applies the changes, moves the job
+between status indexes and returns the record.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Collection, Mapping
+
+import redis.asyncio
+import redis.exceptions
+
+from plugboard import keys
+from plugboard.errors import ProviderError
+from plugboard.plugins.jobs.model import FINISHED, Job, JobStatus
+from plugboard.plugins.jobs.store import JobPage, StoreOptions, check_changes
+
+_RAW = frozenset({"id", "type", "status"})
+
+# KEYS[1] = the job hash. ARGV = prefix, allowed statuses (",A,B," or ""),
+# add_attempt ("1"/"0"), field, value, field, value ...
+# Returns {applied (0/1), HGETALL} or nil for an unknown job.
+_UPDATE = """
+local key = KEYS[1]
+local status = redis.call('HGET', key, 'status')
+if not status then return nil end
+local applied = 1
+if ARGV[2] ~= '' and not string.find(ARGV[2], ',' .. status .. ',', 1, true) then applied = 0 end
+if applied == 1 then
+  if ARGV[3] == '1' then redis.call('HINCRBY', key, 'attempts', 1) end
+  local newstatus = status
+  if #ARGV > 3 then
+    redis.call('HSET', key, unpack(ARGV, 4))
+    for i = 4, #ARGV, 2 do
+      if ARGV[i] == 'status' then newstatus = ARGV[i + 1] end
+    end
+  end
+  if newstatus ~= status then
+    local p = ARGV[1]
+    local id = redis.call('HGET', key, 'id')
+    local jtype = redis.call('HGET', key, 'type')
+    redis.call('ZREM', p .. ':idx:status:' .. status, id)
+    redis.call('ZADD', p .. ':idx:status:' .. newstatus, 0, id)
+    redis.call('ZREM', p .. ':idx:st:' .. status .. ':' .. jtype, id)
+    redis.call('ZADD', p .. ':idx:st:' .. newstatus .. ':' .. jtype, 0, id)
+  end
+end
+return {applied, redis.call('HGETALL', key)}
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def encode_fields(values: Mapping[str, Any]) -> dict[str, str]:
+    out = {}
+    for name, value in values.items():
+        if name in _RAW:
+            out[name] = value.value if isinstance(value, JobStatus) else str(value)
+        else:
+            out[name] = json.dumps(value, separators=(",", ":"))
+    return out
+
+
+def decode_fields(flat: list[Any] | dict[Any, Any]) -> Job:
+    if isinstance(flat, dict):
+        items = flat.items()
+    else:
+        items = zip(flat[::2], flat[1::2])
+    data: dict[str, Any] = {}
+    for k, v in items:
+        name = _text(k)
+        data[name] = _text(v) if name in _RAW else json.loads(v)
+    return Job.from_dict(data)
+
+
+class RedisJobStore:
+    """:class:`~plugboard.plugins.jobs.store.JobStore` on Redis.
+
+    :param options: ``prefix`` (the ``jobs.queue`` setting) and ``redis_url``
+        (the jobs plugin's own Redis; None: the app's shared client).
+    :param app: the application (or a mapping) holding ``plugboard.keys.REDIS``.
+    """
+
+    def __init__(self, options: StoreOptions | None = None, app: Mapping[Any, Any] | None = None) -> None:
+        self.options = options or StoreOptions()
+        self._app = app
+        self._client: redis.asyncio.Redis | None = None
+        self._own = False
+        self._update: Any = None
+        p = self.options.prefix
+        self._job = f"{p}:job:"
+        self._idx = f"{p}:idx:"
+
+    async def start(self) -> None:
+        if self.options.redis_url:
+            self._client = redis.asyncio.Redis.from_url(self.options.redis_url)
+            self._own = True
+        else:
+            self._client = self._app.get(keys.REDIS) if self._app is not None else None
+            if self._client is None:
+                raise ProviderError("jobs.store: redis needs jobs.redis or redis.url (or REDIS_URL)")
+        self._update = self._client.register_script(_UPDATE)
+        await self.check()
+
+    async def close(self) -> None:
+        if self._own and self._client is not None:
+            await self._client.aclose()
+        self._client = None
+
+    async def check(self) -> None:
+        try:
+            await self.client.ping()
+        except (redis.exceptions.RedisError, OSError) as e:
+            raise ProviderError(f"jobs.store: redis does not answer: {e}") from e
+
+    @property
+    def client(self) -> redis.asyncio.Redis:
+        assert self._client is not None, "start() first"
+        return self._client
+
+    def _indexes(self, job_id: str, status: str, type: str) -> list[str]:
+        i = self._idx
+        return [f"{i}all", f"{i}status:{status}", f"{i}type:{type}", f"{i}st:{status}:{type}"]
+
+    async def create(self, job: Job) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self._job + job.id, mapping=encode_fields(job.to_dict()))
+        for index in self._indexes(job.id, job.status.value, job.type):
+            pipe.zadd(index, {job.id: 0})
+        await pipe.execute()
+
+    async def get(self, id: str) -> Job | None:
+        flat = await self.client.hgetall(self._job + id)
+        return decode_fields(flat) if flat else None
+
+    def update_args(self, changes: Mapping[str, Any], when: Collection[JobStatus] | None, add_attempt: bool) -> list[str]:
+        check_changes(changes)
+        allowed = "" if when is None else "," + ",".join(JobStatus(s).value for s in when) + ","
+        argv = [self.options.prefix, allowed, "1" if add_attempt else "0"]
+        for name, value in encode_fields(changes).items():
+            argv += [name, value]
+        return argv
+
+    async def update(
+        self,
+        id: str,
+        changes: Mapping[str, Any],
+        *,
+        when: Collection[JobStatus] | None = None,
+        add_attempt: bool = False,
+    ) -> tuple[Job | None, bool]:
+        reply = await self._update(keys=[self._job + id], args=self.update_args(changes, when, add_attempt))
+        return decode_update(reply)
+
+    def _index(self, status: JobStatus | None, type: str | None) -> str:
+        if status is not None and type is not None:
+            return f"{self._idx}st:{JobStatus(status).value}:{type}"
+        if status is not None:
+            return f"{self._idx}status:{JobStatus(status).value}"
+        if type is not None:
+            return f"{self._idx}type:{type}"
+        return f"{self._idx}all"
+
+    async def list(self, *, status: JobStatus | None = None, type: str | None = None, first: int = 20, after: str | None = None) -> JobPage:
+        index = self._index(status, type)
+        top = f"({after}" if after is not None else "+"
+        pipe = self.client.pipeline(transaction=False)
+        pipe.execute_command("ZRANGE", index, top, "-", "BYLEX", "REV", "LIMIT", 0, first + 1)
+        pipe.zcard(index)
+        ids, total = await pipe.execute()
+        ids = [_text(i) for i in ids]
+        page = ids[:first]
+        jobs: list[Job] = []
+        if page:
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in page:
+                pipe.hgetall(self._job + job_id)
+            # A job deleted between the two round trips is left out.
+            jobs = [decode_fields(flat) for flat in await pipe.execute() if flat]
+        return JobPage(jobs, page[-1] if page else None, len(ids) > first, total)
+
+    async def counts(self) -> dict[JobStatus, int]:
+        pipe = self.client.pipeline(transaction=False)
+        for status in JobStatus:
+            pipe.zcard(f"{self._idx}status:{status.value}")
+        return dict(zip(JobStatus, await pipe.execute()))
+
+    async def delete_finished_before(self, ts: float) -> int:
+        deleted = 0
+        for status in FINISHED:
+            index = f"{self._idx}status:{status.value}"
+            ids = [_text(i) for i in await self.client.zrange(index, 0, -1)]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                pipe = self.client.pipeline(transaction=False)
+                for job_id in chunk:
+                    pipe.hmget(self._job + job_id, ["completed_at", "type"])
+                old = [
+                    (job_id, _text(jtype))
+                    for job_id, (completed, jtype) in zip(chunk, await pipe.execute())
+                    if completed is not None and (json.loads(completed) or 0) < ts
+                ]
+                if not old:
+                    continue
+                pipe = self.client.pipeline(transaction=True)
+                for job_id, jtype in old:
+                    pipe.delete(self._job + job_id)
+                    for index_key in self._indexes(job_id, status.value, jtype):
+                        pipe.zrem(index_key, job_id)
+                await pipe.execute()
+                deleted += len(old)
+        return deleted
+
+
+def decode_update(reply: Any) -> tuple[Job | None, bool]:
+    if reply is None:
+        return None, False
+    applied, flat = reply
+    return decode_fields(flat), bool(int(applied))
