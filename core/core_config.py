@@ -34,6 +34,11 @@ class ServerConfig:
     inspect: bool = False
     inspect_path: str = attrs.field(default="/_plugboard", validator=validators.url_path)
     access_log: bool = False
+    #: Signs download URLs of locally stored files. Unset: a random key is made
+    #: once and kept in ``<data_dir>/secret_key`` (mode 0600).
+    secret_key: Secret | None = None
+    #: Where locally stored files are downloaded from (signed, expiring URLs).
+    files_path: str = attrs.field(default="/files", validator=validators.url_path)
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from plugboard.graphql.engine import GraphQLEngine
     from plugboard.pluginmanager import PluginManager
     from plugboard.providers.records import RecordsStore
+    from plugboard.providers.storage import FileSigner
     from plugboard.providers.registry import ProviderRegistry
     from plugboard.settings import Settings
 
@@ -56,3 +57,5 @@ CONTRIBUTIONS: web.AppKey[dict] = web.AppKey("plugboard.contributions")
 TRANSPORTS: web.AppKey[list] = web.AppKey("plugboard.transports")
 #: The running pubsub provider (see plugboard.providers.pubsub), when a plugin provides one.
 PUBSUB: web.AppKey["PubSub"] = web.AppKey("plugboard.pubsub")
+#: Signs and checks the download URLs of locally stored files (see plugboard.providers.storage).
+FILE_SIGNER: web.AppKey["FileSigner"] = web.AppKey("plugboard.file_signer")

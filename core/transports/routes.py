@@ -1,11 +1,11 @@
-"""The core's own routes: the GraphQL path, health probes, GraphiQL assets, inspect."""
+"""The core's own routes: the GraphQL path, health probes, local file downloads, GraphiQL assets, inspect."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from plugboard.core_config import CoreConfig
-from plugboard.transports import graphiql, health, http, inspect
+from plugboard.transports import files, graphiql, health, http, inspect
 
 
 def core_routes(core: CoreConfig) -> list[web.AbstractRouteDef]:
@@ -13,6 +13,7 @@ def core_routes(core: CoreConfig) -> list[web.AbstractRouteDef]:
         web.route("*", core.graphql.path, http.graphql_endpoint),
         web.get("/healthz", health.healthz),
         web.get("/readyz", health.readyz),
+        web.get(core.server.files_path.rstrip("/") + "/{key:.+}", files.download),
     ]
     if core.graphql.graphiql:
         routes += graphiql.asset_routes()
