@@ -97,9 +97,9 @@ class RedisBroker(RedisStreamBroker):
 
     async def start(self) -> None:
         self._redis = Redis(connection_pool=self.connection_pool)
-        self._move_due = self._redis.register_script(_MOVE_DUE)
         try:
             await self.startup()
+            self._move_due = await self._redis.script_load(_MOVE_DUE)
         except _ERRORS + (redis.exceptions.RedisError,) as e:
             await self.connection_pool.disconnect()
             raise ProviderError(f"jobs.broker: redis: cannot reach {self._where()}: {e}") from e
@@ -169,10 +169,14 @@ class RedisBroker(RedisStreamBroker):
             free = max(1, self.concurrency - len(self._inflight))
             try:
                 pipe = self.redis.pipeline(transaction=False)
-                self._move_due(keys=[self.delayed_key, self.queue_name], args=[time.time()], client=pipe)
+                pipe.evalsha(self._move_due, 2, self.delayed_key, self.queue_name, time.time())
                 pipe.xautoclaim(self.queue_name, GROUP, self.consumer_name, min_idle_time=self.idle_timeout, start_id="0-0", count=free)
                 pipe.xreadgroup(GROUP, self.consumer_name, {self.queue_name: ">"}, count=free, block=self.block)
                 _moved, claimed, fetched = await pipe.execute()
+            except redis.exceptions.NoScriptError:
+                # Redis restarted and lost its script cache.
+                self._move_due = await self.redis.script_load(_MOVE_DUE)
+                continue
             except redis.exceptions.ResponseError as e:
                 if "NOGROUP" not in str(e):
                     raise

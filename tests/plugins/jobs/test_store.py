@@ -1,0 +1,137 @@
+"""One contract for every job store: records (SQLite, PostgreSQL) and redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis.asyncio
+import sqlalchemy as sa
+
+from plugboard import keys
+from plugboard.plugins.jobs.ids import JobIds
+from plugboard.plugins.jobs.model import Job, JobStatus
+from plugboard.plugins.jobs.store import JobStore, StoreOptions
+from plugboard.plugins.jobs.store.records import RecordsJobStore, define_table
+from plugboard.plugins.jobs.store.redis import RedisJobStore
+from plugboard.providers.records import SQLRecordsStore
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "redis"])
+async def store(request, tmp_path):
+    if request.param == "redis":
+        url = request.getfixturevalue("redis_url")
+        client = redis.asyncio.Redis.from_url(url)
+        s = RedisJobStore(StoreOptions(prefix="t:jobs"), app={keys.REDIS: client})
+        await s.start()
+        yield s
+        await s.close()
+        await client.aclose()
+        return
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'jobs.db'}"
+    else:
+        pg = request.getfixturevalue("postgres_server")
+        name = f"jobs_{time.monotonic_ns()}"
+        pg.create_database(name)
+        url = pg.url_for(name)
+    metadata = sa.MetaData()
+    define_table(metadata)
+    records = SQLRecordsStore(url, metadata=metadata)
+    await records.start()
+    s = RecordsJobStore(StoreOptions(), app={keys.RECORDS: records})
+    await s.start()
+    yield s
+    await s.close()
+    await records.close()
+
+
+def new_job(ids: JobIds, type: str = "add", **fields) -> Job:
+    now = time.time()
+    return Job(id=ids.new(), type=type, args=fields.pop("args", {"a": 1}), created_at=now, updated_at=now, **fields)
+
+
+async def test_create_and_get(store: JobStore):
+    assert isinstance(store, JobStore)
+    job = new_job(JobIds(), args={"a": [1, {"b": None}], "s": "é"}, max_attempts=3, owner="alice")
+    await store.create(job)
+    assert await store.get(job.id) == job
+    assert await store.get("00000000-0000-7000-8000-000000000000") is None
+
+
+async def test_update_applies_changes_under_a_status_condition(store: JobStore):
+    job = new_job(JobIds())
+    await store.create(job)
+    now = time.time()
+    started, applied = await store.update(
+        job.id, {"status": JobStatus.PROCESSING, "started_at": now}, when={JobStatus.PENDING}, add_attempt=True
+    )
+    assert applied and (started.status, started.attempts, started.started_at) == (JobStatus.PROCESSING, 1, now)
+    again, applied = await store.update(job.id, {"status": JobStatus.PROCESSING}, when={JobStatus.PENDING}, add_attempt=True)
+    assert not applied and again.attempts == 1  # unchanged
+    done, applied = await store.update(
+        job.id,
+        {"status": JobStatus.COMPLETED, "result": {"x": [1.5, None]}, "progress": 100, "completed_at": now + 1},
+        when={JobStatus.PROCESSING},
+    )
+    assert applied and (done.status, done.result, done.progress, done.completed_at) == (JobStatus.COMPLETED, {"x": [1.5, None]}, 100, now + 1)
+    cleared, applied = await store.update(job.id, {"result": None, "error": "E: x"})  # any status
+    assert applied and cleared.result is None and cleared.error == "E: x"
+    assert await store.update("00000000-0000-7000-8000-000000000000", {"progress": 1}) == (None, False)
+    with pytest.raises(ValueError):
+        await store.update(job.id, {"type": "other"})
+
+
+async def test_list_newest_first_with_filters_and_cursors(store: JobStore):
+    ids = JobIds()
+    jobs = [new_job(ids, type="add" if i % 2 else "mail") for i in range(7)]
+    for job in jobs:
+        await store.create(job)
+    for job in jobs[:3]:
+        await store.update(job.id, {"status": JobStatus.FAILED})
+    newest = [j.id for j in reversed(jobs)]
+
+    page = await store.list(first=3)
+    assert [j.id for j in page.jobs] == newest[:3] and page.has_next_page and page.total_count == 7
+    assert page.end_cursor == newest[2]
+    page = await store.list(first=3, after=page.end_cursor)
+    assert [j.id for j in page.jobs] == newest[3:6] and page.has_next_page
+    page = await store.list(first=3, after=page.end_cursor)
+    assert [j.id for j in page.jobs] == newest[6:] and not page.has_next_page
+
+    failed = await store.list(status=JobStatus.FAILED)
+    assert [j.id for j in failed.jobs] == [j.id for j in reversed(jobs[:3])] and failed.total_count == 3
+    adds = await store.list(type="add")
+    assert [j.id for j in adds.jobs] == [j.id for j in reversed(jobs) if j.type == "add"]
+    both = await store.list(status=JobStatus.PENDING, type="mail")
+    assert [j.id for j in both.jobs] == [j.id for j in reversed(jobs[3:]) if j.type == "mail"]
+    assert (await store.list(type="none")).jobs == []
+    empty = await store.list(first=0)
+    assert empty.jobs == [] and empty.has_next_page and empty.end_cursor is None
+
+
+async def test_counts(store: JobStore):
+    ids = JobIds()
+    jobs = [new_job(ids) for _ in range(4)]
+    for job in jobs:
+        await store.create(job)
+    await store.update(jobs[0].id, {"status": JobStatus.COMPLETED})
+    await store.update(jobs[1].id, {"status": JobStatus.RETRYING})
+    counts = await store.counts()
+    assert counts == {**{s: 0 for s in JobStatus}, JobStatus.PENDING: 2, JobStatus.COMPLETED: 1, JobStatus.RETRYING: 1}
+
+
+async def test_delete_finished_before(store: JobStore):
+    ids = JobIds()
+    jobs = [new_job(ids) for _ in range(5)]
+    for job in jobs:
+        await store.create(job)
+    await store.update(jobs[0].id, {"status": JobStatus.COMPLETED, "completed_at": 100.0})
+    await store.update(jobs[1].id, {"status": JobStatus.FAILED, "completed_at": 150.0})
+    await store.update(jobs[2].id, {"status": JobStatus.CANCELLED, "completed_at": 300.0})
+    await store.update(jobs[3].id, {"status": JobStatus.PROCESSING, "started_at": 50.0})
+    assert await store.delete_finished_before(200.0) == 2
+    assert await store.get(jobs[0].id) is None and await store.get(jobs[1].id) is None
+    remaining = await store.list()
+    assert {j.id for j in remaining.jobs} == {j.id for j in jobs[2:]} and remaining.total_count == 3
+    assert (await store.counts())[JobStatus.COMPLETED] == 0
