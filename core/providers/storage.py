@@ -283,7 +283,7 @@ class LocalStorage:
         content_type = content_type or guess_type(key)
         tmp = self.root / _TMP_DIR / f"{uuid.uuid4().hex}.part"
         try:
-            f = await asyncio.to_thread(open, tmp, "wb")
+            f = await asyncio.to_thread(_open_new, tmp)
             try:
                 if isinstance(data, (bytes, bytearray, memoryview)):
                     await asyncio.to_thread(f.write, data)
@@ -402,6 +402,11 @@ class LocalStorage:
 def files_root(data_dir: Path) -> Path:
     """Where local storage keeps its files for a data directory."""
     return Path(data_dir) / "files"
+
+
+def _open_new(path: Path) -> BinaryIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return open(path, "wb")
 
 
 def _copy(src: BinaryIO, dst: BinaryIO) -> None:

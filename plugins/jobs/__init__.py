@@ -25,9 +25,10 @@ def plugboard_config_class() -> type:
 @hookimpl
 def plugboard_providers() -> list:
     from plugboard.plugins.jobs.brokers import PROVIDER_SPECS as BROKERS
+    from plugboard.plugins.jobs.builtin.mailers import PROVIDER_SPECS as MAILERS
     from plugboard.plugins.jobs.store import PROVIDER_SPECS as STORES
 
-    return [*BROKERS, *STORES]
+    return [*BROKERS, *STORES, *MAILERS]
 
 
 @hookimpl
@@ -75,10 +76,8 @@ def plugboard_tables(metadata: Any, config: JobsConfig) -> None:
 
 @hookimpl
 def plugboard_tasks(app: Any, config: JobsConfig) -> dict[str, Any]:
-    try:
-        from plugboard.plugins.jobs.builtin import builtin_tasks
-    except ImportError:  # until the built-in job types land
-        return {}
+    from plugboard.plugins.jobs.builtin import builtin_tasks
+
     return dict(builtin_tasks(config))
 
 

@@ -14,6 +14,7 @@ import attrs
 
 from plugboard import validators
 from plugboard.units import Duration, Secret
+from plugboard.plugins.jobs.builtin import config as builtin
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -94,6 +95,17 @@ class JobsConfig:
     # Built-in job types' own sub-sections (owned by the built-in job types,
     # plugins/jobs/builtin): add fields below this line.
     # ------------------------------------------------------------------
+    #: Where exports, reports and processed images are stored (provider kind ``storage``).
+    files: builtin.FilesConfig = builtin.FilesConfig()
+    #: ``send-email`` delivery (provider kind ``mailer``: ``outbox`` or ``smtp``).
+    email: builtin.EmailConfig = builtin.EmailConfig()
+    #: ``process-image`` limits.
+    images: builtin.ImagesConfig = builtin.ImagesConfig()
+    #: Datasets (GraphQL queries) for ``export-data`` and ``generate-report``.
+    export: builtin.ExportConfig = builtin.ExportConfig()
+    reports: builtin.ReportsConfig = builtin.ReportsConfig()
+    #: ``cleanup``: the age at which temporary files go.
+    cleanup: builtin.CleanupConfig = builtin.CleanupConfig()
 
     def store_name(self) -> str:
         """The job store provider the ``store`` setting resolves to."""

@@ -1,0 +1,74 @@
+"""``send-email``: one message through the mailer ``jobs.email.mailer`` selects.
+
+Arguments: ``to`` (an address or a list), ``subject``, ``text`` and/or
+``html``, and optionally ``from`` (else ``jobs.email.from_address``),
+``reply_to``, ``cc``, ``bcc`` and extra ``headers``. Bad arguments (an
+unparsable address, neither text nor html, a header the message sets itself)
+fail at once; so does an answer of the SMTP server that will not change (a
+refused recipient, 5xx); connection trouble and 4xx answers retry.
+Result: ``{message_id, accepted, refused}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from plugboard.plugins.jobs.builtin.config import BuiltinConfig
+from plugboard.plugins.jobs.builtin.mailers import MailerError, build_message, parse_addresses
+from plugboard.plugins.jobs.builtin.services import Services
+from plugboard.tasks import PermanentError, TaskContext, retry
+
+
+def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]:
+    @retry(backoff=5.0, max_backoff=600.0)
+    async def send_email(
+        job: TaskContext,
+        to: str | list,
+        subject: str,
+        text: str | None = None,
+        html: str | None = None,
+        reply_to: str | list | None = None,
+        cc: str | list | None = None,
+        bcc: str | list | None = None,
+        headers: dict | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """Send one email; ``from`` may be given as an argument (a Python keyword, hence ``**extra``)."""
+        unknown = sorted(set(extra) - {"from"})
+        if unknown:
+            raise PermanentError(f"send-email: unknown arguments {', '.join(unknown)}")
+        sender = extra.get("from") or settings.email.from_address
+        try:
+            message = build_message(
+                sender=_one_address(sender),
+                to=parse_addresses(to, "to"),
+                cc=parse_addresses(cc, "cc"),
+                reply_to=parse_addresses(reply_to, "reply_to"),
+                subject=subject,
+                text=text,
+                html=html,
+                headers=headers,
+            )
+            blind = parse_addresses(bcc, "bcc")
+            if not message.get_all("To") and not message.get_all("Cc") and not blind:
+                raise ValueError("the message has no recipients")
+        except ValueError as e:
+            raise PermanentError(f"send-email: {e}") from None
+        mailer = await services.mailer(job.app)
+        await job.progress(10)
+        try:
+            sent = await mailer.send(message, bcc=blind)
+        except MailerError as e:
+            if e.permanent:
+                raise PermanentError(str(e)) from e
+            raise
+        return {"message_id": sent.message_id, "accepted": sent.accepted, "refused": sent.refused}
+
+    return send_email
+
+
+def _one_address(value: Any) -> str:
+    addresses = parse_addresses(value, "from")
+    if len(addresses) != 1:
+        raise ValueError("from: expected one address")
+    return addresses[0]
