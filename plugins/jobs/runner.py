@@ -100,6 +100,9 @@ class Runner:
         self.tasks = {
             name: TaskEntry(fn, retry_policy(fn), takes_context(fn)) for name, fn in tasks.items()
         }
+        #: Store and broker share one Redis (and its command batching): a final
+        #: state and the acknowledgement go out in one pipeline, in that order.
+        self.settle_with_final = False
         #: The asyncio tasks running deliveries right now (a stopping worker cancels what outlives its grace).
         self.active: set[asyncio.Task[Any]] = set()
 
@@ -148,48 +151,60 @@ class Runner:
         if job is None or not applied or entry is None:
             if job is None:
                 logger.warning("jobs: no record for job %s (%s); dropped", job_id, name)
-            elif entry is None:
-                await self._fail(job, f"UnknownTaskError: no task {name!r} in this process")
+            elif entry is None and await self._fail(job, f"UnknownTaskError: no task {name!r} in this process"):
+                return
             await self.broker.settle(job_id)
             return
         await events.publish(self.app, job)
         kwargs = dict(job.args)
         if entry.wants_context:
             kwargs[CONTEXT_PARAMETER] = JobContext(self, job)
+        settled = False
         try:
             result = await entry.fn(**kwargs)
         except JobCancelled:
             pass  # the record says CANCELLED already
         except Exception as e:  # noqa: BLE001 - any task error is the job's outcome
-            await self._failed_attempt(job, entry, e)
+            settled = await self._failed_attempt(job, entry, e)
         else:
-            await self._completed(job, result)
+            settled = await self._completed(job, result)
         # Not reached on CancelledError (the worker is stopping): the
         # message stays pending and is delivered again.
-        await self.broker.settle(job_id)
+        if not settled:
+            await self.broker.settle(job_id)
 
-    async def _completed(self, job: Job, result: Any) -> None:
+    async def _final(self, job: Job, changes: dict[str, Any]) -> tuple[Job | None, bool, bool]:
+        """Write a final state (conditional on PROCESSING); (job, applied, settled)."""
+        update = asyncio.ensure_future(self.store.update(job.id, changes, when=_RUNNING))
+        if not self.settle_with_final:
+            return (*await update, False)
+        # Created after the update: its commands follow the update's in the pipeline.
+        settle = asyncio.ensure_future(self.broker.settle(job.id))
+        try:
+            done, applied = await update
+        finally:
+            await settle
+        return done, applied, True
+
+    async def _completed(self, job: Job, result: Any) -> bool:
         try:
             result = json.loads(json.dumps(result, allow_nan=False))
         except (TypeError, ValueError) as e:
-            await self._fail(job, f"TypeError: the task's result is not a JSON value: {e}")
-            return
+            return await self._fail(job, f"TypeError: the task's result is not a JSON value: {e}")
         now = time.time()
-        done, applied = await self.store.update(
-            job.id,
-            {"status": JobStatus.COMPLETED, "result": result, "progress": 100, "error": None, "completed_at": now, "updated_at": now},
-            when=_RUNNING,
+        done, applied, settled = await self._final(
+            job, {"status": JobStatus.COMPLETED, "result": result, "progress": 100, "error": None, "completed_at": now, "updated_at": now}
         )
         if applied:
             await events.publish(self.app, done)
+        return settled
 
-    async def _failed_attempt(self, job: Job, entry: TaskEntry, error: Exception) -> None:
+    async def _failed_attempt(self, job: Job, entry: TaskEntry, error: Exception) -> bool:
         message = f"{type(error).__name__}: {error}"
         permanent = isinstance(error, PermanentError) or (entry.policy.permanent and isinstance(error, entry.policy.permanent))
         if permanent or job.attempts >= job.max_attempts:
             logger.info("jobs: job %s (%s) failed: %s", job.id, job.type, message)
-            await self._fail(job, message)
-            return
+            return await self._fail(job, message)
         now = time.time()
         run_at = now + self.delay(entry.policy, job.attempts)
         retrying, applied = await self.store.update(
@@ -199,11 +214,13 @@ class Runner:
             logger.info("jobs: job %s (%s) attempt %d failed (%s); retry in %.2fs", job.id, job.type, job.attempts, message, run_at - now)
             await self.broker.send_later(job.type, job.id, run_at)
             await events.publish(self.app, retrying)
+        return False
 
-    async def _fail(self, job: Job, message: str) -> None:
+    async def _fail(self, job: Job, message: str) -> bool:
         now = time.time()
-        failed, applied = await self.store.update(
-            job.id, {"status": JobStatus.FAILED, "error": message, "completed_at": now, "updated_at": now}, when=_RUNNING
+        failed, applied, settled = await self._final(
+            job, {"status": JobStatus.FAILED, "error": message, "completed_at": now, "updated_at": now}
         )
         if applied:
             await events.publish(self.app, failed)
+        return settled

@@ -38,6 +38,7 @@ from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
 from plugboard.errors import ProviderError
+from plugboard.plugins.jobs.batching import Batcher
 from plugboard.plugins.jobs.brokers import BrokerOptions, encode
 
 logger = logging.getLogger("plugboard.jobs.broker")
@@ -88,6 +89,7 @@ class RedisBroker(RedisStreamBroker):
         self.concurrency = options.concurrency
         self.delayed_key = f"{options.queue}:delayed"
         self._redis: Redis | None = None
+        self.batcher: Batcher | None = None
         self._move_due: Any = None
         #: Stream entry id -> job id of what this consumer holds.
         self._inflight: dict[bytes, str] = {}
@@ -97,6 +99,7 @@ class RedisBroker(RedisStreamBroker):
 
     async def start(self) -> None:
         self._redis = Redis(connection_pool=self.connection_pool)
+        self.batcher = Batcher(self._redis)
         try:
             await self.startup()
             self._move_due = await self._redis.script_load(_MOVE_DUE)
@@ -145,10 +148,11 @@ class RedisBroker(RedisStreamBroker):
             await self._ack(ids)
 
     async def _ack(self, ids: list[bytes]) -> None:
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xack(self.queue_name, GROUP, *ids)
-        pipe.xdel(self.queue_name, *ids)
-        await pipe.execute()
+        assert self.batcher is not None, "start() first"
+        # Concurrent settles share one pipeline; XDEL keeps the stream to live work.
+        await asyncio.gather(
+            self.batcher.call("XACK", self.queue_name, GROUP, *ids), self.batcher.call("XDEL", self.queue_name, *ids)
+        )
         for entry in ids:
             self._inflight.pop(entry, None)
 
