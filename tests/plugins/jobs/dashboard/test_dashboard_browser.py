@@ -157,3 +157,24 @@ async def test_dashboard_in_chromium(tmp_path, tasks, aiohttp_server, browser):
     assert problems == []
     assert any(path == "/jobs/api/events" and status == 200 for _, path, status in seen)
     await context.close()
+
+
+async def test_dashboard_polls_without_live_updates(tmp_path, tasks, aiohttp_server, browser):
+    # No realtime plugin, so no pubsub: the event stream answers 503 and the page polls instead.
+    app = make_app(tmp_path, plugins=[tasks], realtime=False)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    jobs = app[JOBS]
+    context = await browser.new_context()
+    page = await context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    await page.goto(str(server.make_url("/jobs")))
+    await page.fill("#token", TOKEN)
+    await page.click("button[type=submit]")
+    await page.locator("#live", has_text="polling").wait_for()
+    await page.locator("#empty").wait_for()
+
+    job = await jobs.enqueue("quick", {"value": 7})
+    await page.locator(f'#jobs tr[data-id="{job.id}"] .status', has_text="COMPLETED").wait_for()
+    await page.locator("#count-COMPLETED .n", has_text="1").wait_for()
+    assert await page.locator("#empty").is_hidden()
+    await context.close()
