@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from typing import Literal
+from typing import Any, Literal
 
 import attrs
 import yarl
@@ -121,17 +121,21 @@ def _session_csrf(app: web.Application, nonce: str) -> str:
     return _mac(key, f"csrf.{nonce}")
 
 
-async def _context_has_admin_role(request: web.Request) -> bool:
+def token_configured(app: web.Application) -> bool:
+    return bool(app[keys.CORE_CONFIG].server.admin_token)
+
+
+async def _context_of(request: web.Request) -> Any:
+    """The GraphQL context auth plugins build for this request (None if they reject it)."""
     builder = request.app.get(keys.CONTEXT_BUILDER)
     if builder is None:
-        return False
+        return None
     request_id = request.get(REQUEST_ID) or secrets.token_hex(8)
     try:
-        context = await builder.build(request.app, request, request_id=request_id, transport="jobs-dashboard")
+        return await builder.build(request.app, request, request_id=request_id, transport="jobs-dashboard")
     except GraphQLError:
-        # The auth plugin rejected the credentials: not an admin.
-        return False
-    return has_admin_role(context)
+        # The auth plugin rejected the credentials: nobody in particular.
+        return None
 
 
 async def authenticate(request: web.Request) -> Access | Refusal:
@@ -142,15 +146,17 @@ async def authenticate(request: web.Request) -> Access | Refusal:
     nonce = _session_nonce(app, request.cookies.get(SESSION_COOKIE))
     if nonce is not None:
         return Access("session", csrf=_session_csrf(app, nonce))
-    if await _context_has_admin_role(request):
+    context = await _context_of(request)
+    if has_admin_role(context):
         current = request.cookies.get(CSRF_COOKIE, "")
         if len(current) >= 22:
             return Access("role", csrf=current)
         fresh = secrets.token_urlsafe(24)
         return Access("role", csrf=fresh, new_csrf_cookie=fresh)
-    if _signing_key(app) is None:
-        return NOT_CONFIGURED
-    return LOGIN_REQUIRED
+    if token_configured(app):
+        # Whoever this is, an admin could still log in here with the token.
+        return LOGIN_REQUIRED
+    return NOT_CONFIGURED if context is None or context.get("identity") is None else NOT_ADMIN
 
 
 def csrf_ok(request: web.Request, access: Access) -> bool:

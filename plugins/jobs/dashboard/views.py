@@ -129,7 +129,7 @@ class Dashboard:
         raise web.HTTPPermanentRedirect(self.base)
 
     async def login(self, request: web.Request) -> web.StreamResponse:
-        if request.app[keys.CORE_CONFIG].server.admin_token is None:
+        if not access.token_configured(request.app):
             return locked_page(self.base, access.NOT_CONFIGURED.message)
         if not access.same_origin(request):
             return locked_page(self.base, "Cross-site login refused.")

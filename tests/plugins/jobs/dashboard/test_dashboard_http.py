@@ -212,8 +212,13 @@ async def test_logout_clears_the_session(client):
 
 async def test_admin_role_from_an_auth_plugin(app_factory, aiohttp_client):
     client = await aiohttp_client(app_factory(token=None, extra=(RoleAuth(),)))
-    assert (await client.get("/jobs", headers={"Authorization": "Bearer alice"})).status == 403
+    alice = await client.get("/jobs", headers={"Authorization": "Bearer alice"})
+    assert alice.status == 403
+    assert "for admins only" in await alice.text()
+    api = await client.get("/jobs/api/summary", headers={"Authorization": "Bearer alice"})
+    assert api.status == 403 and "admins only" in (await api.json())["error"]["message"]
     assert (await client.get("/jobs", headers={"Authorization": "Bearer bad"})).status == 403
+    assert "server.admin_token" in await (await client.get("/jobs")).text()
     resp = await client.get("/jobs", headers={"Authorization": "Bearer root"})
     assert resp.status == 200
     csrf = re.search(r'data-csrf="([^"]+)"', await resp.text()).group(1)
@@ -435,3 +440,12 @@ async def test_configured_path(app_factory, aiohttp_client, admin):
     slash = await client.get("/ops/queue/", allow_redirects=False)
     assert slash.status == 308 and slash.headers["Location"] == "/ops/queue"
 
+
+
+async def test_role_and_token_together(app_factory, aiohttp_client, admin):
+    client = await aiohttp_client(app_factory(extra=(RoleAuth(),)))
+    assert (await client.get("/jobs", headers={"Authorization": "Bearer root"})).status == 200
+    # Not an admin, but the token would let an admin in: the login form.
+    alice = await client.get("/jobs", headers={"Authorization": "Bearer alice"})
+    assert alice.status == 401 and "<form" in await alice.text()
+    assert (await client.get("/jobs/api/summary", headers=admin)).status == 200
