@@ -5,7 +5,7 @@ A bad argument is the caller's mistake: it fails ``enqueue`` with
 can only fail. Arguments must be JSON values (they cross processes as
 JSON), bind to the task's signature (minus the ``job`` context parameter),
 and pass simple checks of ``str``/``int``/``float``/``bool``/``list``/``dict``
-annotations (optionally ``| None``).
+and ``Literal[...]`` annotations (optionally ``| None``).
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def _accepts(annotation: Any, value: Any) -> bool | None:
         if any(r is None for r in results):
             return None
         return any(results)
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
     base = origin or annotation
     allowed = _SIMPLE.get(base)
     if allowed is None:
@@ -66,6 +68,8 @@ def _accepts(annotation: Any, value: Any) -> bool | None:
 
 
 def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
     return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
@@ -94,7 +98,6 @@ def check_arguments(task: str, fn: Callable[..., Any], args: Mapping[str, Any] |
         if annotation is None or kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
             continue
         if _accepts(annotation, value) is False:
-            raise JobArgumentsError(
-                f"bad arguments for task {task!r}: {name!r} must be {_type_name(annotation)}, not {type(value).__name__}"
-            )
+            got = repr(value) if typing.get_origin(annotation) is typing.Literal else type(value).__name__
+            raise JobArgumentsError(f"bad arguments for task {task!r}: {name!r} must be {_type_name(annotation)}, not {got}")
     return stored

@@ -159,7 +159,7 @@ class BuiltinConfig:
     reports: ReportsConfig = ReportsConfig()
     cleanup: CleanupConfig = CleanupConfig()
     #: ``jobs.retention``: finished job records older than this go (owned by JobsConfig).
-    retention: float = 7 * 86400.0
+    retention: Duration = 7 * 86400.0
 
 
 def of(config: Any) -> BuiltinConfig:

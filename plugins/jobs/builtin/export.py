@@ -14,7 +14,7 @@ import csv
 import io
 import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from plugboard.plugins.jobs.builtin.config import BuiltinConfig
 from plugboard.plugins.jobs.builtin.datasets import columns, fetch_rows, flatten
@@ -51,7 +51,7 @@ def to_json(rows: list[Any]) -> bytes:
 
 
 def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]:
-    async def export_data(job: TaskContext, dataset: str, format: str = "csv") -> dict[str, Any]:
+    async def export_data(job: TaskContext, dataset: str, format: Literal["csv", "json"] = "csv") -> dict[str, Any]:
         if format not in FORMATS:
             raise PermanentError(f"export-data: format must be one of {', '.join(FORMATS)}, not {format!r}")
         rows = await fetch_rows(job, settings, dataset)

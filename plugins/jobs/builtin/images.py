@@ -16,8 +16,8 @@ Result: ``{source, width, height, outputs: [{key, url, width, height, format, si
 
 from __future__ import annotations
 
-import io
 import asyncio
+import io
 import posixpath
 import warnings
 from typing import Any, Callable

@@ -15,7 +15,7 @@ import datetime as dt
 import html
 import json
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import attrs
 
@@ -84,8 +84,12 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _e(value: Any) -> str:
+    return html.escape(_text(value), quote=True)
+
+
 def render_html(report: Report) -> str:
-    e = lambda value: html.escape(_text(value), quote=True)  # noqa: E731
+    e = _e
     summary_rows = "\n".join(
         f"<tr><th scope=\"row\">{e(s.name)}</th><td>{s.non_empty}</td><td>{s.distinct}</td>"
         f"<td>{e(s.minimum)}</td><td>{e(s.maximum)}</td></tr>"
@@ -164,7 +168,7 @@ def render_markdown(report: Report) -> str:
 
 
 def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]:
-    async def generate_report(job: TaskContext, dataset: str, format: str = "html", title: str | None = None) -> dict[str, Any]:
+    async def generate_report(job: TaskContext, dataset: str, format: Literal["html", "markdown"] = "html", title: str | None = None) -> dict[str, Any]:
         if format not in FORMATS:
             raise PermanentError(f"generate-report: format must be one of {', '.join(FORMATS)}, not {format!r}")
         rows = await fetch_rows(job, settings, dataset)
