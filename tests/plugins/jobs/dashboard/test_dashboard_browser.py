@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 
 import pytest
@@ -178,3 +179,32 @@ async def test_dashboard_polls_without_live_updates(tmp_path, tasks, aiohttp_ser
     await page.locator("#count-COMPLETED .n", has_text="1").wait_for()
     assert await page.locator("#empty").is_hidden()
     await context.close()
+
+
+async def test_load_more_and_type_filter(tmp_path, tasks, aiohttp_server, browser):
+    app = make_app(tmp_path, plugins=[tasks])
+    server = await aiohttp_server(app, host="127.0.0.1")
+    jobs = app[JOBS]
+    quick = [await jobs.enqueue("quick", {"value": i}) for i in range(23)]
+    broken = await jobs.enqueue("broken")
+    for job in (*quick, broken):
+        await jobs.wait(job.id)
+
+    page = await browser.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    await page.goto(str(server.make_url("/jobs")))
+    await page.fill("#token", TOKEN)
+    await page.click("button[type=submit]")
+    rows = page.locator("#jobs tbody tr")
+    await page.locator("#total", has_text="24 jobs").wait_for()
+    assert await rows.count() == 20
+    await page.click("#more")
+    await page.locator("#more").wait_for(state="hidden")
+    assert await rows.count() == 24
+    ids = await rows.evaluate_all("rows => rows.map(r => r.dataset.id)")
+    assert ids == [broken.id, *reversed([j.id for j in quick])]
+
+    await page.select_option("#filter-type", "broken")
+    await page.locator("#total", has_text=re.compile(r"^1 job$")).wait_for()
+    assert await rows.evaluate_all("rows => rows.map(r => r.dataset.id)") == [broken.id]
+    await page.close()
