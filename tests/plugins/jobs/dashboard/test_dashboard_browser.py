@@ -45,9 +45,8 @@ def chromium_binary() -> str:
 async def browser(tmp_path):
     from playwright.async_api import async_playwright
 
+    # The system binary: Playwright never fetches a browser of its own here.
     executable = chromium_binary()
-    # Never let Playwright fetch a browser of its own.
-    os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
         try:
