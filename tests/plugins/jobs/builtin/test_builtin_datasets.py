@@ -9,7 +9,6 @@ import json
 import pytest
 from builtin_testkit import BOOKS_DATASET, FakeJob
 
-from plugboard import keys
 from plugboard.plugins.jobs.builtin.datasets import flatten, rows_at
 from plugboard.plugins.jobs.builtin.report import render_markdown, summarize
 from plugboard.providers.storage import LocalStorage

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import email
 import email.policy
 import io
+import os
 import time
 
 import pytest
@@ -160,12 +162,8 @@ async def test_cleanup_removes_old_job_records_and_temp_files(running):
     assert (await _done(app, old)).status == JobStatus.COMPLETED
     storage = LocalStorage(app=app)
     await storage.put("tmp/scratch.bin", b"x")
-    import os
-
     past = time.time() - 60
     os.utime(storage.root / "tmp" / "scratch.bin", (past, past))
-    import asyncio
-
     await asyncio.sleep(1.2)
     job = await jobs.enqueue("cleanup", {})
     done = await _done(app, job)

@@ -8,7 +8,6 @@ import pytest
 from builtin_testkit import FakeJob
 from PIL import Image
 
-from plugboard import keys
 from plugboard.plugins.jobs.builtin.images import supported_formats
 from plugboard.providers.storage import LocalStorage
 from plugboard.tasks import PermanentError
