@@ -85,10 +85,8 @@ def plugboard_tasks(app: Any, config: JobsConfig) -> dict[str, Any]:
 def plugboard_routes(app: Any, config: JobsConfig) -> list[Any]:
     if not config.dashboard:
         return []
-    try:
-        from plugboard.plugins.jobs.dashboard import dashboard_routes
-    except ImportError:  # until the dashboard lands
-        return []
+    from plugboard.plugins.jobs.dashboard import dashboard_routes
+
     return list(dashboard_routes(config))
 
 
