@@ -55,6 +55,16 @@ def check_config(app: web.Application, config: JobsConfig) -> None:
             problem("jobs.broker", config.broker, "the redis broker needs Redis: set redis.url (or REDIS_URL) or jobs.redis")
         elif config.store_name() == "redis":
             problem("jobs.store", config.store, "the redis job store needs Redis: set redis.url (or REDIS_URL) or jobs.redis")
+    # The built-in types create their storage and mailer at first use; a
+    # misspelled name must still stop start-up, not the first job.
+    if config.jobs.data_export or config.jobs.reports or config.jobs.file_processing:
+        storages = registry.names("storage")
+        if config.files.storage not in storages:
+            problem("jobs.files.storage", config.files.storage, f"unknown storage; available: {', '.join(storages)}")
+    if config.jobs.email:
+        mailers = registry.names("mailer")
+        if config.email.mailer not in mailers:
+            problem("jobs.email.mailer", config.email.mailer, f"unknown mailer; available: {', '.join(mailers)}")
     for i, schedule in enumerate(config.schedules):
         reason = cron_problem(schedule.cron)
         if reason:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from plugboard import keys
 from plugboard.errors import ConfigError
 from plugboard.plugins.jobs.errors import JobArgumentsError, JobNotFound, JobsError, JobStateError, UnknownTaskError
 from plugboard.plugins.jobs.keys import JOBS
@@ -217,10 +218,16 @@ def test_config_errors(make_jobs_app):
         make_jobs_app({"jobs": {"broker": "rabbit"}})
     with pytest.raises(ConfigError, match=r"jobs.schedules\[0\].cron = '61 \* \* \* \*'.*out of range"):
         make_jobs_app({"jobs": {"schedules": [{"task": "add", "cron": "61 * * * *"}]}})
+    with pytest.raises(ConfigError, match="jobs.files.storage = 's4'.*unknown storage; available: local"):
+        make_jobs_app({"jobs": {"files": {"storage": "s4"}}})
+    with pytest.raises(ConfigError, match="jobs.email.mailer = 'smpt'.*unknown mailer; available: "):
+        make_jobs_app({"jobs": {"email": {"mailer": "smpt"}}})
+    # A type that is switched off does not need its provider.
+    make_jobs_app({"jobs": {"email": {"mailer": "smpt"}, "jobs": {"email": False}}})
     with pytest.raises(ConfigError, match="jobs.concurrency"):
         make_jobs_app({"jobs": {"concurrency": 0}})
     with pytest.raises(ConfigError, match="jobs.backoff"):
         make_jobs_app({"jobs": {"backoff": "soon"}})
     app = make_jobs_app({"jobs": {"maxBackoff": "2m", "scheduler": "true", "redis": {"host": "h", "password": "p"}}})
-    config = app[__import__("plugboard").keys.PLUGIN_CONFIGS]["jobs"]
+    config = app[keys.PLUGIN_CONFIGS]["jobs"]
     assert config.max_backoff == 120 and config.scheduler is True and config.redis.resolved_url() == "redis://:p@h:6379/0"
