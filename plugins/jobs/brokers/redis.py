@@ -38,6 +38,7 @@ from taskiq import AckableMessage
 from taskiq_redis import RedisStreamBroker
 
 from plugboard.errors import ProviderError
+from plugboard.providers.redis import reconnecting
 from plugboard.plugins.jobs.batching import Batcher
 from plugboard.plugins.jobs.brokers import BrokerOptions, encode
 
@@ -85,6 +86,8 @@ class RedisBroker(RedisStreamBroker):
             idle_timeout=idle_ms,
             # Short blocks: each loop turn also claims and moves due retries.
             xread_block=min(1000, max(50, idle_ms // 3)),
+            # Stale pooled connections (after a Redis restart) reconnect.
+            retry=reconnecting(),
         )
         self.concurrency = options.concurrency
         self.delayed_key = f"{options.queue}:delayed"

@@ -23,6 +23,7 @@ import redis.exceptions
 
 from plugboard import keys
 from plugboard.errors import ProviderError
+from plugboard.providers.redis import reconnecting
 from plugboard.plugins.jobs.batching import Batcher
 from plugboard.plugins.jobs.model import FINISHED, Job, JobStatus
 from plugboard.plugins.jobs.store import JobPage, StoreOptions, check_changes
@@ -109,7 +110,7 @@ class RedisJobStore:
 
     async def start(self) -> None:
         if self.options.redis_url:
-            self._client = redis.asyncio.Redis.from_url(self.options.redis_url)
+            self._client = redis.asyncio.Redis.from_url(self.options.redis_url, retry=reconnecting())
             self._own = True
         else:
             self._client = self._app.get(keys.REDIS) if self._app is not None else None
