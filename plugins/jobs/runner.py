@@ -33,6 +33,7 @@ import time
 from typing import Any, Awaitable, Callable, Mapping
 
 import attrs
+import redis.exceptions
 from aiohttp import web
 
 from plugboard.plugins.jobs import events
@@ -46,6 +47,8 @@ logger = logging.getLogger("plugboard.jobs")
 
 _STARTABLE = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.PROCESSING})
 _RUNNING = frozenset({JobStatus.PROCESSING})
+#: The store or broker cannot be reached (Redis restarting): a job's outcome is kept and written again.
+_UNREACHABLE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -171,10 +174,13 @@ class Runner:
         # Not reached on CancelledError (the worker is stopping): the
         # message stays pending and is delivered again.
         if not settled:
-            await self.broker.settle(job_id)
+            await _persist(lambda: self.broker.settle(job_id))
 
     async def _final(self, job: Job, changes: dict[str, Any]) -> tuple[Job | None, bool, bool]:
         """Write a final state (conditional on PROCESSING); (job, applied, settled)."""
+        return await _persist(lambda: self._write_final(job, changes))
+
+    async def _write_final(self, job: Job, changes: dict[str, Any]) -> tuple[Job | None, bool, bool]:
         update = asyncio.ensure_future(self.store.update(job.id, changes, when=_RUNNING))
         if not self.settle_with_final:
             return (*await update, False)
@@ -207,12 +213,12 @@ class Runner:
             return await self._fail(job, message)
         now = time.time()
         run_at = now + self.delay(entry.policy, job.attempts)
-        retrying, applied = await self.store.update(
-            job.id, {"status": JobStatus.RETRYING, "error": message, "run_at": run_at, "updated_at": now}, when=_RUNNING
+        retrying, applied = await _persist(
+            lambda: self.store.update(job.id, {"status": JobStatus.RETRYING, "error": message, "run_at": run_at, "updated_at": now}, when=_RUNNING)
         )
         if applied:
             logger.info("jobs: job %s (%s) attempt %d failed (%s); retry in %.2fs", job.id, job.type, job.attempts, message, run_at - now)
-            await self.broker.send_later(job.type, job.id, run_at)
+            await _persist(lambda: self.broker.send_later(job.type, job.id, run_at))
             await events.publish(self.app, retrying)
         return False
 
@@ -224,3 +230,19 @@ class Runner:
         if applied:
             await events.publish(self.app, failed)
         return settled
+
+
+async def _persist(write: Callable[[], Awaitable[Any]]) -> Any:
+    """``await write()``, again and again while Redis cannot be reached: a job
+    that ended while Redis restarts keeps its outcome instead of staying
+    PROCESSING. A stopping worker cancels this like any running job (the
+    delivery then stays pending and is run again elsewhere).
+    """
+    delay = 0.1
+    while True:
+        try:
+            return await write()
+        except _UNREACHABLE as e:
+            logger.warning("jobs: cannot record a job's outcome (%s); again in %.1fs", e, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
