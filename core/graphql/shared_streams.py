@@ -146,3 +146,27 @@ class Member:
         self._group.leave(self)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+
+class EncodeOnce:
+    """``dumps(result)``, remembered for the last result it was given.
+
+    Every member of a group gets the same result object, one after another:
+    a transport that encodes through one of these (one per app) encodes each
+    event once rather than once per subscriber. Results are not changed once
+    yielded (the engine makes a new one per event), so the object's identity
+    is a safe key; the one it holds stays alive until the next.
+    """
+
+    __slots__ = ("_dumps", "_result", "_text")
+
+    def __init__(self, dumps: Callable[[Any], str]) -> None:
+        self._dumps = dumps
+        self._result: Any = _END
+        self._text = ""
+
+    def __call__(self, result: Any) -> str:
+        if result is not self._result:
+            self._text = self._dumps(result)
+            self._result = result
+        return self._text

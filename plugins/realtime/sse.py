@@ -45,17 +45,22 @@ Backpressure
     and counted (:attr:`EventStream.dropped`); ``complete`` events are never
     dropped, so a client always learns an operation ended. Under ``overflow:
     close`` the connection is aborted (a client that is not reading could
-    not receive a graceful end anyway). A write stalled for aiohttp-sse's
-    ``send_timeout`` (120 s) aborts the connection too.
+    not receive a graceful end anyway). A write stalled for
+    :data:`SEND_TIMEOUT` (120 s) aborts the connection too.
 
-Keep-alive is aiohttp-sse's ping: a comment line (``: ping``) every
-``realtime.sse.keepalive``. aiohttp does not tell a handler that its client
-went away (unless ``handler_cancellation`` is on), so one task per app looks
-at every live stream's connection each :data:`SWEEP_INTERVAL` seconds; a
-write that fails (an event or a ping) ends a stream at once. A client that
-vanishes without closing its connection is found by the pings (aiohttp-sse
-sets ``TCP_USER_TIMEOUT``). The stream's operation tasks are then cancelled
-and their result streams closed (``aclose()``).
+Keep-alive: a comment line (``: ping``) every ``realtime.sse.keepalive`` on
+every open stream. One task per app (:meth:`SSETransport._watch`, running
+while streams are open) queues the comments; each stream's handler writes
+them with its events, so an idle stream costs no task of its own (aiohttp-sse
+starts one ping task per response, ~1 KB each). The same task ends, every
+:data:`SWEEP_INTERVAL` seconds, the streams whose connection has closed:
+aiohttp does not tell a handler that its client went away (unless
+``handler_cancellation`` is on). A write that fails (an event or a ping) ends
+a stream at once; a write stalled for :data:`SEND_TIMEOUT` aborts the
+connection; a client that vanishes without closing its connection is found
+by the pings (``TCP_USER_TIMEOUT`` is set to the same timeout, on Linux). The
+stream's operation tasks are then cancelled and their result streams closed
+(``aclose()``).
 
 A subscription whose identity expires (``context.identity_expires_at``, unix
 seconds) ends with a ``next`` carrying a ``FORBIDDEN`` error, then
@@ -67,18 +72,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import re
 import secrets
+import socket
 import time
 import traceback
 from typing import Any, AsyncIterator, Callable, Literal
 
 from aiohttp import web
-from aiohttp_sse import EventSourceResponse, sse_response
 
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.operation import Operation, OperationRejected
+from plugboard.graphql.shared_streams import EncodeOnce
 from plugboard.middleware import REQUEST_ID, REQUEST_ID_HEADER
 from plugboard.plugins.realtime.config import RealtimeConfig
 from plugboard.transports import http
@@ -92,6 +100,17 @@ TOKEN_HEADER = "x-graphql-event-stream-token"
 RESERVATION_TTL = 30.0
 #: How often live streams are checked for a connection the client has closed.
 SWEEP_INTERVAL = 1.0
+#: A write the client takes nothing of for this long aborts its connection.
+SEND_TIMEOUT = 120.0
+#: The keep-alive comment (EventSource ignores comments).
+PING = b": ping\n\n"
+
+_SSE_HEADERS = {"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
+# Stands in for asyncio.timeout_at(None) when an identity never expires: each
+# idle subscription would otherwise keep a Timeout object (~350 B) for nothing.
+_NO_DEADLINE = contextlib.nullcontext()
 
 
 class RequestError(Exception):
@@ -118,6 +137,31 @@ class EventStream:
     lives until the client disconnects.
     """
 
+    # Slots: thousands of idle streams each pay for an instance dict otherwise.
+    __slots__ = (
+        "queue_size",
+        "overflow",
+        "single",
+        "token",
+        "identity",
+        "remote",
+        "encode",
+        "dropped",
+        "overflowed",
+        "closed",
+        "opened",
+        "operations",
+        "stopped_while_starting",
+        "expiry",
+        "request",
+        "on_close",
+        "_queue",
+        "_nexts",
+        "_ended",
+        "_waiter",
+        "_writing_since",
+    )
+
     def __init__(
         self,
         *,
@@ -127,6 +171,7 @@ class EventStream:
         token: str | None = None,
         identity: Any = None,
         remote: str | None = None,
+        encode: Callable[[Any], str] = http.dumps,
     ) -> None:
         self.queue_size = queue_size
         self.overflow = overflow
@@ -134,6 +179,8 @@ class EventStream:
         self.token = token
         self.identity = identity
         self.remote = remote
+        #: A result's JSON (the transport's :class:`EncodeOnce`: subscribers sharing a stream share it).
+        self.encode = encode
         #: ``next`` events dropped because the client read too slowly (drop_oldest).
         self.dropped = 0
         #: True once closed because the client fell behind (the ``close`` policy).
@@ -144,17 +191,21 @@ class EventStream:
         #: Operation id -> its producer task (None while the operation is starting).
         self.operations: dict[str, asyncio.Task[None] | None] = {}
         #: Ids stopped (DELETE) while still starting: they end as soon as they start.
-        self.stopped_while_starting: set[str] = set()
+        #: Made on first use: only single connection mode needs it.
+        self.stopped_while_starting: set[str] | None = None
         self.expiry: asyncio.TimerHandle | None = None
         self.request: web.Request | None = None
         #: Called once when the stream closes (the transport forgets its token).
         self.on_close: Callable[[EventStream], None] | None = None
         # A list and a lazily made future rather than a deque and an Event:
         # thousands of idle streams each pay for these (~1.3 KB saved per stream).
-        self._queue: list[tuple[str, str]] = []
+        #: (kind, the bytes to write): kind is "next", "complete" or "ping".
+        self._queue: list[tuple[str, bytes]] = []
         self._nexts = 0
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
+        #: Loop time the pending write began (None: not writing), for the watcher's SEND_TIMEOUT.
+        self._writing_since: float | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -166,13 +217,24 @@ class EventStream:
     # -- producing ---------------------------------------------------------
 
     def put_next(self, op_id: str, result: Any) -> None:
-        data = http.dumps({"id": op_id, "payload": result}) if self.single else http.dumps(result)
+        data = self.encode(result)
+        if self.single:
+            # {"id", "payload"} built around the result's JSON, which may be shared.
+            data = f'{{"id":{http.dumps(op_id)},"payload":{data}}}'
         self._put("next", data)
 
     def put_complete(self, op_id: str) -> None:
         self._put("complete", http.dumps({"id": op_id}) if self.single else "")
         if not self.single:
             self._ended = True
+            self._wake()
+
+    def ping(self) -> None:
+        """Queue a keep-alive comment, unless something waits to be written already."""
+        # Queued events keep the stream alive themselves (or the client is
+        # stalled, and a ping would not get through either).
+        if not self.closed and not self._queue:
+            self._queue.append(("ping", PING))
             self._wake()
 
     def _put(self, event: str, data: str) -> None:
@@ -187,7 +249,7 @@ class EventStream:
                     return
                 self._drop_oldest_next()
             self._nexts += 1
-        self._queue.append((event, data))
+        self._queue.append((event, _encode(event, data)))
         self._wake()
 
     def _drop_oldest_next(self) -> None:
@@ -202,18 +264,27 @@ class EventStream:
 
     # -- consuming ---------------------------------------------------------
 
-    async def pump(self, response: EventSourceResponse) -> None:
-        """Write queued events until the stream ends, closes or the client is gone."""
+    async def pump(self, response: web.StreamResponse) -> None:
+        """Write queued events until the stream ends, closes or the client is gone.
+
+        Raises ``ConnectionResetError`` when the client has gone (or was
+        aborted for taking nothing for :data:`SEND_TIMEOUT`: see :meth:`stalled`).
+        """
+        loop = asyncio.get_running_loop()
         while True:
             if self._queue:
-                event, data = self._queue.pop(0)
-                if event == "next":
+                kind, chunk = self._queue.pop(0)
+                if kind == "next":
                     self._nexts -= 1
-                await response.send(data, event=event)
+                # A time stamp the watcher checks, rather than a timeout around
+                # each write: that would cost more than the write itself.
+                self._writing_since = loop.time()
+                await response.write(chunk)
+                self._writing_since = None
                 continue
             if self.closed or self._ended:
                 return
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = loop.create_future()
             try:
                 await self._waiter
             finally:
@@ -245,6 +316,17 @@ class EventStream:
         if transport is not None:
             transport.abort()
 
+    def stalled(self, now: float) -> bool:
+        """True when a write has waited on the client for :data:`SEND_TIMEOUT` (loop time ``now``)."""
+        return self._writing_since is not None and now - self._writing_since >= SEND_TIMEOUT
+
+    def forget(self, task: asyncio.Task[None]) -> None:
+        """Done callback of an operation task: drop it, unless its id names a newer one already."""
+        for op_id, running in self.operations.items():
+            if running is task:
+                del self.operations[op_id]
+                return
+
     async def wait_closed(self) -> None:
         """Wait until every operation task has finished (its result stream closed)."""
         tasks = [t for t in self.operations.values() if t is not None]
@@ -262,8 +344,9 @@ class SSEState:
         self.per_ip: collections.Counter[str] = collections.Counter()
         #: Every stream currently attached to a response (both modes).
         self.live: set[EventStream] = set()
-        #: Checks ``live`` for closed connections; runs only while there are live streams.
-        self.sweeper: asyncio.Task[None] | None = None
+        #: Pings the ``live`` streams and ends those whose connection has closed
+        #: (:meth:`SSETransport._watch`); runs only while there are live streams.
+        self.watcher: asyncio.Task[None] | None = None
 
 
 SSE_STATE = web.AppKey("plugboard.realtime.sse", SSEState)
@@ -280,6 +363,7 @@ class SSETransport:
         self.config = config
         #: Seconds a reservation waits for its stream to be opened.
         self.reservation_ttl = RESERVATION_TTL
+        self.encode = EncodeOnce(http.dumps)
         app[SSE_STATE] = SSEState()
         app.on_shutdown.append(self._on_shutdown)
 
@@ -303,19 +387,24 @@ class SSETransport:
                 return await self._stop(request, token)
             if token:
                 if request.method == "GET":
-                    return await self._open(request, token)
+                    stream = self._claim(token)
+                    return await self._serve(request, stream, {REQUEST_ID_HEADER: request[REQUEST_ID]})
                 return await self._single_operation(request, token)
-            return await self._distinct(request)
+            stream, headers = await self._distinct(request)
         except RequestError as e:
             return e.response()
+        # Served here rather than from _distinct: an open stream then holds
+        # one coroutine frame less (thousands of idle streams).
+        return await self._serve(request, stream, headers)
 
     # -- distinct connections mode ------------------------------------------
 
-    async def _distinct(self, request: web.Request) -> web.StreamResponse:
+    async def _distinct(self, request: web.Request) -> tuple[EventStream, dict[str, str]]:
+        """Start the request's operation on a new stream; returns it and the response headers."""
         body = _query_params(request) if request.method == "GET" else await _read_json(request)
         allowed = ("query",) if request.method == "GET" else ("query", "mutation")
         op = await self._prepare(request, body, allowed)
-        stream = EventStream(queue_size=self.config.queue_size, overflow=self.config.overflow, single=False)
+        stream = EventStream(queue_size=self.config.queue_size, overflow=self.config.overflow, single=False, encode=self.encode)
         results = await self._start(op)
         if isinstance(results, dict):
             stream.put_next("", results)
@@ -323,7 +412,7 @@ class SSETransport:
         else:
             self._spawn(stream, "", op, results)
         headers = {REQUEST_ID_HEADER: request[REQUEST_ID], **op.state.get("response_headers", {})}
-        return await self._serve(request, stream, headers)
+        return stream, headers
 
     # -- single connection mode ---------------------------------------------
 
@@ -340,6 +429,7 @@ class SSETransport:
             token=token,
             identity=context.identity,
             remote=remote,
+            encode=self.encode,
         )
         self.state.reservations[token] = stream
         self.state.per_ip[remote] += 1
@@ -367,7 +457,8 @@ class SSETransport:
             raise RequestError("unknown or expired event stream token: reserve one with PUT", 404)
         return stream
 
-    async def _open(self, request: web.Request, token: str) -> web.StreamResponse:
+    def _claim(self, token: str) -> EventStream:
+        """The reserved stream a GET opens (it closes when that response ends)."""
         stream = self._lookup(token)
         if stream.opened:
             raise RequestError("the event stream for this token is already open", 409)
@@ -375,10 +466,7 @@ class SSETransport:
         if stream.expiry is not None:
             stream.expiry.cancel()
             stream.expiry = None
-        try:
-            return await self._serve(request, stream, {REQUEST_ID_HEADER: request[REQUEST_ID]})
-        finally:
-            stream.close()
+        return stream
 
     async def _single_operation(self, request: web.Request, token: str) -> web.Response:
         stream = self._lookup(token)
@@ -399,8 +487,9 @@ class SSETransport:
             results = await self._start(op)
         finally:
             stream.operations.pop(op_id, None)
-            stopped = op_id in stream.stopped_while_starting
-            stream.stopped_while_starting.discard(op_id)
+            stopped = stream.stopped_while_starting is not None and op_id in stream.stopped_while_starting
+            if stopped:
+                stream.stopped_while_starting.discard(op_id)
         if isinstance(results, dict):
             stream.put_next(op_id, results)
             stream.put_complete(op_id)
@@ -425,6 +514,8 @@ class SSETransport:
         context = await self._context(request)
         self._check_owner(stream, context.identity)
         if op_id in stream.operations and stream.operations[op_id] is None:
+            if stream.stopped_while_starting is None:
+                stream.stopped_while_starting = set()
             stream.stopped_while_starting.add(op_id)
         task = stream.operations.get(op_id)
         if task is not None and task.cancel():
@@ -472,47 +563,64 @@ class SSETransport:
             raise _rejected(e) from None
 
     def _spawn(self, stream: EventStream, op_id: str, op: Operation, results: AsyncIterator[dict[str, Any]]) -> None:
-        task = asyncio.create_task(_produce(stream, op_id, op, results))
+        # The task gets what it needs, not the operation: the operation, its
+        # context and parsed document are then freed once the stream runs.
+        task = asyncio.create_task(_produce(stream, op_id, results, _deadline(op), op.context.request_id))
         stream.operations[op_id] = task
-
-        def forget(t: asyncio.Task[None]) -> None:
-            if stream.operations.get(op_id) is t:
-                del stream.operations[op_id]
-
-        task.add_done_callback(forget)
+        task.add_done_callback(stream.forget)
 
     async def _serve(self, request: web.Request, stream: EventStream, headers: dict[str, str]) -> web.StreamResponse:
+        # A plain StreamResponse rather than aiohttp-sse's EventSourceResponse,
+        # which starts a ping task per response (~1 KB per idle stream): the
+        # app's one watcher task queues the pings instead.
+        response = web.StreamResponse(headers={**headers, **_SSE_HEADERS})
         stream.request = request
         self.state.live.add(stream)
-        if self.state.sweeper is None or self.state.sweeper.done():
-            self.state.sweeper = asyncio.create_task(self._sweep())
+        if self.state.watcher is None or self.state.watcher.done():
+            self.state.watcher = asyncio.create_task(self._watch(), name="plugboard.sse.watcher")
+        user_timeout = _set_user_timeout(request)
         try:
-            async with sse_response(
-                request,
-                headers=headers,
-                allow_all_methods=True,
-                ping_interval=self.config.sse.keepalive,
-                # LF, as graphql-sse's own server writes: the spec allows CRLF
-                # too, but hand-rolled clients often split on "\n\n" only.
-                sep="\n",
-            ) as response:
-                try:
-                    await stream.pump(response)
-                except (ConnectionResetError, TimeoutError):
-                    pass  # the client is gone, or stalled past send_timeout (aborted)
-            return response
+            await response.prepare(request)
+            await stream.pump(response)
+        except ConnectionResetError:
+            pass  # the client is gone (or stalled, and the watcher aborted it)
         finally:
             stream.close()
             self.state.live.discard(stream)
+            _restore_user_timeout(request, user_timeout)
             await stream.wait_closed()
+        return response
 
-    async def _sweep(self) -> None:
+    async def _watch(self) -> None:
+        """Look after every live stream, one task per app.
+
+        Each ``keepalive``: a ping. Each tick: a stream whose connection has
+        closed is closed, one whose write has waited on the client for
+        :data:`SEND_TIMEOUT` is aborted.
+        """
+        loop = asyncio.get_running_loop()
+        keepalive = self.config.sse.keepalive
+        tick = min(SWEEP_INTERVAL, keepalive)
+        # Whole ticks, rounded down: a stream never goes longer than
+        # ``keepalive`` without a ping (a new one may get its first sooner).
+        ticks_per_ping = max(1, int(keepalive / tick + 1e-9))
+        ticks = 0
         while self.state.live:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            await asyncio.sleep(tick)
+            ticks += 1
+            ping = ticks % ticks_per_ping == 0
+            now = loop.time()
             for stream in list(self.state.live):
                 transport = stream.request.transport if stream.request is not None else None
                 if transport is None or transport.is_closing():
                     stream.close()
+                elif stream.stalled(now):
+                    # A client that takes nothing would hold its handler (and a
+                    # graceful close) forever.
+                    logger.info("SSE stream aborted: the client took nothing for %.0f s", SEND_TIMEOUT)
+                    stream.abort()
+                elif ping:
+                    stream.ping()
 
     async def _on_shutdown(self, app: web.Application) -> None:
         # Ending the streams lets their handlers return, so shutdown does not
@@ -521,15 +629,21 @@ class SSETransport:
         for stream in streams:
             stream.close()
         await asyncio.gather(*(stream.wait_closed() for stream in streams))
-        if self.state.sweeper is not None:
-            self.state.sweeper.cancel()
+        if self.state.watcher is not None:
+            self.state.watcher.cancel()
 
 
-async def _produce(stream: EventStream, op_id: str, op: Operation, results: AsyncIterator[dict[str, Any]]) -> None:
-    """Feed one subscription's results into the stream; close the result stream however it ends."""
-    deadline = _deadline(op)
+async def _produce(
+    stream: EventStream, op_id: str, results: AsyncIterator[dict[str, Any]], deadline: float | None, request_id: str | None
+) -> None:
+    """Feed one subscription's results into the stream; close the result stream however it ends.
+
+    ``deadline`` (loop time) is when the identity expires: the subscription
+    then ends with a ``FORBIDDEN`` error.
+    """
+    scope = asyncio.timeout_at(deadline) if deadline is not None else _NO_DEADLINE
     try:
-        async with asyncio.timeout_at(deadline) as scope:
+        async with scope:
             try:
                 async for result in results:
                     stream.put_next(op_id, result)
@@ -537,11 +651,11 @@ async def _produce(stream: EventStream, op_id: str, op: Operation, results: Asyn
                     # starve the writer and every other connection.
                     await asyncio.sleep(0)
             except Exception as e:
-                if scope.expired():
+                if _expired(scope):
                     raise
-                stream.put_next(op_id, {"data": None, "errors": [_error_payload(e, op)]})
+                stream.put_next(op_id, {"data": None, "errors": [_error_payload(e, request_id)]})
     except TimeoutError:
-        if not scope.expired():
+        if not _expired(scope):
             raise
         error = GraphQLError("the identity behind this subscription has expired", "FORBIDDEN")
         stream.put_next(op_id, {"data": None, "errors": [error.formatted()]})
@@ -560,6 +674,10 @@ async def _produce(stream: EventStream, op_id: str, op: Operation, results: Asyn
     stream.put_complete(op_id)
 
 
+def _expired(scope: Any) -> bool:
+    return isinstance(scope, asyncio.Timeout) and scope.expired()
+
+
 def _deadline(op: Operation) -> float | None:
     expires_at = getattr(op.context, "identity_expires_at", None)
     if not isinstance(expires_at, (int, float)):
@@ -567,14 +685,57 @@ def _deadline(op: Operation) -> float | None:
     return asyncio.get_running_loop().time() + max(0.0, expires_at - time.time())
 
 
-def _error_payload(e: Exception, op: Operation) -> dict[str, Any]:
+def _error_payload(e: Exception, request_id: str | None) -> dict[str, Any]:
     coerce = getattr(e, "coerce_value", None)
     if coerce is not None:  # a GraphQL error from the engine (already masked and logged)
         return coerce()
     if isinstance(e, GraphQLError):
         return e.formatted()
-    logger.error("SSE subscription failed (request %s)", getattr(op.context, "request_id", None), exc_info=e)
+    logger.error("SSE subscription failed (request %s)", request_id, exc_info=e)
     return {"message": "Internal server error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
+
+
+def _encode(event: str, data: str) -> bytes:
+    # LF, as graphql-sse's own server writes: the spec allows CRLF too, but
+    # hand-rolled clients often split on "\n\n" only.
+    lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
+    return f"event: {event}\n{lines}\n".encode()
+
+
+def _tcp_socket(request: web.Request) -> Any:
+    transport = request.transport
+    if _TCP_USER_TIMEOUT is None or transport is None:
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return None
+    return sock
+
+
+def _set_user_timeout(request: web.Request) -> int | None:
+    """Have the kernel drop the connection when sent data stays unacknowledged for SEND_TIMEOUT.
+
+    Linux only (as aiohttp-sse does): a peer that vanished is then found by
+    the next ping, long before enough data queues up for a write to block.
+    Returns the previous value for :func:`_restore_user_timeout`.
+    """
+    sock = _tcp_socket(request)
+    if sock is None:
+        return None
+    try:
+        previous = sock.getsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT)
+        sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, int(SEND_TIMEOUT * 1000))
+    except OSError:
+        return None  # the socket has closed: the client is gone, and the stream ends at its first write
+    return previous
+
+
+def _restore_user_timeout(request: web.Request, previous: int | None) -> None:
+    # The connection may serve other requests once the stream has ended.
+    sock = _tcp_socket(request) if previous is not None else None
+    if sock is not None:
+        with contextlib.suppress(OSError):  # closed meanwhile: nothing left to restore
+            sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, previous)
 
 
 async def _aclose(results: Any) -> None:

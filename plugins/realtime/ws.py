@@ -65,6 +65,7 @@ from aiohttp import WSMsgType, hdrs, web
 from plugboard import keys
 from plugboard.graphql.errors import WS_CLOSE_FOR_CODE, GraphQLError
 from plugboard.graphql.operation import Operation, OperationRejected
+from plugboard.graphql.shared_streams import EncodeOnce
 from plugboard.middleware import REQUEST_ID
 from plugboard.plugins.realtime import presence
 
@@ -100,6 +101,8 @@ class WebSocketState:
     def __init__(self) -> None:
         self.connections_per_ip: Counter[str] = Counter()
         self.connections: set["_Connection"] = set()
+        #: Results' JSON: subscribers sharing a stream get the same result, encoded once.
+        self.encode = EncodeOnce(_dumps)
 
 
 #: The app's :class:`WebSocketState` (set when the transport is created).
@@ -272,10 +275,32 @@ class _Connection(abc.ABC):
     """One WebSocket connection: its context, operations, timers; all freed on close.
 
     Subclasses speak one subprotocol; this base owns the lifecycle. Every
-    task the connection starts is in ``self.operations`` or ``self._timers``
-    and is cancelled (operations close their result streams) when the socket
-    closes for any reason.
+    task the connection starts (``self.operations``, the legacy protocol's
+    keep-alive) is cancelled (operations close their result streams), and
+    every timer too, when the socket closes for any reason. Timers are
+    ``call_later`` handles rather than sleeping tasks: an idle connection
+    then holds no task besides its operations'.
     """
+
+    # Slots: thousands of idle connections each pay for an instance dict otherwise.
+    __slots__ = (
+        "request",
+        "app",
+        "ws",
+        "config",
+        "context",
+        "init_received",
+        "acknowledged",
+        "operations",
+        "_keepalive_task",
+        "_closer",
+        "_init_timer",
+        "_expiry",
+        "_cleaning_up",
+        "_done",
+        "_done_waiters",
+        "_encode",
+    )
 
     def __init__(self, request: web.Request, ws: web.WebSocketResponse, config: "RealtimeConfig") -> None:
         self.request = request
@@ -287,21 +312,26 @@ class _Connection(abc.ABC):
         self.acknowledged = False
         #: Operation id -> the task running it.
         self.operations: dict[str, asyncio.Task[None]] = {}
-        self._timers: set[asyncio.Task[None]] = set()
+        #: The legacy protocol's ``ka`` messages.
+        self._keepalive_task: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
-        self._init_timer: asyncio.Task[None] | None = None
+        #: Closes with 4408 unless ``connection_init`` comes first.
+        self._init_timer: asyncio.TimerHandle | None = None
+        #: Closes with 4403 when the identity expires.
+        self._expiry: asyncio.TimerHandle | None = None
         self._cleaning_up = False
         # A flag and futures made only when someone waits, not an Event:
         # every idle connection would pay for the Event (~0.7 KB).
         self._done = False
         self._done_waiters: list[asyncio.Future[None]] = []
+        self._encode = request.app[WS_STATE].encode
 
     # -- lifecycle ---------------------------------------------------------
 
     async def serve(self) -> None:
         """Read messages until the socket closes, then free everything."""
         try:
-            self._init_timer = self._start_timer(self._init_timeout(), "init-timeout")
+            self._init_timer = asyncio.get_running_loop().call_later(self.config.websocket.init_timeout, self._init_timed_out)
             async for msg in self.ws:
                 if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                     break  # ERROR: aiohttp has closed already (1009, protocol error)
@@ -319,7 +349,13 @@ class _Connection(abc.ABC):
         # (handler_cancellation): everything that frees resources happens
         # before the first await, and the waiters are released in any case.
         self._cleaning_up = True
-        tasks = [*self.operations.values(), *self._timers]
+        for timer in (self._init_timer, self._expiry):
+            if timer is not None:
+                timer.cancel()
+        self._init_timer = self._expiry = None
+        tasks = list(self.operations.values())
+        if self._keepalive_task is not None:
+            tasks.append(self._keepalive_task)
         self.operations.clear()
         for task in tasks:
             task.cancel()
@@ -360,32 +396,39 @@ class _Connection(abc.ABC):
         except ConnectionError:
             pass
 
-    def _start_timer(self, coro: Any, name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(coro, name=f"plugboard.ws.{name}")
-        self._timers.add(task)
-        task.add_done_callback(self._timers.discard)
-        return task
-
     def mark_init_received(self) -> None:
         self.init_received = True
         if self._init_timer is not None:
             self._init_timer.cancel()
+            self._init_timer = None
 
-    async def _init_timeout(self) -> None:
-        await asyncio.sleep(self.config.websocket.init_timeout)
+    def _init_timed_out(self) -> None:
+        self._init_timer = None
         if not self.init_received:
             self.request_close(CLOSE_INIT_TIMEOUT, "Connection initialisation timeout")
 
-    async def _expire_at(self, expires_at: float) -> None:
-        await asyncio.sleep(max(0.0, expires_at - time.time()))
+    def _identity_expired(self) -> None:
+        self._expiry = None
         self.request_close(CLOSE_FORBIDDEN, "Forbidden: identity expired")
 
     async def send(self, message: dict[str, Any]) -> bool:
         """Send one message; False when the socket is gone (the caller just stops)."""
+        return await self.send_text(_dumps(message))
+
+    async def send_payload(self, op_id: str, kind: str, result: dict[str, Any]) -> bool:
+        """Send ``{"id", "type": kind, "payload": result}``, built around the result's JSON.
+
+        Subscribers sharing a stream get the same result object: its JSON is
+        made once for all of them (:class:`EncodeOnce`).
+        """
+        return await self.send_text(f'{{"id":{_dumps(op_id)},"type":"{kind}","payload":{self._encode(result)}}}')
+
+    async def send_text(self, text: str) -> bool:
+        """Send one encoded message; False when the socket is gone."""
         if self.ws.closed:
             return False
         try:
-            await self.ws.send_str(_dumps(message))
+            await self.ws.send_str(text)
         except (ConnectionError, RuntimeError):
             return False
         return True
@@ -416,7 +459,8 @@ class _Connection(abc.ABC):
         if isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool) and math.isfinite(expires_at):
             if expires_at <= time.time():
                 return CLOSE_FORBIDDEN, "Forbidden: identity expired", [GraphQLError("identity expired", "FORBIDDEN").formatted()]
-            self._start_timer(self._expire_at(float(expires_at)), "identity-expiry")
+            if not self._cleaning_up:
+                self._expiry = asyncio.get_running_loop().call_later(expires_at - time.time(), self._identity_expired)
         self.context = context
         self.acknowledged = True
         return None
@@ -572,6 +616,8 @@ def _internal_error(request_id: str, e: Exception | None = None) -> dict[str, An
 class TransportWSConnection(_Connection):
     """The ``graphql-transport-ws`` protocol (graphql-ws library)."""
 
+    __slots__ = ()
+
     async def on_message(self, msg: Any) -> None:
         try:
             message = _parse(msg)
@@ -615,7 +661,7 @@ class TransportWSConnection(_Connection):
             raise InvalidMessage(f"Invalid message received: unknown type {kind!r}")
 
     async def send_result(self, op_id: str, result: dict[str, Any]) -> bool:
-        return await self.send({"id": op_id, "type": "next", "payload": result})
+        return await self.send_payload(op_id, "next", result)
 
     async def send_errors(self, op_id: str, errors: list[dict[str, Any]]) -> bool:
         return await self.send({"id": op_id, "type": "error", "payload": errors})
@@ -629,6 +675,8 @@ class LegacyConnection(_Connection):
     acknowledged is refused per operation. ``stop`` is answered with
     ``complete``.
     """
+
+    __slots__ = ()
 
     async def on_message(self, msg: Any) -> None:
         try:
@@ -672,7 +720,8 @@ class LegacyConnection(_Connection):
             return
         await self.send({"type": "connection_ack"})
         await self.send({"type": "ka"})
-        self._start_timer(self._keepalive(), "legacy-ka")
+        if self._keepalive_task is None and not self._cleaning_up:
+            self._keepalive_task = asyncio.create_task(self._keepalive(), name="plugboard.ws.legacy-ka")
 
     async def _keepalive(self) -> None:
         while True:
@@ -691,7 +740,7 @@ class LegacyConnection(_Connection):
         await self.begin_operation(op_id, params)
 
     async def send_result(self, op_id: str, result: dict[str, Any]) -> bool:
-        return await self.send({"id": op_id, "type": "data", "payload": result})
+        return await self.send_payload(op_id, "data", result)
 
     async def send_errors(self, op_id: str, errors: list[dict[str, Any]]) -> bool:
         # The protocol's error payload is one error object; the others ride

@@ -10,6 +10,7 @@ from core_testkit import make_plugin
 from plugboard import keys
 from plugboard.graphql.context import Context
 from plugboard.graphql.operation import Operation
+from plugboard.graphql.shared_streams import EncodeOnce
 
 
 class Feed:
@@ -150,3 +151,20 @@ async def test_opting_out(started):
     assert feed2.started == 2 and app2[keys.RUNNER].shared is None
     for s in (a, b, c, d):
         await s.aclose()
+
+
+def test_encode_once_encodes_each_result_object_once():
+    calls = []
+
+    def dumps(value):
+        calls.append(value)
+        return repr(value)
+
+    encode = EncodeOnce(dumps)
+    shared = {"data": {"tick": 1}}
+    # The members of a group get one object after another: encoded once.
+    assert [encode(shared) for _ in range(3)] == ["{'data': {'tick': 1}}"] * 3
+    # An equal but distinct object (a result of another group) is encoded again.
+    assert encode({"data": {"tick": 1}}) == "{'data': {'tick': 1}}"
+    assert encode(None) == "None"
+    assert len(calls) == 3

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 import types
 from typing import Any, Callable
@@ -19,7 +20,8 @@ from aiohttp.test_utils import TestServer
 
 from plugboard import hookimpl, keys
 from plugboard.graphql.errors import GraphQLError
-from plugboard.plugins.realtime.sse import SSE_STATE, TOKEN_HEADER, SSETransport
+from plugboard.plugins.realtime import sse
+from plugboard.plugins.realtime.sse import SEND_TIMEOUT, SSE_STATE, TOKEN_HEADER, SSETransport
 
 SSE = "text/event-stream"
 JSON = "application/json"
@@ -623,6 +625,42 @@ async def test_keepalive_comments_arrive(sse_client):
     resp.close()
 
 
+async def test_one_task_per_app_pings_every_open_stream(sse_client):
+    client = await sse_client(sse={"keepalive": "200ms"})
+    readers = []
+    for i in range(3):
+        resp = await post_stream(client, {"query": "subscription($t: String) { forever(tag: $t) }", "variables": {"t": str(i)}})
+        readers.append(EventReader(resp))
+        await readers[-1].event()
+    token = await reserve(client)
+    readers.append(EventReader(await open_stream(client, token)))
+    # Idle streams, both modes: each gets a comment every keep-alive interval.
+    await asyncio.sleep(0.7)
+    for reader in readers:
+        with pytest.raises(TimeoutError):
+            await reader.event(timeout=0.05)
+        assert len(reader.comments) >= 2
+        assert set(reader.comments) == {": ping"}
+    watchers = [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "SSETransport._watch"]
+    assert len(watchers) == 1
+    assert stream_tasks() == ["_produce"] * 3  # the producers; nothing per stream for keep-alive
+    for reader in readers:
+        reader.resp.close()
+
+
+async def test_a_stream_limits_how_long_sent_data_may_stay_unacknowledged(client):
+    tcp_user_timeout = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if tcp_user_timeout is None:
+        pytest.skip("TCP_USER_TIMEOUT is Linux only")
+    resp = await post_stream(client, {"query": "subscription { forever }"})
+    await EventReader(resp).event()
+    (stream,) = client.app[SSE_STATE].live
+    sock = stream.request.transport.get_extra_info("socket")
+    # A peer that vanished is then found by the next ping (or event).
+    assert sock.getsockopt(socket.IPPROTO_TCP, tcp_user_timeout) == int(SEND_TIMEOUT * 1000)
+    resp.close()
+
+
 async def test_subscription_ends_when_the_identity_expires(client, probe):
     expires = time.time() + 0.4
     resp = await post_stream(client, {"query": "subscription { forever }"}, headers={"Authorization": f"Bearer alice@{expires}"})
@@ -687,6 +725,21 @@ async def test_slow_reader_overflow_close_ends_the_stream(sse_client, probe):
     resp.close()
 
 
+async def test_a_client_that_takes_nothing_is_aborted(sse_client, probe, monkeypatch):
+    monkeypatch.setattr(sse, "SEND_TIMEOUT", 0.5)
+    monkeypatch.setattr(sse, "SWEEP_INTERVAL", 0.1)
+    client = await sse_client(NOT_SHARED, queue_size=8, overflow="drop_oldest")
+    resp = await post_stream(client, {"query": "subscription { flood(size: 16384) }"})
+    assert resp.status == 200
+    state = client.app[SSE_STATE]
+    # The client never reads: the socket buffers fill, a write waits, and the
+    # watcher aborts the connection once that write has waited SEND_TIMEOUT.
+    await until(lambda: probe.finished == 1 and not state.live, timeout=10)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+    resp.close()
+
+
 async def test_vanished_client_frees_the_subscription(sse_client, probe):
     client = await sse_client()  # the default 15 s keep-alive: no ping is needed to notice
     state = client.app[SSE_STATE]
@@ -701,7 +754,7 @@ async def test_vanished_client_frees_the_subscription(sse_client, probe):
 
 
 def stream_tasks() -> list[str]:
-    """Names of live tasks that belong to SSE streams (producers, pings, watchers)."""
+    """Names of live tasks that belong to one SSE stream: its producers (and aiohttp-sse ping tasks, were one to come back)."""
     names = []
     for task in asyncio.all_tasks():
         name = getattr(task.get_coro(), "__qualname__", "")
@@ -719,7 +772,8 @@ async def test_shutdown_ends_open_streams(sse_client, probe):
     assert (await send_op(client, token, "subscription { forever }", "f")).status == 202
     await single.event()
     reserved_only = await reserve(client)
-    assert len(stream_tasks()) == 4  # two producers, two pings
+    # Two producers, and no ping task per stream (the app's one watcher pings).
+    assert stream_tasks() == ["_produce", "_produce"]
     started = time.monotonic()
     await client.server.close()
     assert time.monotonic() - started < 2
@@ -728,4 +782,4 @@ async def test_shutdown_ends_open_streams(sse_client, probe):
     state = client.app[SSE_STATE]
     assert not state.live and not state.reservations and not state.per_ip
     assert reserved_only not in state.reservations
-    assert state.sweeper.done()
+    assert state.watcher.done()
