@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import redis.asyncio
 import redis.exceptions
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from plugboard import keys
 from plugboard.errors import ProviderError
@@ -271,11 +273,20 @@ class RedisPubSub:
         except BaseException:
             await self._release(pubsub)
             raise
+        # The shared client's retry policy would reconnect and resubscribe
+        # this connection silently; _supervise must see the outage to log
+        # the gap. The pooled connection gets its policy back in _release.
+        pubsub.connection.plugboard_retry = pubsub.connection.retry
+        pubsub.connection.retry = Retry(NoBackoff(), 0)
         return _Link(pubsub)
 
     @staticmethod
     async def _release(pubsub: redis.asyncio.client.PubSub) -> None:
         """Close ``pubsub`` and return its connection to the pool, even if cancelled meanwhile."""
+        connection = pubsub.connection
+        if connection is not None and hasattr(connection, "plugboard_retry"):
+            connection.retry = connection.plugboard_retry
+            del connection.plugboard_retry
         # Errors are ignored (retrieved in _cancel_and_wait): a broken
         # connection has nothing more to free.
         await _cancel_and_wait(asyncio.ensure_future(pubsub.aclose()), cancel=False)
