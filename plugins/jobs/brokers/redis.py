@@ -202,6 +202,10 @@ class RedisBroker(RedisStreamBroker):
             for entry, fields in entries:
                 if not fields:  # claimed but deleted meanwhile
                     continue
+                if entry in self._inflight:
+                    # Ours and still running: claimed back because a Redis
+                    # outage outlasted idle_timeout between heartbeats.
+                    continue
                 job_id = fields.get(b"job", b"").decode()
                 self._inflight[entry] = job_id
                 yield AckableMessage(data=fields[b"data"], ack=self._acker(entry))
