@@ -131,14 +131,35 @@ async def test_a_job_finishing_while_redis_is_down_is_recorded_once_it_is_back(t
             server.process.terminate()  # Redis goes away ...
             server.process.wait()
             Path(files["release"]).touch()  # ... the job ends meanwhile ...
-            await asyncio.sleep(1.5)
+            # Longer than idle_timeout (2 s): back, the delivery looks abandoned to XAUTOCLAIM.
+            await asyncio.sleep(2.5)
             server.restart()  # ... and Redis comes back (same port, same data)
             done = await jobs.wait(held.id, timeout=15)
             assert done.status is JobStatus.COMPLETED and done.result == worker.pid, (done, worker.output())
             assert worker.stop() == 0, worker.output()
-        assert [j for j, _, _ in runs(files["log"])] == [held.id]
+        assert [j for j, _, _ in runs(files["log"])] == [held.id]  # its own worker did not run it again
     finally:
         server.stop()
+
+
+async def test_a_worker_does_not_take_back_its_own_running_job_after_an_outage(redis_url, make_jobs_app, start_app):
+    from plugboard.plugins.jobs.brokers.redis import GROUP
+
+    jobs = (await start_app(make_jobs_app(local(redis_url), plugins=TASK_PLUGINS)))[JOBS]
+    broker = jobs.broker
+    await jobs.enqueue("logged", {"log": os.devnull})
+    deliveries = broker.listen()
+    try:
+        await anext(deliveries)  # this consumer holds the entry now (running its job)
+        # As after a Redis outage longer than idle_timeout: no heartbeat reset the entry's idle time.
+        broker._heartbeat.cancel()  # (still in its first sleep)
+        [entry] = list(broker._inflight)
+        await broker.redis.xclaim(broker.queue_name, GROUP, broker.consumer_name, 0, [entry], idle=60_000, justid=True)
+        with pytest.raises(TimeoutError):  # XAUTOCLAIM finds it, and the worker leaves it to the running job
+            async with asyncio.timeout(1.5):
+                await anext(deliveries)
+    finally:
+        await deliveries.aclose()
 
 
 JOB = "query($id: ID!) { job(id: $id) { id status attempts maxAttempts error } }"
