@@ -128,7 +128,8 @@ class RedisTickLock:
         self.ttl = ttl
 
     async def acquire(self, schedule: Schedule, tick: dt.datetime) -> bool:
-        key = f"{self.prefix}:tick:{schedule.key}:{int(tick.timestamp())}"
+        # Milliseconds: sub-second ticks (``plugboard scheduler --tick-seconds 0.5``) get keys of their own.
+        key = f"{self.prefix}:tick:{schedule.key}:{int(tick.timestamp() * 1000)}"
         return bool(await self.client.set(key, b"1", nx=True, ex=self.ttl))
 
 
