@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 
 from plugboard import keys
 from plugboard.commands import Command, CommandContext
+from plugboard.plugins.jobs.cancelling import cancel_until_done
 from plugboard.plugins.jobs.config import JobsConfig
 from plugboard.plugins.jobs.keys import JOBS, ROLE
 
@@ -91,11 +91,7 @@ async def _work(ctx: CommandContext, app: Any, config: JobsConfig, concurrency: 
         await receiver.listen(finish)
         # Jobs that outlived the grace period: cancelled unsettled, so their
         # messages stay pending and another worker runs them.
-        leftover = set(jobs.runner.active)
-        for task in leftover:
-            task.cancel()
-        if leftover:
-            await asyncio.wait(leftover)
+        await cancel_until_done(set(jobs.runner.active))
     return 0
 
 
@@ -125,9 +121,7 @@ async def _schedule(ctx: CommandContext, app: Any, period: float) -> int:
         print(f"plugboard scheduler: {len(scheduler.schedules)} schedules (pid {os.getpid()})", flush=True)
         loop = asyncio.create_task(scheduler.run(clock_ticks(period)))
         await finish.wait()
-        loop.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop
+        await cancel_until_done([loop])
     return 0
 
 

@@ -10,7 +10,6 @@ in-server scheduler.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, AsyncIterator
 
@@ -20,6 +19,7 @@ from plugboard import keys
 from plugboard.errors import ConfigError, ConfigProblem
 from plugboard.plugins.jobs.api import Jobs
 from plugboard.plugins.jobs.brokers import BrokerOptions
+from plugboard.plugins.jobs.cancelling import cancel_until_done
 from plugboard.plugins.jobs.config import JobsConfig
 from plugboard.plugins.jobs.keys import JOBS, ROLE
 from plugboard.plugins.jobs.model import JobStatus
@@ -151,8 +151,6 @@ async def lifespan(app: web.Application, config: JobsConfig) -> AsyncIterator[No
         loop_task = asyncio.create_task(scheduler.run(clock_ticks()), name="plugboard.jobs.scheduler")
     yield
     if loop_task is not None:
-        loop_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loop_task
+        await cancel_until_done([loop_task])
     # The registry closes the broker (running in-process jobs get
     # jobs.shutdown_grace) and then the store, after every lifespan.

@@ -18,6 +18,7 @@ from taskiq import InMemoryBroker
 from taskiq.exceptions import UnknownTaskError as TaskiqUnknownTask
 from taskiq.message import BrokerMessage
 
+from plugboard.plugins.jobs.cancelling import cancel_until_done
 from plugboard.plugins.jobs.brokers import BrokerOptions, encode
 
 logger = logging.getLogger("plugboard.jobs.broker")
@@ -51,10 +52,7 @@ class MemoryBroker(InMemoryBroker):
         running = set(self._jobs)
         if running:
             _, pending = await asyncio.wait(running, timeout=self.options.shutdown_grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+            await cancel_until_done(pending)
         await self.shutdown()
 
     async def check(self) -> None:

@@ -39,8 +39,9 @@ from taskiq_redis import RedisStreamBroker
 
 from plugboard.errors import ProviderError
 from plugboard.providers.redis import reconnecting
-from plugboard.plugins.jobs.batching import Batcher
+from plugboard.providers.batching import Batcher
 from plugboard.plugins.jobs.brokers import BrokerOptions, encode
+from plugboard.plugins.jobs.cancelling import cancel_until_done
 
 logger = logging.getLogger("plugboard.jobs.broker")
 
@@ -112,8 +113,7 @@ class RedisBroker(RedisStreamBroker):
 
     async def close(self) -> None:
         if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+            await cancel_until_done([self._heartbeat])
             self._heartbeat = None
         await self.shutdown()
 

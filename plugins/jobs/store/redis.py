@@ -24,7 +24,7 @@ import redis.exceptions
 from plugboard import keys
 from plugboard.errors import ProviderError
 from plugboard.providers.redis import reconnecting
-from plugboard.plugins.jobs.batching import Batcher
+from plugboard.providers.batching import Batcher
 from plugboard.plugins.jobs.model import FINISHED, Job, JobStatus
 from plugboard.plugins.jobs.store import JobPage, StoreOptions, check_changes
 

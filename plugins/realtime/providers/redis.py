@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from plugboard import keys
 from plugboard.errors import ProviderError
+from plugboard.providers.batching import Batcher
 from plugboard.plugins.realtime.providers import PubSubOptions
 from plugboard.plugins.realtime.providers.subscription import QueueSubscription, check_topic, encode_payload
 
@@ -114,6 +115,7 @@ class RedisPubSub:
         self._app = app
         self._timeout = timeout
         self._client: redis.asyncio.Redis | None = None
+        self._batcher: Batcher | None = None
         self._topics: dict[str, dict[QueueSubscription, None]] = {}
         self._link: _Link | None = None
         self._task: asyncio.Task | None = None
@@ -137,6 +139,7 @@ class RedisPubSub:
         if client is None:
             raise ProviderError(_NO_CLIENT)
         self._client = client
+        self._batcher = Batcher(client)
         self._closed = False
         try:
             link = await self._connect()
@@ -181,16 +184,19 @@ class RedisPubSub:
         """
         check_topic(topic)
         data = encode_payload(payload)
-        client = self._require_open()
+        self._require_open()
+        assert self._batcher is not None
         try:
             async with asyncio.timeout(self._timeout):
                 try:
-                    await client.publish(self.options.prefix + topic, data)
+                    # Concurrent publishes (a worker's jobs, a chat burst)
+                    # share one pipeline per round trip.
+                    await self._batcher.call("PUBLISH", self.options.prefix + topic, data)
                 except redis.exceptions.ConnectionError:
                     # After a Redis restart the pool still holds connections
                     # to the old server; the first use of each fails. Once
                     # more, on a fresh connection, before calling Redis down.
-                    await client.publish(self.options.prefix + topic, data)
+                    await self._batcher.call("PUBLISH", self.options.prefix + topic, data)
         except _CONNECTION_ERRORS as e:
             raise ProviderError(f"pubsub: cannot publish to {topic!r}: redis unavailable ({_reason(e)})") from e
 

@@ -1,8 +1,9 @@
 """Coalescing Redis commands of concurrent callers into one pipeline per round trip.
 
 A worker running ten jobs at once issues ten record updates and ten
-acknowledgements at about the same moment; sent one by one, each costs a
-round trip and its share of redis-py's per-call overhead. :class:`Batcher`
+acknowledgements at about the same moment, and publishes an event for each;
+sent one by one, each costs a round trip and its share of redis-py's
+per-call overhead (for a worker, most of its CPU per job). :class:`Batcher`
 sends whatever callers queued while the previous pipeline was in flight as
 the next pipeline: an idle caller waits no longer than before (its command
 goes out at once), a busy worker pays one round trip per batch.
