@@ -17,7 +17,6 @@ from typing import Any, AsyncIterator, Mapping
 
 from aiohttp import web
 
-from plugboard import keys
 from plugboard.plugins.jobs import events
 from plugboard.plugins.jobs.arguments import check_arguments
 from plugboard.plugins.jobs.errors import JobArgumentsError, JobNotFound, JobsError, JobStateError, UnknownTaskError
@@ -40,6 +39,11 @@ class Jobs:
         self.broker = broker
         self.runner = runner
         self._ids = JobIds()
+        self._hub = events.WatchHub(app)
+
+    async def close(self) -> None:
+        """Stop the watchers' shared subscription (at shutdown)."""
+        await self._hub.close()
 
     def types(self) -> list[str]:
         """Registered task names."""
@@ -135,30 +139,12 @@ class Jobs:
         await events.publish(self.app, job)
         return job
 
-    @contextlib.asynccontextmanager
-    async def watch(self, id: str | None = None) -> AsyncIterator[AsyncIterator[Job]]:
-        """Live changes of one job (``id``) or of every job (None)."""
-        pubsub = self.app.get(keys.PUBSUB)
-        if pubsub is None:
-            raise JobsError("watching jobs needs a pubsub provider (enable the realtime plugin)")
-        subscription = pubsub.subscribe(events.ALL_TOPIC if id is None else events.job_topic(id))
-        wait_ready = getattr(subscription, "wait_ready", None)
-        if wait_ready is not None:
-            await wait_ready()
+    def watch(self, id: str | None = None) -> contextlib.AbstractAsyncContextManager[AsyncIterator[Job]]:
+        """Live changes of one job (``id``) or of every job (None).
 
-        async def changes() -> AsyncIterator[Job]:
-            async for payload in subscription:
-                try:
-                    yield Job.from_dict(payload)
-                except (KeyError, TypeError, ValueError):
-                    continue
-
-        stream = changes()
-        try:
-            yield stream
-        finally:
-            await stream.aclose()
-            await subscription.close()
+        :raises JobsError: on entry, when no pubsub provider runs.
+        """
+        return self._hub.watch(id)
 
     async def delete_finished_before(self, ts: float) -> int:
         """Remove COMPLETED, FAILED and CANCELLED jobs that finished before ``ts`` (Unix seconds)."""

@@ -152,5 +152,6 @@ async def lifespan(app: web.Application, config: JobsConfig) -> AsyncIterator[No
     yield
     if loop_task is not None:
         await cancel_until_done([loop_task])
+    await jobs.close()
     # The registry closes the broker (running in-process jobs get
     # jobs.shutdown_grace) and then the store, after every lifespan.
