@@ -74,6 +74,38 @@ async def test_watch_one_job(jobs_app):
     await jobs.wait(other.id)
 
 
+async def test_watchers_share_one_subscription_while_any_is_open(jobs_app):
+    jobs = jobs_app[JOBS]
+    hub = jobs._hub
+    # Long enough to still be running once the watchers are in.
+    first = await jobs.enqueue("sleep", {"seconds": 0.5})
+    second = await jobs.enqueue("sleep", {"seconds": 0.5})
+    async with jobs.watch(first.id) as one, jobs.watch(second.id) as two, jobs.watch() as every:
+        reader = hub._reader
+        assert reader is not None and not reader.done()
+
+        async def until_finished(changes, ids):
+            seen, finished = [], set()
+            async for change in changes:
+                seen.append(change.id)
+                if change.status.finished:
+                    finished.add(change.id)
+                if finished >= ids:
+                    return seen
+
+        ones, twos, alls = await asyncio.wait_for(
+            asyncio.gather(
+                until_finished(one, {first.id}), until_finished(two, {second.id}), until_finished(every, {first.id, second.id})
+            ),
+            10,
+        )
+        assert set(ones) == {first.id} and set(twos) == {second.id}
+        assert set(alls) == {first.id, second.id}
+        assert hub._reader is reader  # one subscription for all three
+    # The last watcher gone: the shared subscription is closed.
+    assert hub._reader is None and reader.done()
+
+
 async def test_retry_with_backoff_then_success(jobs_app):
     jobs = jobs_app[JOBS]
     async with jobs.watch() as changes:
