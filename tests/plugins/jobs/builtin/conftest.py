@@ -11,7 +11,6 @@ from typing import Any
 
 import attrs
 import pytest
-from aiohttp import web
 
 from plugboard import hookimpl
 from plugboard.app import create_app
@@ -44,22 +43,6 @@ def make_builtin_app(tmp_path):
         return app, builtin_tasks(builtin_config(jobs))
 
     return make
-
-
-@pytest.fixture
-async def started():
-    """``await started(app)``: run the app's start-up without HTTP; cleaned up after the test."""
-    runners = []
-
-    async def start(app):
-        runner = web.AppRunner(app, handle_signals=False)
-        await runner.setup()
-        runners.append(runner)
-        return app
-
-    yield start
-    for runner in reversed(runners):
-        await runner.cleanup()
 
 
 @attrs.define

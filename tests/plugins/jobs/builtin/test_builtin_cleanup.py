@@ -28,11 +28,11 @@ def _age(path, seconds: float) -> None:
     os.utime(path, (past, past))
 
 
-async def test_cleanup_removes_old_temporary_files_and_job_records(make_builtin_app, started, tmp_path):
+async def test_cleanup_removes_old_temporary_files_and_job_records(make_builtin_app, start_app, tmp_path):
     app, tasks = make_builtin_app(jobs={"cleanup": {"temp_max_age": "1h"}, "retention": 86400})
     jobs = RecordingJobs()
     app[JOBS] = jobs
-    await started(app)
+    await start_app(app)
     storage = LocalStorage(app=app)
     await storage.put("tmp/old.bin", b"x")
     await storage.put("tmp/nested/old.bin", b"x")
@@ -56,15 +56,15 @@ async def test_cleanup_removes_old_temporary_files_and_job_records(make_builtin_
     assert job.reported == [25, 50, 75]
 
 
-async def test_cleanup_without_anything_to_do(make_builtin_app, started):
+async def test_cleanup_without_anything_to_do(make_builtin_app, start_app):
     app, tasks = make_builtin_app()
-    await started(app)
+    await start_app(app)
     assert await tasks["cleanup"](FakeJob(app)) == {"storage_files": 0, "temp_files": 0, "job_records": 0, "presence": 0}
 
 
-async def test_cleanup_sweeps_stale_presence(make_builtin_app, started):
+async def test_cleanup_sweeps_stale_presence(make_builtin_app, start_app):
     app, tasks = make_builtin_app({"plugins": ["realtime"], "realtime": {"presence": {"ttl": "60s"}}})
-    await started(app)
+    await start_app(app)
     from plugboard.plugins.realtime.keys import PRESENCE
 
     tracker = app[PRESENCE]

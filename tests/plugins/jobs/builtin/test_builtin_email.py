@@ -17,9 +17,9 @@ def _smtp(server, **extra) -> dict:
     return {"email": {"mailer": "smtp", "smtp": {"host": server.host, "port": server.port, "starttls": False, "timeout": "5s", **extra}}}
 
 
-async def test_outbox_writes_rfc5322_files(make_builtin_app, started, tmp_path):
+async def test_outbox_writes_rfc5322_files(make_builtin_app, start_app, tmp_path):
     app, tasks = make_builtin_app(jobs={"email": {"from_address": "Books <books@example.com>"}})
-    await started(app)
+    await start_app(app)
     job = FakeJob(app)
     result = await tasks["send-email"](
         job,
@@ -50,9 +50,9 @@ async def test_outbox_writes_rfc5322_files(make_builtin_app, started, tmp_path):
     assert job.reported
 
 
-async def test_from_argument_and_outbox_dir(make_builtin_app, started, tmp_path):
+async def test_from_argument_and_outbox_dir(make_builtin_app, start_app, tmp_path):
     app, tasks = make_builtin_app(jobs={"email": {"outbox": {"dir": "mail"}}})
-    await started(app)
+    await start_app(app)
     await tasks["send-email"](FakeJob(app), to="a@example.com", subject="s", html="<b>x</b>", **{"from": "me@example.org"})
     [path] = (tmp_path / "mail").glob("*.eml")
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
@@ -74,17 +74,17 @@ async def test_from_argument_and_outbox_dir(make_builtin_app, started, tmp_path)
         ({"to": "a@example.com", "subject": "s", "text": "t", "from": "a@example.com, b@example.com"}, "expected one address"),
     ],
 )
-async def test_bad_arguments_are_permanent(make_builtin_app, started, tmp_path, args, message):
+async def test_bad_arguments_are_permanent(make_builtin_app, start_app, tmp_path, args, message):
     app, tasks = make_builtin_app()
-    await started(app)
+    await start_app(app)
     with pytest.raises(PermanentError, match=message):
         await tasks["send-email"](FakeJob(app), **args)
     assert not list((tmp_path / "var" / "outbox").glob("*.eml"))
 
 
-async def test_smtp_delivers(make_builtin_app, started, smtp_server):
+async def test_smtp_delivers(make_builtin_app, start_app, smtp_server):
     app, tasks = make_builtin_app(jobs=_smtp(smtp_server))
-    await started(app)
+    await start_app(app)
     result = await tasks["send-email"](
         FakeJob(app), to="ann@example.com", cc="carl@example.com", bcc="dora@example.com", subject="Hi", text="Hello Ann"
     )
@@ -98,26 +98,26 @@ async def test_smtp_delivers(make_builtin_app, started, smtp_server):
     assert got["message"].get_content().strip() == "Hello Ann"
 
 
-async def test_smtp_rejected_recipient_is_permanent(make_builtin_app, started, smtp_server):
+async def test_smtp_rejected_recipient_is_permanent(make_builtin_app, start_app, smtp_server):
     app, tasks = make_builtin_app(jobs=_smtp(smtp_server))
-    await started(app)
+    await start_app(app)
     with pytest.raises(PermanentError, match="550"):
         await tasks["send-email"](FakeJob(app), to="reject@example.com", subject="s", text="t")
     assert smtp_server.messages == []
 
 
-async def test_smtp_partly_rejected_is_delivered_with_the_refusals(make_builtin_app, started, smtp_server):
+async def test_smtp_partly_rejected_is_delivered_with_the_refusals(make_builtin_app, start_app, smtp_server):
     app, tasks = make_builtin_app(jobs=_smtp(smtp_server))
-    await started(app)
+    await start_app(app)
     result = await tasks["send-email"](FakeJob(app), to=["ok@example.com", "reject@example.com"], subject="s", text="t")
     assert result["accepted"] == ["ok@example.com"]
     assert result["refused"]["reject@example.com"].startswith("550")
     assert smtp_server.messages[0]["to"] == ["ok@example.com"]
 
 
-async def test_smtp_temporary_refusal_retries(make_builtin_app, started, smtp_server):
+async def test_smtp_temporary_refusal_retries(make_builtin_app, start_app, smtp_server):
     app, tasks = make_builtin_app(jobs=_smtp(smtp_server))
-    await started(app)
+    await start_app(app)
     with pytest.raises(MailerError) as info:
         await tasks["send-email"](FakeJob(app), to="busy@example.com", subject="s", text="t")
     assert not isinstance(info.value, PermanentError) and info.value.permanent is False
@@ -136,9 +136,9 @@ async def test_smtp_unreachable_retries():
     assert info.value.permanent is False
 
 
-async def test_smtp_required_starttls_unsupported_is_permanent(make_builtin_app, started, smtp_server):
+async def test_smtp_required_starttls_unsupported_is_permanent(make_builtin_app, start_app, smtp_server):
     app, tasks = make_builtin_app(jobs=_smtp(smtp_server, starttls=True))
-    await started(app)
+    await start_app(app)
     with pytest.raises(PermanentError):
         await tasks["send-email"](FakeJob(app), to="ann@example.com", subject="s", text="t")
 

@@ -40,10 +40,10 @@ def _png_rgba(width=300, height=300) -> bytes:
 
 
 @pytest.fixture
-async def image_app(make_builtin_app, started):
+async def image_app(make_builtin_app, start_app):
     async def make(jobs=None):
         app, tasks = make_builtin_app(jobs=jobs)
-        await started(app)
+        await start_app(app)
         storage = LocalStorage(app=app)
         await storage.start()
         return app, tasks, storage
