@@ -147,7 +147,7 @@ async def test_dashboard_in_chromium(tmp_path, tasks, aiohttp_server, browser):
     # -- filters -------------------------------------------------------------------------
     await page.select_option("#filter-status", "FAILED")
     await row.wait_for(state="detached")
-    assert await page.locator("#jobs tbody tr").count() == 1
+    await page.wait_for_function("document.querySelectorAll('#jobs tbody tr').length === 1")
     await page.click("#count-FAILED")  # toggles the filter off again
     await row.wait_for()
 
@@ -196,9 +196,12 @@ async def test_load_more_and_type_filter(tmp_path, tasks, aiohttp_server, browse
     await page.click("button[type=submit]")
     rows = page.locator("#jobs tbody tr")
     await page.locator("#total", has_text="24 jobs").wait_for()
+    # The counts and the first page arrive by separate requests.
+    await rows.nth(19).wait_for()
     assert await rows.count() == 20
     await page.click("#more")
     await page.locator("#more").wait_for(state="hidden")
+    await rows.nth(23).wait_for()
     assert await rows.count() == 24
     ids = await rows.evaluate_all("rows => rows.map(r => r.dataset.id)")
     assert ids == [broken.id, *reversed([j.id for j in quick])]
