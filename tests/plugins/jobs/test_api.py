@@ -263,3 +263,21 @@ def test_config_errors(make_jobs_app):
     app = make_jobs_app({"jobs": {"maxBackoff": "2m", "scheduler": "true", "redis": {"host": "h", "password": "p"}}})
     config = app[keys.PLUGIN_CONFIGS]["jobs"]
     assert config.max_backoff == 120 and config.scheduler is True and config.redis.resolved_url() == "redis://:p@h:6379/0"
+
+
+def test_the_seeds_queue_variables_reach_the_jobs_settings(tmp_path):
+    # The shipped settings.yaml maps QUEUE_CONCURRENCY and QUEUE_DASHBOARD onto jobs.*.
+    from pathlib import Path
+
+    from plugboard.app import create_app
+    from plugboard.settings import Settings
+
+    shipped = Path(__file__).resolve().parents[3] / "settings.yaml"
+    (tmp_path / "settings.yaml").write_text(shipped.read_text())
+    environ = {"QUEUE_CONCURRENCY": "4", "QUEUE_DASHBOARD": "true", "PLUGBOARD_SERVER__DATA_DIR": str(tmp_path / "var")}
+    settings = Settings.load(tmp_path, environ=environ)
+    config = create_app(settings).get(keys.PLUGIN_CONFIGS)["jobs"]
+    assert (config.concurrency, config.dashboard) == (4, True)
+    assert settings.source("jobs.concurrency") == "env QUEUE_CONCURRENCY"
+    with pytest.raises(ConfigError, match="jobs.concurrency = 'many'.*env QUEUE_CONCURRENCY"):
+        create_app(Settings.load(tmp_path, environ={**environ, "QUEUE_CONCURRENCY": "many"}))
