@@ -1,7 +1,9 @@
 """The task contract: what a ``plugboard_tasks`` function may expect and declare.
 
 A task is ``async def task(**args)`` whose arguments are JSON values (the
-job's arguments, checked against the signature when the job is enqueued).
+job's arguments, checked against the signature and its simple annotations
+when the job is enqueued; ``**extra: Unpack[SomeTypedDict]`` names extra
+keywords, such as ones that are Python keywords).
 A task that declares a parameter named ``job`` also receives a
 :class:`TaskContext` to report progress through. Whichever plugin runs
 tasks (the jobs plugin, with its taskiq brokers) honours this contract;

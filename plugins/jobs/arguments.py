@@ -5,7 +5,8 @@ A bad argument is the caller's mistake: it fails ``enqueue`` with
 can only fail. Arguments must be JSON values (they cross processes as
 JSON), bind to the task's signature (minus the ``job`` context parameter),
 and pass simple checks of ``str``/``int``/``float``/``bool``/``list``/``dict``
-and ``Literal[...]`` annotations (optionally ``| None``).
+and ``Literal[...]`` annotations (optionally ``| None``). A task taking
+``**extra: Unpack[SomeTypedDict]`` accepts exactly that TypedDict's keys.
 """
 
 from __future__ import annotations
@@ -92,12 +93,29 @@ def check_arguments(task: str, fn: Callable[..., Any], args: Mapping[str, Any] |
     except TypeError as e:
         raise JobArgumentsError(f"bad arguments for task {task!r}: {e}") from None
     hints = _hints(fn)
+    checks: list[tuple[str, Any, Any]] = []
     for name, value in bound.arguments.items():
         annotation = hints.get(name)
         kind = signature.parameters[name].kind
-        if annotation is None or kind in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL):
-            continue
+        if kind is inspect.Parameter.VAR_KEYWORD:
+            checks.extend(_extra_keywords(task, annotation, value))
+        elif annotation is not None and kind is not inspect.Parameter.VAR_POSITIONAL:
+            checks.append((name, annotation, value))
+    for name, annotation, value in checks:
         if _accepts(annotation, value) is False:
             got = repr(value) if typing.get_origin(annotation) is typing.Literal else type(value).__name__
             raise JobArgumentsError(f"bad arguments for task {task!r}: {name!r} must be {_type_name(annotation)}, not {got}")
     return stored
+
+
+def _extra_keywords(task: str, annotation: Any, extra: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``**extra: Unpack[SomeTypedDict]`` (PEP 692) names the extra keywords a
+    task takes (``from``, a Python keyword) and their types; others fail."""
+    if typing.get_origin(annotation) is not typing.Unpack:
+        return []
+    (typed,) = typing.get_args(annotation)
+    fields = typing.get_type_hints(typed)
+    unknown = sorted(set(extra) - set(fields))
+    if unknown:
+        raise JobArgumentsError(f"bad arguments for task {task!r}: unknown {', '.join(map(repr, unknown))}")
+    return [(name, fields[name], value) for name, value in extra.items()]

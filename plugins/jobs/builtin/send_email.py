@@ -11,12 +11,16 @@ Result: ``{message_id, accepted, refused}``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, TypedDict, Unpack
 
 from plugboard.plugins.jobs.builtin.config import BuiltinConfig
 from plugboard.plugins.jobs.builtin.mailers import MailerError, build_message, parse_addresses
 from plugboard.plugins.jobs.builtin.services import Services
 from plugboard.tasks import PermanentError, TaskContext, retry
+
+
+# ``from`` is a Python keyword, so it arrives through **extra (PEP 692).
+SendEmailExtra = TypedDict("SendEmailExtra", {"from": str}, total=False)
 
 
 def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]:
@@ -31,12 +35,9 @@ def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]
         cc: str | list | None = None,
         bcc: str | list | None = None,
         headers: dict | None = None,
-        **extra: Any,
+        **extra: Unpack[SendEmailExtra],
     ) -> dict[str, Any]:
         """Send one email; ``from`` may be given as an argument (a Python keyword, hence ``**extra``)."""
-        unknown = sorted(set(extra) - {"from"})
-        if unknown:
-            raise PermanentError(f"send-email: unknown arguments {', '.join(unknown)}")
         sender = extra.get("from") or settings.email.from_address
         try:
             message = build_message(

@@ -84,6 +84,11 @@ async def test_send_email_bad_arguments_fail_at_enqueue(running):
         await app[JOBS].enqueue("send-email", {"to": "a@example.com"})  # no subject
     with pytest.raises(JobArgumentsError):
         await app[JOBS].enqueue("send-email", {"to": 42, "subject": "s", "text": "t"})
+    # Extra keywords are only those the task declares (``from``), with their types.
+    with pytest.raises(JobArgumentsError, match="unknown 'sender'"):
+        await app[JOBS].enqueue("send-email", {"to": "a@example.com", "subject": "s", "text": "t", "sender": "x@example.com"})
+    with pytest.raises(JobArgumentsError, match="'from' must be str, not int"):
+        await app[JOBS].enqueue("send-email", {"to": "a@example.com", "subject": "s", "text": "t", "from": 42})
 
 
 async def test_process_image(running):
