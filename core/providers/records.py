@@ -155,6 +155,9 @@ class SQLRecordsStore:
         self._url = resolve_url(url, data_dir)
         # Creating the engine does no I/O: connecting waits for start().
         self.engine = self._create_engine(echo=echo, pool_size=pool_size)
+        # In-memory SQLite is one shared connection: two transactions
+        # interleaved on it wait for each other forever, so users take turns.
+        self._turns = asyncio.Lock() if isinstance(self.engine.pool, StaticPool) else None
 
     def _create_engine(self, *, echo: bool, pool_size: int) -> AsyncEngine:
         url = self._url
@@ -249,11 +252,18 @@ class SQLRecordsStore:
 
     def begin(self) -> AsyncContextManager[AsyncConnection]:
         """A connection in a transaction: committed on success, rolled back on error."""
-        return self.engine.begin()
+        return self._one_at_a_time(self.engine.begin) if self._turns is not None else self.engine.begin()
 
     def connect(self) -> AsyncContextManager[AsyncConnection]:
         """A connection for reads."""
-        return self.engine.connect()
+        return self._one_at_a_time(self.engine.connect) if self._turns is not None else self.engine.connect()
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, open_: Any) -> AsyncIterator[AsyncConnection]:
+        assert self._turns is not None
+        async with self._turns:
+            async with open_() as conn:
+                yield conn
 
     def __repr__(self) -> str:
         return f"<SQLRecordsStore {self._safe_url()}>"

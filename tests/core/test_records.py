@@ -206,3 +206,26 @@ async def test_concurrent_transactions(store: SQLRecordsStore) -> None:
 def test_missing_postgres_binaries_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="apt-get install postgresql"):
         PostgresServer(bindir=tmp_path).start()
+
+
+async def test_sqlite_memory_users_take_turns(tmp_path: Path) -> None:
+    # One shared connection: interleaved transactions would wait for each other forever.
+    s = SQLRecordsStore("sqlite+aiosqlite:///:memory:", data_dir=tmp_path)
+    notes = notes_table(s.metadata)
+    await s.start()
+    try:
+
+        async def write(i: int) -> None:
+            async with s.begin() as conn:
+                await conn.execute(notes.insert(), {"text": f"n{i}"})
+                await asyncio.sleep(0)  # let the others try to begin meanwhile
+                await conn.execute(notes.insert(), {"text": f"m{i}"})
+
+        async def read() -> int:
+            async with s.connect() as conn:
+                return len((await conn.execute(sa.select(notes.c.text))).scalars().all())
+
+        await asyncio.wait_for(asyncio.gather(*(write(i) for i in range(10)), *(read() for _ in range(5))), 10)
+        assert await read() == 20
+    finally:
+        await s.close()

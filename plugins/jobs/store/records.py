@@ -7,12 +7,9 @@ key and the status/type indexes end in ``id``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from typing import Any, AsyncIterator, Collection, Mapping
+from typing import Any, Collection, Mapping
 
 import sqlalchemy as sa
-from sqlalchemy.pool import StaticPool
 
 from plugboard import keys
 from plugboard.errors import ProviderError
@@ -71,7 +68,6 @@ class RecordsJobStore:
         self._app = app
         self._records: Any = None
         self._table: sa.Table | None = None
-        self._lock: asyncio.Lock | None = None
 
     async def start(self) -> None:
         records = self._app.get(keys.RECORDS) if self._app is not None else None
@@ -81,29 +77,6 @@ class RecordsJobStore:
         if table is None:
             raise ProviderError(f"jobs.store: records: the {TABLE} table is not defined")
         self._records, self._table = records, table
-        # In-memory SQLite is one shared connection (StaticPool): two
-        # transactions interleaved on it wait for each other forever.
-        self._lock = asyncio.Lock() if isinstance(records.engine.pool, StaticPool) else None
-
-    @contextlib.asynccontextmanager
-    async def _begin(self) -> AsyncIterator[Any]:
-        async with self._serial():
-            async with self._records.begin() as conn:
-                yield conn
-
-    @contextlib.asynccontextmanager
-    async def _connect(self) -> AsyncIterator[Any]:
-        async with self._serial():
-            async with self._records.connect() as conn:
-                yield conn
-
-    @contextlib.asynccontextmanager
-    async def _serial(self) -> AsyncIterator[None]:
-        if self._lock is None:
-            yield
-        else:
-            async with self._lock:
-                yield
 
     async def close(self) -> None:
         # The records store belongs to the app and is closed by it.
@@ -118,11 +91,11 @@ class RecordsJobStore:
         return self._table
 
     async def create(self, job: Job) -> None:
-        async with self._begin() as conn:
+        async with self._records.begin() as conn:
             await conn.execute(sa.insert(self.table).values(**_row(job)))
 
     async def get(self, id: str) -> Job | None:
-        async with self._connect() as conn:
+        async with self._records.connect() as conn:
             row = (await conn.execute(sa.select(self.table).where(self.table.c.id == id))).first()
         return None if row is None else _job(row)
 
@@ -142,7 +115,7 @@ class RecordsJobStore:
         condition = t.c.id == id
         if when is not None:
             condition = sa.and_(condition, t.c.status.in_([JobStatus(s).value for s in when]))
-        async with self._begin() as conn:
+        async with self._records.begin() as conn:
             applied = (await conn.execute(sa.update(t).where(condition).values(**values))).rowcount > 0
             row = (await conn.execute(sa.select(t).where(t.c.id == id))).first()
         return (None if row is None else _job(row)), applied
@@ -164,7 +137,7 @@ class RecordsJobStore:
             query = query.where(t.c.id < after)
         query = query.order_by(t.c.id.desc()).limit(first + 1)
         count = sa.select(sa.func.count()).select_from(t).where(*filters)
-        async with self._connect() as conn:
+        async with self._records.connect() as conn:
             rows = (await conn.execute(query)).all()
             total = (await conn.execute(count)).scalar_one()
         jobs = [_job(r) for r in rows[:first]]
@@ -172,7 +145,7 @@ class RecordsJobStore:
 
     async def counts(self) -> dict[JobStatus, int]:
         t = self.table
-        async with self._connect() as conn:
+        async with self._records.connect() as conn:
             rows = (await conn.execute(sa.select(t.c.status, sa.func.count()).group_by(t.c.status))).all()
         out = {s: 0 for s in JobStatus}
         for status, n in rows:
@@ -181,7 +154,7 @@ class RecordsJobStore:
 
     async def delete_finished_before(self, ts: float) -> int:
         t = self.table
-        async with self._begin() as conn:
+        async with self._records.begin() as conn:
             result = await conn.execute(
                 sa.delete(t).where(t.c.status.in_([s.value for s in FINISHED]), t.c.completed_at < ts)
             )
