@@ -33,6 +33,8 @@ on Redis pubsub: every status change is then published (live updates).
 
 from __future__ import annotations
 
+import abc
+
 import argparse
 import json
 import os
@@ -113,16 +115,18 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class Side:
+class Side(abc.ABC):
     """How one side is run and how its finished jobs are counted."""
 
     name: str
 
+    @abc.abstractmethod
     def worker(self, root: Path) -> list[str]:
-        raise NotImplementedError
+        """The worker's command line."""
 
+    @abc.abstractmethod
     def finished(self, client: redis.Redis) -> int:
-        raise NotImplementedError
+        """Jobs finished so far, by this side's own bookkeeping."""
 
     @staticmethod
     def consuming(client: redis.Redis) -> bool:
