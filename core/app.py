@@ -28,7 +28,8 @@ from plugboard.graphql.shared_streams import SharedStreams
 from plugboard import lifecycle
 from plugboard.middleware import collect_middleware, request_id_middleware
 from plugboard.pluginmanager import PluginManager, build_plugin_manager, installed_plugins
-from plugboard.providers.registry import ProviderRegistry
+from plugboard.providers.registry import ProviderRegistry, ProviderSpec
+from plugboard.providers.services import SERVICE_KINDS, Services, declare_services
 from plugboard.settings import Settings
 from plugboard.transports import routes as core_routes
 
@@ -42,7 +43,8 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
     """
     entries = settings.plugin_entries()
     pm = build_plugin_manager([e.name for e in entries if e.enabled], plugins, builtin=builtin_hooks)
-    core_config, configs = _validate_configs(settings, pm, disabled={e.name for e in entries if not e.enabled})
+    registry, provided = _register_providers(pm)
+    core_config, configs, services = _validate_configs(settings, pm, registry, disabled={e.name for e in entries if not e.enabled})
 
     app = web.Application(
         middlewares=[request_id_middleware],
@@ -53,13 +55,14 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
     app[keys.CORE_CONFIG] = core_config
     app[keys.PLUGIN_MANAGER] = pm
     app[keys.PLUGIN_CONFIGS] = configs
-    app[keys.PROVIDERS] = ProviderRegistry()
+    app[keys.PROVIDERS] = registry
+    app[keys.SERVICES] = services
     app[keys.METADATA] = sqlalchemy.MetaData()
     app[keys.SHUTTING_DOWN] = {"value": False}
     app[keys.CONTRIBUTIONS] = {name: {} for name in pm.loaded}
 
-    # Providers first: plugboard_configure may check a selection against them.
-    _register_providers(app, pm)
+    for plugin, spec in provided:
+        _record(app, plugin, "providers", f"{spec.kind}:{spec.name}")
     pm.call_all("plugboard_configure", app=app, configs=configs)
     _build_schema(app, settings, pm, configs, core_config)
     pm.call_all("plugboard_tables", metadata=app[keys.METADATA], configs=configs)
@@ -75,11 +78,15 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
     return app
 
 
-def _register_providers(app: web.Application, pm: PluginManager) -> None:
+def _register_providers(pm: PluginManager) -> tuple[ProviderRegistry, list[tuple[str, ProviderSpec]]]:
+    # Before settings are validated: the services sections name providers.
+    registry = ProviderRegistry()
+    provided = []
     for plugin, specs in pm.call_each("plugboard_providers"):
         for spec in specs or []:
-            app[keys.PROVIDERS].add(spec, plugin)
-            _record(app, plugin, "providers", f"{spec.kind}:{spec.name}")
+            registry.add(spec, plugin)
+            provided.append((plugin, spec))
+    return registry, provided
 
 
 def _collect_tasks(app: web.Application, pm: PluginManager, configs: dict[str, Any]) -> None:
@@ -148,7 +155,9 @@ def _record(app: web.Application, plugin: str, what: str, item: str) -> None:
     app[keys.CONTRIBUTIONS].setdefault(plugin, {}).setdefault(what, []).append(item)
 
 
-def _validate_configs(settings: Settings, pm: PluginManager, *, disabled: set[str]) -> tuple[CoreConfig, dict[str, Any]]:
+def _validate_configs(
+    settings: Settings, pm: PluginManager, registry: ProviderRegistry, *, disabled: set[str]
+) -> tuple[CoreConfig, dict[str, Any], Services]:
     problems: list[ConfigProblem] = []
 
     def check(section: str, cls: type) -> Any:
@@ -160,12 +169,14 @@ def _validate_configs(settings: Settings, pm: PluginManager, *, disabled: set[st
 
     core = {name: check(name, cls) for name, cls in CORE_SECTIONS.items()}
     configs: dict[str, Any] = {}
+    decls, service_problems = declare_services({k: settings.section(k) for k in SERVICE_KINDS}, registry, settings.source)
+    problems += service_problems
     for plugin, cls in pm.call_each("plugboard_config_class"):
-        if plugin in CORE_SECTIONS:
+        if plugin in CORE_SECTIONS or plugin in SERVICE_KINDS:
             problems.append(ConfigProblem(plugin, None, f"plugin {plugin!r} uses a name reserved for a core section", "plugins"))
             continue
         configs[plugin] = check(plugin, cls) if cls is not None else None
-    known = set(CORE_SECTIONS) | set(pm.loaded) | disabled | set(installed_plugins())
+    known = set(CORE_SECTIONS) | set(SERVICE_KINDS) | set(pm.loaded) | disabled | set(installed_plugins())
     for section in settings.sections():
         source = settings.source(section)
         if section not in known and source.startswith("env ") and not source.startswith("env PLUGBOARD_"):
@@ -178,7 +189,7 @@ def _validate_configs(settings: Settings, pm: PluginManager, *, disabled: set[st
                     section,
                     "...",
                     "unknown section: no core section or enabled plugin has this name "
-                    f"(core sections: {', '.join(CORE_SECTIONS)}; plugins: {', '.join(sorted(pm.loaded)) or 'none'})",
+                    f"(core sections: {', '.join((*CORE_SECTIONS, *SERVICE_KINDS))}; plugins: {', '.join(sorted(pm.loaded)) or 'none'})",
                     source,
                 )
             )
@@ -186,7 +197,7 @@ def _validate_configs(settings: Settings, pm: PluginManager, *, disabled: set[st
             problems.append(ConfigProblem(section, "...", f"plugin {section!r} takes no settings", settings.source(section)))
     if problems:
         raise ConfigError(problems)
-    return CoreConfig(**core), configs
+    return CoreConfig(**core), configs, Services(decls)
 
 
 def _collect(pm: PluginManager, hook: str, configs: dict[str, Any], kind: str, problems: list[str]) -> dict[str, Contribution]:

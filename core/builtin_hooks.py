@@ -32,6 +32,10 @@ def plugboard_resolvers() -> dict[str, Any]:
 
 @hookimpl
 def plugboard_providers() -> list[ProviderSpec]:
+    # Only the config classes are imported here; factories are lazy paths.
+    from plugboard.providers.outbox import OutboxConfig
+    from plugboard.providers.pubsub import PubSubOptions
+    from plugboard.providers.smtp import SmtpConfig
     from plugboard.providers.storage import LocalStorageConfig
 
     return [
@@ -41,7 +45,37 @@ def plugboard_providers() -> list[ProviderSpec]:
             factory="plugboard.providers.storage:LocalStorage",
             config=LocalStorageConfig,
             description="files under <server.data_dir>/files, downloaded through signed, expiring URLs",
-        )
+        ),
+        ProviderSpec(
+            kind="mailer",
+            name="outbox",
+            factory="plugboard.providers.outbox:OutboxMailer",
+            config=OutboxConfig,
+            description="writes each message as an RFC 5322 .eml file (default <data_dir>/outbox)",
+        ),
+        ProviderSpec(
+            kind="mailer",
+            name="smtp",
+            factory="plugboard.providers.smtp:SmtpMailer",
+            config=SmtpConfig,
+            requires="aiosmtplib",
+            description="delivers through an SMTP server (aiosmtplib)",
+        ),
+        ProviderSpec(
+            kind="pubsub",
+            name="memory",
+            factory="plugboard.providers.memory_pubsub:MemoryPubSub",
+            config=PubSubOptions,
+            description="in-process fan-out (one server process)",
+        ),
+        ProviderSpec(
+            kind="pubsub",
+            name="redis",
+            factory="plugboard.providers.redis_pubsub:RedisPubSub",
+            config=PubSubOptions,
+            requires="redis",
+            description="Redis pub/sub through the shared redis.url client (several instances)",
+        ),
     ]
 
 

@@ -200,6 +200,13 @@ def cmd_config(args: argparse.Namespace) -> int:
             value = _lookup(instances[section], key.split(".")[1:])
             shown = "'***'" if secret and value else repr(value)
             rows.append((key, shown, settings.source(key)))
+    for decl in app[keys.SERVICES].declared():
+        rows.append((f"{decl.key}.provider", repr(decl.provider), settings.source(f"{decl.key}.provider")))
+        if decl.config is not None:
+            for key, _default, secret in iter_fields(type(decl.config), decl.key):
+                value = _lookup(decl.config, key.split(".")[decl.key.count(".") + 1 :])
+                shown = "'***'" if secret and value else repr(value)
+                rows.append((key, shown, settings.source(key)))
     if args.key:
         wanted = args.key.lower()
         rows = [r for r in rows if r[0] == wanted or r[0].startswith(wanted + ".")]

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from plugboard.providers.records import RecordsStore
     from plugboard.providers.storage import FileSigner
     from plugboard.providers.registry import ProviderRegistry
+    from plugboard.providers.services import Services
     from plugboard.settings import Settings
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("plugboard.settings")
@@ -35,6 +36,8 @@ PLUGIN_MANAGER: web.AppKey[PluginManager] = web.AppKey("plugboard.plugin_manager
 PLUGIN_CONFIGS: web.AppKey[dict] = web.AppKey("plugboard.plugin_configs")
 ENGINE: web.AppKey[GraphQLEngine] = web.AppKey("plugboard.engine")
 PROVIDERS: web.AppKey[ProviderRegistry] = web.AppKey("plugboard.providers")
+#: The named services (storage, mailer, pubsub, cache, ratelimit) the settings select.
+SERVICES: web.AppKey[Services] = web.AppKey("plugboard.services")
 RECORDS: web.AppKey[RecordsStore] = web.AppKey("plugboard.records")
 #: The shared redis.asyncio client, or None when ``redis.url`` is not set.
 REDIS: web.AppKey["redis.asyncio.Redis | None"] = web.AppKey("plugboard.redis")

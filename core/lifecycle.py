@@ -58,10 +58,21 @@ async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def providers_ctx(app: web.Application) -> AsyncIterator[None]:
-    # Providers are created by plugins' lifespans (after this entry), so they
-    # are closed after those lifespans have finished with them.
+    """The named services start here; every provider (theirs and plugins') closes here."""
+    registry = app[keys.PROVIDERS]
+    services = app[keys.SERVICES]
+    try:
+        await services.start(registry, app)
+    except BaseException:
+        # Nothing is left running when one service cannot start.
+        await registry.close_all()
+        raise
+    app[keys.PUBSUB] = services.get("pubsub")
     yield
-    await app[keys.PROVIDERS].close_all()
+    # Plugins' lifespans (after this entry) create providers too, so every
+    # provider is closed after those lifespans have finished with them.
+    await registry.close_all()
+    services.stopped()
 
 
 def plugin_lifespan_ctx(plugin: str, gen_factory: Callable[[], Any]) -> Callable[[web.Application], AsyncIterator[None]]:

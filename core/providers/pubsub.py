@@ -1,19 +1,46 @@
 """The pubsub provider kind: the one channel every plugin publishes events through.
 
-An implementation is declared with ``ProviderSpec(kind="pubsub", name=...)``
-and selected in settings (the real-time plugin ships ``memory`` and
-``redis``). While one is running, it is on the app as
-``app[plugboard.keys.PUBSUB]``; code that publishes should tolerate its
-absence (the feature that would deliver the event is switched off)::
+The core selects the app's pubsub once, from the ``pubsub:`` settings section
+(``memory`` by default, ``redis`` for several instances), starts it before
+any plugin and keeps it on the app as ``app[plugboard.keys.PUBSUB]``, whether
+or not a plugin consumes events. Publish and consume with the two helpers
+here rather than by hand::
 
-    pubsub = app.get(keys.PUBSUB)
-    if pubsub is not None:
-        await pubsub.publish("books.updated.42", {"id": "42"})
+    await publish(app, "books.updated.42", {"id": "42"})      # never raises
+    async for event in events(app, "books.updated.42", decode=Book.from_dict):
+        ...
+
+Implementations are declared with ``ProviderSpec(kind="pubsub", name=...)``
+and built with :class:`PubSubOptions`.
 """
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Protocol, runtime_checkable
+import logging
+from typing import Any, AsyncIterator, Callable, Literal, Mapping, Protocol, TypeVar, runtime_checkable
+
+import attrs
+
+from plugboard import validators
+
+logger = logging.getLogger("plugboard.pubsub")
+
+T = TypeVar("T")
+
+#: What happens when a subscriber's queue is full.
+Overflow = Literal["drop_oldest", "close"]
+
+
+@attrs.define(frozen=True, kw_only=True)
+class PubSubOptions:
+    """Options of the ``memory`` and ``redis`` pubsub providers (``pubsub:`` in settings)."""
+
+    #: Events queued per subscriber before the overflow policy applies.
+    queue_size: int = attrs.field(default=256, validator=validators.positive)
+    #: ``drop_oldest``: drop and count; ``close``: end the subscription.
+    overflow: Overflow = "drop_oldest"
+    #: Prefix of Redis channel names, so several apps can share one Redis.
+    prefix: str = "plugboard:"
 
 
 @runtime_checkable
@@ -64,5 +91,60 @@ class PubSub(Protocol):
     async def publish(self, topic: str, payload: Any) -> None:
         """Deliver ``payload`` to every current subscriber of ``topic``."""
 
-    def subscribe(self, topic: str) -> Subscription:
-        """A new subscription to ``topic``; close it when done (or use ``async with``)."""
+    def subscribe(self, topic: str, *, queue_size: int | None = None, overflow: Overflow | None = None) -> Subscription:
+        """A new subscription to ``topic``; close it when done (or use ``async with``).
+
+        ``queue_size`` and ``overflow`` override the provider's options for this
+        one subscriber (a transport that writes straight from the queue).
+        """
+
+
+async def publish(app: Mapping[Any, Any], topic: str, payload: Any, *, what: str = "event") -> bool:
+    """Publish ``payload`` on the app's pubsub; log and return False when that fails.
+
+    For events whose loss must not fail the caller: the change they announce
+    is already stored (a chat message, a job's state), and a subscriber that
+    reconnects reads it from there. ``what`` names the event in the log line.
+    """
+    from plugboard import keys
+
+    pubsub = app.get(keys.PUBSUB)
+    if pubsub is None:
+        return False
+    try:
+        await pubsub.publish(topic, payload)
+    except Exception as e:  # the caller's change is stored; only live delivery is lost
+        logger.warning("pubsub: %s on %r not published: %s", what, topic, e)
+        return False
+    return True
+
+
+async def events(
+    app: Mapping[Any, Any], topic: str, decode: Callable[[Any], T | None] = lambda payload: payload
+) -> AsyncIterator[T]:
+    """The decoded events of ``topic``; payloads ``decode`` rejects are logged and skipped.
+
+    ``decode`` returns None, or raises ``KeyError``/``TypeError``/``ValueError``,
+    for a malformed payload (only a foreign publisher on a shared Redis can
+    send one). The subscription is closed when the consumer stops iterating.
+
+    :raises LookupError: no pubsub runs on ``app``.
+    """
+    from plugboard import keys
+
+    pubsub = app.get(keys.PUBSUB)
+    if pubsub is None:
+        raise LookupError("no pubsub provider is running")
+    subscription = pubsub.subscribe(topic)
+    try:
+        async for payload in subscription:
+            try:
+                event = decode(payload)
+            except (KeyError, TypeError, ValueError):
+                event = None
+            if event is None:
+                logger.warning("pubsub: ignored a malformed event on %r", topic)
+                continue
+            yield event
+    finally:
+        await subscription.close()

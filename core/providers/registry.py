@@ -17,17 +17,46 @@ from typing import Any, Callable, Iterable, Mapping
 import attrs
 
 from plugboard.config import structure
-from plugboard.errors import ConfigError, ProviderError
+from plugboard.errors import ConfigError, ConfigProblem, ProviderError
 
-KINDS = ("storage", "mailer", "cache", "pubsub", "broker", "records", "ratelimit", "presence")
+
+
+@attrs.define(frozen=True)
+class Kind:
+    """A provider kind the core knows: its Protocol, and whether deployers select it as a service."""
+
+    name: str
+    #: ``"module:Protocol"``: the implementer's manual is that Protocol's docstring.
+    protocol: str
+    #: Selected in a top-level settings section (``storage:``, ``mailer:`` ...) and
+    #: shared by every plugin, rather than chosen inside one plugin's section.
+    service: bool = False
+    #: The provider of the embedded ``default`` service; None: no default service.
+    default: str | None = None
+
+
+#: Every provider kind; a ``ProviderSpec`` of any other kind is refused (a typo).
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("storage", "plugboard.providers.storage:Storage", service=True, default="local"),
+        Kind("mailer", "plugboard.providers.mailer:Mailer", service=True, default="outbox"),
+        Kind("pubsub", "plugboard.providers.pubsub:PubSub", service=True, default="memory"),
+        Kind("cache", "plugboard.providers.cache:Cache", service=True),
+        Kind("ratelimit", "plugboard.providers.ratelimit:RateLimitStore", service=True),
+        Kind("broker", "plugboard.providers.broker:Broker"),
+        Kind("jobstore", "plugboard.providers.jobstore:JobStore"),
+    )
+}
 
 
 @attrs.define(frozen=True, kw_only=True)
 class ProviderSpec:
     """A named implementation of a provider kind.
 
-    :param kind: ``storage``, ``mailer``, ``cache``, ``pubsub``, ``broker``,
-        ``records`` ... (any string; these are the built-in kinds).
+    :param kind: one of :data:`KINDS`: ``storage``, ``mailer``, ``cache``,
+        ``pubsub``, ``ratelimit`` (services a deployer selects once) or
+        ``broker``, ``jobstore`` (selected in the jobs plugin's settings).
     :param name: the name settings use to select it (``s3``).
     :param factory: ``"package.module:Class"``; called as ``factory(config,
         app=app)`` (``app`` only if the callable accepts it).
@@ -56,10 +85,14 @@ class ProviderRegistry:
 
     def __init__(self) -> None:
         self._specs: dict[tuple[str, str], _Entry] = {}
-        #: (owner section, kind, name, instance), in creation order.
+        #: (label, kind, name, instance), in creation order.
         self.created: list[tuple[str, str, str, Any]] = []
 
     def add(self, spec: ProviderSpec, plugin: str) -> None:
+        if spec.kind not in KINDS:
+            raise ProviderError(
+                f"plugin {plugin!r} declares a provider of unknown kind {spec.kind!r}; kinds: {', '.join(KINDS)}"
+            )
         key = (spec.kind, spec.name)
         if key in self._specs:
             other = self._specs[key].plugin
@@ -77,6 +110,17 @@ class ProviderRegistry:
         except KeyError:
             available = ", ".join(repr(n) for n in self.names(kind)) or "none"
             raise ProviderError(f"unknown {kind} provider {name!r}; available: {available}") from None
+
+    def require(self, kind: str, name: str, *, key: str, source: str) -> ProviderSpec:
+        """The spec selected by the setting ``key``, or a ConfigError naming it and the choices.
+
+        For plugin settings that pick a provider by name (``jobs.broker: redis``);
+        services are checked by :mod:`plugboard.providers.services`.
+        """
+        if (kind, name) not in self._specs:
+            available = ", ".join(self.names(kind)) or "none"
+            raise ConfigError([ConfigProblem(key, name, f"unknown {kind} provider; available: {available}", source)])
+        return self._specs[(kind, name)].spec
 
     def specs(self) -> Iterable[tuple[ProviderSpec, str]]:
         for entry in self._specs.values():
@@ -105,8 +149,12 @@ class ProviderRegistry:
         except AttributeError:
             raise ProviderError(f"{spec.kind} provider {spec.name!r}: {module_name} has no {attr!r}") from None
 
-    async def create(self, kind: str, name: str, config: Any, *, app: Any = None, owner: str = "") -> Any:
-        """Instantiate and start a provider; it is closed by :meth:`close_all`."""
+    async def create(self, kind: str, name: str, config: Any, *, app: Any = None, owner: str = "", label: str | None = None) -> Any:
+        """Instantiate and start a provider; it is closed by :meth:`close_all`.
+
+        :param owner: who made it (a plugin or settings section), for ``/readyz``.
+        :param label: its name in ``/readyz``; default ``owner:kind:name``.
+        """
         spec = self.spec(kind, name)
         factory = self.load_factory(spec)
         kwargs = {"app": app} if _accepts(factory, "app") else {}
@@ -121,12 +169,12 @@ class ProviderRegistry:
             raise
         except Exception as e:
             raise ProviderError(f"{kind} provider {name!r} failed to start: {type(e).__name__}: {e}") from e
-        self.created.append((owner, kind, name, instance))
+        self.created.append((label or f"{owner or kind}:{kind}:{name}", kind, name, instance))
         return instance
 
     async def close_all(self) -> None:
         while self.created:
-            _owner, _kind, _name, instance = self.created.pop()
+            _label, _kind, _name, instance = self.created.pop()
             close = getattr(instance, "close", None)
             if close is not None:
                 result = close()
@@ -138,11 +186,10 @@ class ProviderRegistry:
     async def check_all(self) -> dict[str, str | None]:
         """Ask every created provider that has ``check()``; name -> error or None."""
         out: dict[str, str | None] = {}
-        for owner, kind, name, instance in self.created:
+        for label, _kind, _name, instance in self.created:
             check = getattr(instance, "check", None)
             if check is None:
                 continue
-            label = f"{owner or kind}:{kind}:{name}"
             try:
                 await check()
                 out[label] = None

@@ -25,10 +25,9 @@ def plugboard_config_class() -> type:
 @hookimpl
 def plugboard_providers() -> list:
     from plugboard.plugins.jobs.brokers import PROVIDER_SPECS as BROKERS
-    from plugboard.plugins.jobs.builtin.mailers import PROVIDER_SPECS as MAILERS
     from plugboard.plugins.jobs.store import PROVIDER_SPECS as STORES
 
-    return [*BROKERS, *STORES, *MAILERS]
+    return [*BROKERS, *STORES]
 
 
 @hookimpl

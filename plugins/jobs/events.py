@@ -18,6 +18,7 @@ import contextlib
 import logging
 from typing import Any, AsyncIterator, Mapping
 
+from plugboard.providers import pubsub
 from plugboard import keys
 from plugboard.plugins.jobs.cancelling import cancel_until_done
 from plugboard.plugins.jobs.errors import JobsError
@@ -32,13 +33,7 @@ WATCHER_BUFFER = 256
 
 
 async def publish(app: Mapping[Any, Any], job: Job) -> None:
-    pubsub = app.get(keys.PUBSUB)
-    if pubsub is None:
-        return
-    try:
-        await pubsub.publish(TOPIC, job.to_dict())
-    except Exception as e:
-        logger.warning("jobs: change of job %s not published: %s", job.id, e)
+    await pubsub.publish(app, TOPIC, job.to_dict(), what=f"change of job {job.id}")
 
 
 class Watcher:
@@ -93,11 +88,11 @@ class WatchHub:
         """Start the shared subscription if needed; return once it receives."""
         async with self._lock:
             if self._reader is None or self._reader.done():
-                pubsub = self.app.get(keys.PUBSUB)
-                if pubsub is None:
-                    raise JobsError("watching jobs needs a pubsub provider (enable the realtime plugin)")
+                running = self.app.get(keys.PUBSUB)
+                if running is None:
+                    raise JobsError("watching jobs needs the pubsub, which is not running (the app has not started)")
                 self._ready = asyncio.get_running_loop().create_future()
-                self._reader = asyncio.create_task(self._read(pubsub.subscribe(TOPIC)), name="plugboard.jobs.watch")
+                self._reader = asyncio.create_task(self._read(running.subscribe(TOPIC)), name="plugboard.jobs.watch")
             ready = self._ready
         assert ready is not None
         await asyncio.shield(ready)

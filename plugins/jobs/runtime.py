@@ -36,41 +36,60 @@ def redis_url(config: JobsConfig, app: web.Application) -> str | None:
 
 
 def check_config(app: web.Application, config: JobsConfig) -> None:
-    """What the attrs class cannot see: provider names, Redis being configured, cron syntax."""
+    """What the attrs class cannot see: provider and service names, Redis being configured, cron syntax."""
     settings = app[keys.SETTINGS]
     registry = app[keys.PROVIDERS]
-    problems = []
+    services = app[keys.SERVICES]
+    problems: list[ConfigProblem] = []
 
     def problem(key: str, value: Any, reason: str) -> None:
         problems.append(ConfigProblem(key, value, reason, settings.source(key)))
 
-    brokers = registry.names("broker")
-    if config.broker not in brokers:
-        problem("jobs.broker", config.broker, f"unknown broker; available: {', '.join(brokers)}")
-    stores = registry.names("jobstore")
-    if config.store_name() not in stores:
-        problem("jobs.store", config.store, f"unknown job store; available: auto, {', '.join(stores)}")
+    def collect(check: Any, *args: Any, key: str, **kwargs: Any) -> None:
+        try:
+            check(*args, key=key, source=settings.source(key), **kwargs)
+        except ConfigError as e:
+            problems.extend(e.problems)
+
+    collect(registry.require, "broker", config.broker, key="jobs.broker")
+    if config.store != "auto":
+        collect(registry.require, "jobstore", config.store_name(), key="jobs.store")
     if redis_url(config, app) is None:
         if config.broker == "redis":
             problem("jobs.broker", config.broker, "the redis broker needs Redis: set redis.url (or REDIS_URL) or jobs.redis")
         elif config.store_name() == "redis":
             problem("jobs.store", config.store, "the redis job store needs Redis: set redis.url (or REDIS_URL) or jobs.redis")
-    # The built-in types create their storage and mailer at first use; a
-    # misspelled name must still stop start-up, not the first job.
+    for key, moved, write in (
+        ("jobs.email.smtp", config.email.smtp, "mailer: {provider: smtp, host: ..., port: ...}"),
+        ("jobs.email.outbox", config.email.outbox, "mailer: {provider: outbox, dir: ...}"),
+        ("jobs.email.options", config.email.options, "mailer: {provider: NAME, ...options}"),
+        ("jobs.files.options", config.files.options, "storage: {provider: NAME, ...options}"),
+    ):
+        if moved is not None:
+            problem(key, "...", f"moved to the core's named services: write `{write}` at the top level and remove {key}")
     if config.jobs.data_export or config.jobs.reports or config.jobs.file_processing:
-        storages = registry.names("storage")
-        if config.files.storage not in storages:
-            problem("jobs.files.storage", config.files.storage, f"unknown storage; available: {', '.join(storages)}")
+        _require_service(services, registry, "storage", config.files.storage, "jobs.files.storage", collect, problem)
     if config.jobs.email:
-        mailers = registry.names("mailer")
-        if config.email.mailer not in mailers:
-            problem("jobs.email.mailer", config.email.mailer, f"unknown mailer; available: {', '.join(mailers)}")
+        _require_service(services, registry, "mailer", config.email.mailer, "jobs.email.mailer", collect, problem)
     for i, schedule in enumerate(config.schedules):
         reason = cron_problem(schedule.cron)
         if reason:
             problem(f"jobs.schedules[{i}].cron", schedule.cron, reason)
     if problems:
         raise ConfigError(problems)
+
+
+def _require_service(services: Any, registry: Any, kind: str, name: str, key: str, collect: Any, problem: Any) -> None:
+    if name not in services.names(kind) and name in registry.names(kind):
+        # The old meaning of this key: a provider name (``mailer: smtp``).
+        problem(
+            key,
+            name,
+            f"now names a {kind} service, not a provider: write `{kind}: {{provider: {name}, ...}}` "
+            f"at the top level and remove {key} (it defaults to 'default')",
+        )
+        return
+    collect(services.require, kind, name, key=key)
 
 
 def make_scheduler(app: web.Application, config: JobsConfig, jobs: Jobs) -> Scheduler:

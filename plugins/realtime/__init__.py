@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-# The core's keys under another name: importing the submodule
-# plugboard.plugins.realtime.keys binds `keys` in this package's namespace.
 from plugboard import hookimpl
-from plugboard import keys as core_keys
 from plugboard.plugins.realtime import chat, hookspecs, notifications, presence
 from plugboard.plugins.realtime.config import RealtimeConfig
-from plugboard.plugins.realtime.providers import PROVIDER_SPECS, PubSubOptions
 
 
 @hookimpl
@@ -29,8 +25,10 @@ def plugboard_config_class() -> type:
 
 
 @hookimpl
-def plugboard_providers() -> list:
-    return list(PROVIDER_SPECS)
+def plugboard_configure(app: Any, config: RealtimeConfig) -> None:
+    from plugboard.plugins.realtime.config import check_moved_pubsub
+
+    check_moved_pubsub(app, config)
 
 
 def _features(config: RealtimeConfig) -> list[Any]:
@@ -97,9 +95,7 @@ def plugboard_routes(app: Any, config: RealtimeConfig) -> list[Any]:
 
 @hookimpl
 async def plugboard_lifespan(app: Any, config: RealtimeConfig):
-    options = PubSubOptions(queue_size=config.queue_size, overflow=config.overflow)
-    pubsub = await app[core_keys.PROVIDERS].create("pubsub", config.pubsub, options, app=app, owner="realtime")
-    app[core_keys.PUBSUB] = pubsub
+    # The pubsub is the core's (the ``pubsub:`` section), started before this.
     stops = []
     for feature in _features(config):
         start = getattr(feature, "start", None)
@@ -109,4 +105,3 @@ async def plugboard_lifespan(app: Any, config: RealtimeConfig):
     for stop in reversed(stops):
         if stop is not None:
             await stop()
-    # The registry closes the pubsub provider after every lifespan has ended.

@@ -104,7 +104,7 @@ from plugboard.plugins.realtime.history import (
     RedisHistory,
     parse_event_id,
 )
-from plugboard.plugins.realtime.providers import PubSubOptions
+from plugboard.providers.pubsub import PubSubOptions
 
 __all__ = [
     "CHANNELS",
@@ -366,7 +366,7 @@ class _Connection(abc.ABC):
         pubsub = self.app.get(keys.PUBSUB)
         if pubsub is None:
             raise ChannelError("no pubsub provider is running", 503, "SERVICE_UNAVAILABLE")
-        sub = pubsub.subscribe(PUBSUB_NAMESPACE + topic)
+        sub = pubsub.subscribe(PUBSUB_NAMESPACE + topic, queue_size=self.config.queue_size, overflow=self.config.overflow)
         self.subscriptions[topic] = sub
         return sub
 

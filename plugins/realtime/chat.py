@@ -18,6 +18,7 @@ from typing import Any, AsyncIterator
 
 import sqlalchemy as sa
 
+from plugboard.providers import pubsub
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.presence import current_user, topic_events
@@ -257,14 +258,9 @@ async def resolve_send_message(parent: Any, args: dict, context: Any, info: Any)
     message = {"id": str(message_id), "chatId": str(chat_id), "senderId": user, "body": body, "createdAt": now}
     # Stored first (committed above), then published: a subscriber that
     # reads history after an event always finds the message there.
-    pubsub = context.app.get(keys.PUBSUB)
-    if pubsub is not None:
-        try:
-            await pubsub.publish(f"chat.{chat_id}", {**message, "createdAt": now.isoformat()})
-        except Exception as e:
-            # The message is stored: failing the mutation would make the
-            # client send it again. Live delivery is lost; history has it.
-            logger.warning("chat: message %s stored but not published: %s", message_id, e)
+    # The message is stored: failing the mutation would make the client send
+    # it again. Only live delivery can be lost; history has it.
+    await pubsub.publish(context.app, f"chat.{chat_id}", {**message, "createdAt": now.isoformat()}, what=f"chat message {message_id}")
     return message
 
 

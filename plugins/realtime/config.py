@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import logging
+from typing import Any, Literal
 
 import attrs
+
+from plugboard import keys
+from plugboard.errors import ConfigError, ConfigProblem
 
 from plugboard.units import Duration, Size
 from plugboard import validators
@@ -60,9 +64,10 @@ class RealtimeConfig:
     websockets: bool = True
     server_sent_events: bool = True
     features: Features = Features()
-    #: ``memory`` (one process) or ``redis`` (several instances; uses redis.url).
-    pubsub: str = "memory"
-    #: Events queued per subscriber before the overflow policy applies.
+    #: Moved to the core's ``pubsub:`` section; accepted for one release when it
+    #: names the provider that section selects (see :func:`check_moved_pubsub`).
+    pubsub: str | None = None
+    #: Events queued per SSE stream or direct-channel client before the overflow policy applies.
     queue_size: int = attrs.field(default=256, validator=validators.positive)
     #: ``drop_oldest`` (count what was dropped) or ``close`` (close the
     #: subscriber: WebSocket 4429-style close / SSE stream end).
@@ -71,3 +76,32 @@ class RealtimeConfig:
     sse: SSEOptions = SSEOptions()
     channels: ChannelOptions = ChannelOptions()
     presence: PresenceOptions = PresenceOptions()
+
+
+def check_moved_pubsub(app: Any, config: RealtimeConfig) -> None:
+    """``realtime.pubsub`` moved to the core's ``pubsub:`` section.
+
+    Still accepted, with a deprecation warning, when it names the provider the
+    core already selects; otherwise start-up stops saying what to write.
+    """
+    if config.pubsub is None:
+        return
+    selected = app[keys.SERVICES].provider("pubsub")
+    if config.pubsub == selected:
+        logging.getLogger("plugboard").warning(
+            "realtime.pubsub is deprecated and will be removed: the core's pubsub section selects it "
+            "(pubsub: {provider: %s} is in effect); remove realtime.pubsub",
+            selected,
+        )
+        return
+    source = app[keys.SETTINGS].source("realtime.pubsub")
+    raise ConfigError(
+        [
+            ConfigProblem(
+                "realtime.pubsub",
+                config.pubsub,
+                f"moved to the core: write `pubsub: {{provider: {config.pubsub}}}` at the top level and remove realtime.pubsub",
+                source,
+            )
+        ]
+    )

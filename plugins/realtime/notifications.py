@@ -24,6 +24,7 @@ from typing import Any, AsyncIterator
 import sqlalchemy as sa
 from aiohttp import web
 
+from plugboard.providers import pubsub
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.presence import current_user, topic_events
@@ -176,13 +177,8 @@ async def notify(
         "readAt": None,
         "read": False,
     }
-    pubsub = app.get(keys.PUBSUB)
-    if pubsub is not None:
-        try:
-            await pubsub.publish(f"notifications.{user_id}", {**notification, "createdAt": now.isoformat()})
-        except Exception as e:
-            # Stored: the user still finds it in `notifications`; only the push is lost.
-            logger.warning("notifications: %s stored but not published: %s", notification_id, e)
+    # Stored: the user still finds it in `notifications`; only the push can be lost.
+    await pubsub.publish(app, f"notifications.{user_id}", {**notification, "createdAt": now.isoformat()}, what=f"notification {notification_id}")
     return notification
 
 

@@ -25,6 +25,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
 
 from aiohttp import web
 
+from plugboard.providers import pubsub
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.keys import PRESENCE
@@ -94,32 +95,19 @@ def current_user(context: Any) -> str:
     return user
 
 
-def pubsub_of(app: web.Application) -> Any:
-    """The running pubsub provider, or a client error when none runs (subscriptions need it)."""
-    pubsub = app.get(keys.PUBSUB)
-    if pubsub is None:
-        raise GraphQLError("subscriptions are not available: no pubsub provider is running", "SERVICE_UNAVAILABLE")
-    return pubsub
-
-
 async def topic_events(
     app: web.Application, topic: str, decode: Callable[[Any], dict[str, Any] | None]
 ) -> AsyncIterator[dict[str, Any]]:
-    """Decoded events of one pubsub topic; malformed ones are logged and skipped.
+    """Decoded events of one pubsub topic (the core's :func:`plugboard.providers.pubsub.events`).
 
-    The source of the chat and notification subscriptions: the pubsub
-    subscription is closed when the consumer stops.
+    The source of the presence, chat and notification subscriptions; no pubsub
+    running becomes a client error.
     """
-    subscription = pubsub_of(app).subscribe(topic)
     try:
-        async for payload in subscription:
-            event = decode(payload)
-            if event is None:
-                logger.warning("realtime: ignored a malformed event on %r", topic)
-                continue
+        async for event in pubsub.events(app, topic, decode):
             yield event
-    finally:
-        await subscription.close()
+    except LookupError:
+        raise GraphQLError("subscriptions are not available: no pubsub provider is running", "SERVICE_UNAVAILABLE") from None
 
 
 # ---------------------------------------------------------------------------
@@ -284,9 +272,7 @@ class PresenceTracker:
                 self._sweep_failing = False
 
     async def _publish(self, user_id: str, online: bool, last_seen: float) -> None:
-        pubsub = self.app.get(keys.PUBSUB)
-        if pubsub is not None:
-            await pubsub.publish(TOPIC, {"id": user_id, "online": online, "lastSeen": last_seen})
+        await pubsub.publish(self.app, TOPIC, {"id": user_id, "online": online, "lastSeen": last_seen}, what="presence")
 
 
 async def touch(app: web.Application, user_id: Any) -> None:
@@ -361,16 +347,8 @@ def _event_user(payload: Any) -> dict[str, Any] | None:
 
 async def subscribe_user_online(parent: Any, args: dict, context: Any, info: Any) -> AsyncIterator[dict[str, Any]]:
     current_user(context)
-    subscription = pubsub_of(context.app).subscribe(TOPIC)
-    try:
-        async for payload in subscription:
-            user = _event_user(payload)
-            if user is None:
-                logger.warning("presence: ignored a malformed event on %r", TOPIC)
-                continue
-            yield {"userOnline": user}
-    finally:
-        await subscription.close()
+    async for user in topic_events(context.app, TOPIC, _event_user):
+        yield {"userOnline": user}
 
 
 RESOLVERS = {

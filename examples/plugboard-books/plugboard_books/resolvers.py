@@ -1,8 +1,9 @@
 """Resolvers for books and authors; the records store comes from the context.
 
 Also the ``bookUpdated(id)`` subscription: ``createBook`` and ``updateBook``
-publish the stored book on the pubsub topic :data:`TOPIC` when a pubsub
-provider runs (the real-time plugin), so subscribers on every instance see it.
+publish the stored book on the core's pubsub topic :data:`TOPIC`, so
+subscribers on every instance sharing the pubsub see it (over WebSocket or
+SSE when the real-time plugin serves them).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
+from plugboard.providers import pubsub
 
 logger = logging.getLogger("plugboard_books")
 
@@ -190,34 +192,19 @@ def _from_event(payload: Any) -> dict[str, Any] | None:
 
 
 async def _publish(context: Any, book: dict[str, Any]) -> None:
-    pubsub = context.app.get(keys.PUBSUB)
-    if pubsub is None:  # no real-time plugin: nobody can subscribe anyway
-        return
-    try:
-        await pubsub.publish(TOPIC, _json_safe(book))
-    except Exception as e:
-        # The change is committed; failing the mutation would invite a retry
-        # of something that already happened. Only the live update is lost.
-        logger.warning("book %s saved but not published: %s", book["id"], e)
+    # The change is committed; failing the mutation would invite a retry of
+    # something that already happened. Only the live update can be lost.
+    await pubsub.publish(context.app, TOPIC, _json_safe(book), what=f"book {book['id']}")
 
 
 async def subscribe_book_updated(parent: Any, args: dict, context: Any, info: Any) -> AsyncIterator[dict[str, Any]]:
     wanted = _parse_id(args["id"]) if args.get("id") is not None else None
-    pubsub = context.app.get(keys.PUBSUB)
-    if pubsub is None:
-        raise GraphQLError("subscriptions need a pubsub provider: enable the realtime plugin", "SERVICE_UNAVAILABLE")
-    subscription = pubsub.subscribe(TOPIC)
     try:
-        async for payload in subscription:
-            if wanted is not None and (not isinstance(payload, dict) or payload.get("id") != wanted):
-                continue
-            book = _from_event(payload)
-            if book is None:
-                logger.warning("ignored a malformed event on %r", TOPIC)
-                continue
-            yield {"bookUpdated": book}
-    finally:
-        await subscription.close()
+        async for book in pubsub.events(context.app, TOPIC, _from_event):
+            if wanted is None or book.get("id") == wanted:
+                yield {"bookUpdated": book}
+    except LookupError:
+        raise GraphQLError("subscriptions need the pubsub, which is not running", "SERVICE_UNAVAILABLE") from None
 
 
 RESOLVERS = {

@@ -1,22 +1,9 @@
-"""The broker provider kind: how jobs travel from ``enqueue`` to the code that runs them.
+"""The jobs plugin's brokers (the core's ``broker`` kind, :mod:`plugboard.providers.broker`).
 
-A broker is a taskiq ``AsyncBroker`` (the runner registers one taskiq task
-per plugin task on it) with a small job-level interface on top, so the
-runner and the API never depend on which broker runs:
-
-- ``in_process``: True when jobs run in the process that enqueues them
-  (``memory``); False when ``plugboard worker`` processes consume them.
-- ``await send(task, job_id)``: deliver the job's message now.
-- ``await send_later(task, job_id, at)``: deliver it at Unix time ``at``
-  (a retry's backoff). It must survive the process dying meanwhile when
-  ``in_process`` is False.
-- ``await settle(job_id)``: the job's delivery is done (final state, or
-  handed to ``send_later``): acknowledge it. Until then an acknowledging
-  broker redelivers the message if the consumer dies.
-- ``start()``/``close()``/``check()``: the provider lifecycle.
-
-The message of a job carries only its id (``kwargs = {"job_id": ...}``,
-taskiq ``task_id`` = the job id); the record holds the arguments.
+``memory`` (taskiq's InMemoryBroker: jobs run in the server) and ``redis``
+(a Redis stream with a consumer group and acknowledgement: ``plugboard
+worker`` processes consume it). The message of a job carries only its id;
+the record holds the arguments.
 """
 
 from __future__ import annotations

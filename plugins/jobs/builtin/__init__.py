@@ -4,8 +4,8 @@ Each is switched by ``jobs.jobs.*`` (``email``, ``file_processing``,
 ``data_export``, ``reports``, ``cleanup``) and follows the task contract of
 :mod:`plugboard.tasks`. Their settings are ``jobs.files``, ``jobs.email``,
 ``jobs.images``, ``jobs.export``, ``jobs.reports`` and ``jobs.cleanup``
-(:mod:`.config`); the providers they use (file storage, the mailer) are made
-per app on first use (:mod:`.services`).
+(:mod:`.config`); the file storage and the mailer they use are the core's
+named services (:mod:`.services`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import Any, Callable
 
 from plugboard.plugins.jobs.builtin import cleanup, export, images, report, send_email
 from plugboard.plugins.jobs.builtin.config import of
-from plugboard.plugins.jobs.builtin.mailers import PROVIDER_SPECS
 from plugboard.plugins.jobs.builtin.services import Services
 
 #: Task name -> (``jobs.jobs`` switch, module with ``make_task``).
@@ -50,4 +49,4 @@ def builtin_tasks(config: Any) -> dict[str, Callable[..., Any]]:
     return tasks
 
 
-__all__ = ["PROVIDER_SPECS", "TYPES", "builtin_tasks"]
+__all__ = ["TYPES", "builtin_tasks"]

@@ -4,14 +4,11 @@
 
     jobs:
       files:                  # where exports, reports and processed images go
-        storage: local        # provider kind "storage" (the core's local files; s3/gcs/... from plugins)
-        options: {}           # that provider's own options (local: {base_url: https://api.example.com})
+        storage: default      # a storage service of the core's storage: section
         url_expiry: 1d        # how long the download URLs in job results work
       email:
-        mailer: outbox        # provider kind "mailer": outbox (.eml files in <data_dir>/outbox) | smtp
+        mailer: default       # a mailer service of the core's mailer: section
         from_address: "Plugboard <noreply@localhost>"
-        smtp: {host: localhost, port: 587, user: null, password: null, starttls: auto, tls: false, timeout: 30s}
-        outbox: {dir: null}   # null: <data_dir>/outbox
       images:
         max_pixels: 50000000  # larger images fail at once (decompression bombs)
         max_outputs: 10
@@ -24,18 +21,19 @@
       cleanup:
         temp_max_age: 1d      # storage keys under tmp/ and files in <data_dir>/tmp older than this go
 
-Email delivery reads ``jobs.email.*`` only: the ``SMTP_*`` environment aliases
-map to ``email.smtp.*``, which belongs to the (future) email plugin.
+The storage and the mailer are the core's named services: ``jobs.files.storage``
+and ``jobs.email.mailer`` name them, and their providers and options are set
+once, in the top-level ``storage:`` and ``mailer:`` sections.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
 from plugboard import validators
-from plugboard.units import Duration, Secret
+from plugboard.units import Duration
 
 
 def _address(instance: Any, attribute: attrs.Attribute, value: str) -> None:
@@ -47,53 +45,26 @@ def _address(instance: Any, attribute: attrs.Attribute, value: str) -> None:
 class FilesConfig:
     """Where the job types store the files they make."""
 
-    #: Provider kind ``storage``: ``local`` (the core's), or one a plugin declares.
-    storage: str = "local"
-    #: The storage provider's own options, validated by its config class at first use.
-    options: dict[str, Any] = attrs.field(factory=dict)
+    #: The storage service (the core's ``storage:`` section) the files go to.
+    storage: str = "default"
+    #: Moved: the service's options live in the ``storage:`` section (an error says so).
+    options: dict[str, Any] | None = None
     #: How long the download URLs in job results work.
     url_expiry: Duration = attrs.field(default=86400.0, validator=validators.positive)
-
-
-@attrs.define(frozen=True, kw_only=True)
-class SmtpConfig:
-    """The ``smtp`` mailer's server."""
-
-    host: str = "localhost"
-    port: int = attrs.field(default=587, validator=validators.port)
-    user: str | None = None
-    password: Secret | None = None
-    #: Upgrade with STARTTLS: ``auto`` (when the server offers it), true (required) or false.
-    starttls: Literal["auto"] | bool = "auto"
-    #: Implicit TLS from the first byte (port 465); excludes ``starttls: true``.
-    tls: bool = False
-    timeout: Duration = attrs.field(default=30.0, validator=validators.positive)
-
-    def __attrs_post_init__(self) -> None:
-        if self.tls and self.starttls is True:
-            raise ValueError("tls and starttls exclude each other: tls is for port 465, starttls for 587")
-
-
-@attrs.define(frozen=True, kw_only=True)
-class OutboxConfig:
-    """The ``outbox`` mailer: each message becomes an RFC 5322 ``.eml`` file."""
-
-    #: Null: ``<server.data_dir>/outbox``; relative paths are under the project root.
-    dir: str | None = None
 
 
 @attrs.define(frozen=True, kw_only=True)
 class EmailConfig:
     """``send-email`` delivery."""
 
-    #: Provider kind ``mailer``: ``outbox`` (files, the embedded default) or ``smtp``.
-    mailer: str = "outbox"
+    #: The mailer service (the core's ``mailer:`` section) that sends.
+    mailer: str = "default"
     #: The sender when a job gives no ``from``.
     from_address: str = attrs.field(default="Plugboard <noreply@localhost>", validator=_address)
-    smtp: SmtpConfig = SmtpConfig()
-    outbox: OutboxConfig = OutboxConfig()
-    #: Options of any other mailer a plugin declares.
-    options: dict[str, Any] = attrs.field(factory=dict)
+    #: Moved to the ``mailer:`` section (an error says what to write).
+    smtp: dict[str, Any] | None = None
+    outbox: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
 
 
 @attrs.define(frozen=True, kw_only=True)

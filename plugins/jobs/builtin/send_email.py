@@ -1,4 +1,4 @@
-"""``send-email``: one message through the mailer ``jobs.email.mailer`` selects.
+"""``send-email``: one message through the mailer service ``jobs.email.mailer`` names.
 
 Arguments: ``to`` (an address or a list), ``subject``, ``text`` and/or
 ``html``, and optionally ``from`` (else ``jobs.email.from_address``),
@@ -14,8 +14,8 @@ from __future__ import annotations
 from typing import Any, Callable, TypedDict, Unpack
 
 from plugboard.plugins.jobs.builtin.config import BuiltinConfig
-from plugboard.plugins.jobs.builtin.mailers import MailerError, build_message, parse_addresses
 from plugboard.plugins.jobs.builtin.services import Services
+from plugboard.providers.mailer import MailerError, build_message, parse_addresses
 from plugboard.tasks import PermanentError, TaskContext, retry
 
 

@@ -3,18 +3,19 @@
 Two implementations ship with the jobs plugin, chosen by ``jobs.store``:
 ``records`` (the ``jobs_jobs`` table in the records store: SQLite or
 PostgreSQL) and ``redis`` (a hash per job plus sorted-set indexes). Both
-pass one contract test (tests/plugins/jobs/test_store.py); a third-party
+pass one contract test (tests/plugins/jobs/test_store.py); the protocol is the core's (:mod:`plugboard.providers.jobstore`); a third-party
 store declares ``ProviderSpec(kind="jobstore", name=..., factory=...,
 config=StoreOptions)`` and should pass it too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping, Protocol, runtime_checkable
+from typing import Any, Mapping
 
 import attrs
 
-from plugboard.plugins.jobs.model import FINISHED, Job, JobStatus
+from plugboard.plugins.jobs.model import FINISHED, Job
+from plugboard.providers.jobstore import JobStore
 from plugboard.providers.registry import ProviderSpec
 
 #: Fields ``update`` may change (``id``, ``type``, ``created_at`` and ``owner`` never change).
@@ -43,63 +44,6 @@ class JobPage:
     has_next_page: bool
     #: Jobs matching the filters, over all pages.
     total_count: int
-
-
-@runtime_checkable
-class JobStore(Protocol):
-    """Job records: create, read, change under a status condition, list, count, purge.
-
-    Implementer's manual:
-
-    - Lifecycle: ``await start()`` (connect; the ``records`` store needs the
-      app's records store started, the ``redis`` one the shared Redis client
-      or its own URL), ``await close()``, ``await check()`` (one round trip,
-      raises when the backend does not answer; used by ``/readyz``).
-    - Ids are UUIDv7 strings (``plugboard.plugins.jobs.ids``): ordering by
-      id is ordering by creation, which listings rely on (newest first,
-      cursor = the last id of the page, exclusive).
-    - :meth:`update` is the only way a record changes, and it is atomic: the
-      status condition (``when``) is checked and the changes applied in one
-      step, so a cancel and a worker finishing the job cannot both win.
-      ``add_attempt`` increments ``attempts`` in the same step.
-    - Values are JSON values (``args``, ``result``) or plain numbers and
-      strings; ``None`` is stored and read back as ``None``.
-    """
-
-    async def start(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def check(self) -> None: ...
-
-    async def create(self, job: Job) -> None:
-        """Store a new job (its id is new)."""
-
-    async def get(self, id: str) -> Job | None:
-        """The job, or None for an unknown id."""
-
-    async def update(
-        self,
-        id: str,
-        changes: Mapping[str, Any],
-        *,
-        when: Collection[JobStatus] | None = None,
-        add_attempt: bool = False,
-    ) -> tuple[Job | None, bool]:
-        """Apply ``changes`` (field -> value) if the job's status is in ``when`` (any if None).
-
-        :returns: ``(job, applied)``: the job as it is afterwards (None for an
-            unknown id) and whether the changes were applied.
-        """
-
-    async def list(self, *, status: JobStatus | None = None, type: str | None = None, first: int = 20, after: str | None = None) -> JobPage:
-        """Jobs newest first, filtered by status and/or type, ``first`` after the cursor ``after``."""
-
-    async def counts(self) -> dict[JobStatus, int]:
-        """Jobs per status; every status present, zeros included."""
-
-    async def delete_finished_before(self, ts: float) -> int:
-        """Delete COMPLETED/FAILED/CANCELLED jobs whose ``completed_at`` is before ``ts``; how many."""
 
 
 def check_changes(changes: Mapping[str, Any]) -> None:

@@ -246,14 +246,19 @@ def test_config_errors(make_jobs_app):
     with pytest.raises(ConfigError) as e:
         make_jobs_app({"jobs": {"broker": "redis"}})
     assert "jobs.broker = 'redis'" in str(e.value) and "needs Redis" in str(e.value)
-    with pytest.raises(ConfigError, match="unknown broker; available: memory, redis"):
+    with pytest.raises(ConfigError, match="unknown broker provider; available: memory, redis"):
         make_jobs_app({"jobs": {"broker": "rabbit"}})
     with pytest.raises(ConfigError, match=r"jobs.schedules\[0\].cron = '61 \* \* \* \*'.*out of range"):
         make_jobs_app({"jobs": {"schedules": [{"task": "add", "cron": "61 * * * *"}]}})
-    with pytest.raises(ConfigError, match="jobs.files.storage = 's4'.*unknown storage; available: local"):
+    with pytest.raises(ConfigError, match=r"jobs.files.storage = 's4'.*no storage service of that name \(configured: default\)"):
         make_jobs_app({"jobs": {"files": {"storage": "s4"}}})
-    with pytest.raises(ConfigError, match="jobs.email.mailer = 'smpt'.*unknown mailer; available: "):
+    with pytest.raises(ConfigError, match=r"jobs.email.mailer = 'smpt'.*no mailer service of that name \(configured: default\)"):
         make_jobs_app({"jobs": {"email": {"mailer": "smpt"}}})
+    # The keys' old meaning (a provider name) and the moved provider options say what to write.
+    with pytest.raises(ConfigError, match=r"jobs.email.mailer = 'smtp'.*write `mailer: \{provider: smtp, ...\}`"):
+        make_jobs_app({"jobs": {"email": {"mailer": "smtp"}}})
+    with pytest.raises(ConfigError, match=r"jobs.email.smtp = '...'.*moved to the core's named services: write `mailer: \{provider: smtp"):
+        make_jobs_app({"jobs": {"email": {"smtp": {"host": "mail.example.com"}}}})
     # A type that is switched off does not need its provider.
     make_jobs_app({"jobs": {"email": {"mailer": "smpt"}, "jobs": {"email": False}}})
     with pytest.raises(ConfigError, match="jobs.concurrency"):

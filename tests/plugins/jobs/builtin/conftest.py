@@ -12,22 +12,12 @@ from typing import Any
 import attrs
 import pytest
 
-from plugboard import hookimpl
 from plugboard.app import create_app
-from plugboard.plugins.jobs.builtin.mailers import PROVIDER_SPECS
 from plugboard.plugins.jobs.builtin import builtin_tasks
 from plugboard.settings import Settings
 from plugboard.testing_servers import free_port
 
 from builtin_testkit import builtin_config
-
-
-class MailerProviders:
-    """Declares the mailer providers, as the jobs plugin does, for apps built without it."""
-
-    @hookimpl
-    def plugboard_providers(self) -> list:
-        return list(PROVIDER_SPECS)
 
 
 @pytest.fixture
@@ -38,8 +28,7 @@ def make_builtin_app(tmp_path):
         data = dict(data or {})
         data.setdefault("plugins", ["books"] if books else [])
         data.setdefault("server", {}).setdefault("data_dir", str(tmp_path / "var"))
-        extra = list(plugins) if "jobs" in data["plugins"] else [MailerProviders(), *plugins]
-        app = create_app(Settings.from_mapping(data, root=tmp_path), plugins=extra)
+        app = create_app(Settings.from_mapping(data, root=tmp_path), plugins=list(plugins))
         return app, builtin_tasks(builtin_config(jobs))
 
     return make

@@ -8,13 +8,14 @@ import email.policy
 import pytest
 from builtin_testkit import FakeJob
 
-from plugboard.plugins.jobs.builtin.mailers import MailerError, SmtpMailer
-from plugboard.plugins.jobs.builtin.config import SmtpConfig
+from plugboard.providers.mailer import MailerError, build_message
+from plugboard.providers.smtp import SmtpConfig, SmtpMailer
 from plugboard.tasks import PermanentError, retry_policy
 
 
 def _smtp(server, **extra) -> dict:
-    return {"email": {"mailer": "smtp", "smtp": {"host": server.host, "port": server.port, "starttls": False, "timeout": "5s", **extra}}}
+    """App settings: the default mailer service is ``server``."""
+    return {"mailer": {"provider": "smtp", "host": server.host, "port": server.port, "starttls": False, "timeout": "5s", **extra}}
 
 
 async def test_outbox_writes_rfc5322_files(make_builtin_app, start_app, tmp_path):
@@ -51,7 +52,7 @@ async def test_outbox_writes_rfc5322_files(make_builtin_app, start_app, tmp_path
 
 
 async def test_from_argument_and_outbox_dir(make_builtin_app, start_app, tmp_path):
-    app, tasks = make_builtin_app(jobs={"email": {"outbox": {"dir": "mail"}}})
+    app, tasks = make_builtin_app({"mailer": {"provider": "outbox", "dir": "mail"}})
     await start_app(app)
     await tasks["send-email"](FakeJob(app), to="a@example.com", subject="s", html="<b>x</b>", **{"from": "me@example.org"})
     [path] = (tmp_path / "mail").glob("*.eml")
@@ -82,7 +83,7 @@ async def test_bad_arguments_are_permanent(make_builtin_app, start_app, tmp_path
 
 
 async def test_smtp_delivers(make_builtin_app, start_app, smtp_server):
-    app, tasks = make_builtin_app(jobs=_smtp(smtp_server))
+    app, tasks = make_builtin_app(_smtp(smtp_server))
     await start_app(app)
     result = await tasks["send-email"](
         FakeJob(app), to="ann@example.com", cc="carl@example.com", bcc="dora@example.com", subject="Hi", text="Hello Ann"
@@ -98,7 +99,7 @@ async def test_smtp_delivers(make_builtin_app, start_app, smtp_server):
 
 
 async def test_smtp_rejected_recipient_is_permanent(make_builtin_app, start_app, smtp_server):
-    app, tasks = make_builtin_app(jobs=_smtp(smtp_server))
+    app, tasks = make_builtin_app(_smtp(smtp_server))
     await start_app(app)
     with pytest.raises(PermanentError, match="550"):
         await tasks["send-email"](FakeJob(app), to="reject@example.com", subject="s", text="t")
@@ -106,7 +107,7 @@ async def test_smtp_rejected_recipient_is_permanent(make_builtin_app, start_app,
 
 
 async def test_smtp_partly_rejected_is_delivered_with_the_refusals(make_builtin_app, start_app, smtp_server):
-    app, tasks = make_builtin_app(jobs=_smtp(smtp_server))
+    app, tasks = make_builtin_app(_smtp(smtp_server))
     await start_app(app)
     result = await tasks["send-email"](FakeJob(app), to=["ok@example.com", "reject@example.com"], subject="s", text="t")
     assert result["accepted"] == ["ok@example.com"]
@@ -115,7 +116,7 @@ async def test_smtp_partly_rejected_is_delivered_with_the_refusals(make_builtin_
 
 
 async def test_smtp_temporary_refusal_retries(make_builtin_app, start_app, smtp_server):
-    app, tasks = make_builtin_app(jobs=_smtp(smtp_server))
+    app, tasks = make_builtin_app(_smtp(smtp_server))
     await start_app(app)
     with pytest.raises(MailerError) as info:
         await tasks["send-email"](FakeJob(app), to="busy@example.com", subject="s", text="t")
@@ -127,8 +128,6 @@ async def test_smtp_unreachable_retries():
     from plugboard.testing_servers import free_port
 
     mailer = SmtpMailer(SmtpConfig(host="127.0.0.1", port=free_port(), starttls=False, timeout=2.0))
-    from plugboard.plugins.jobs.builtin.mailers import build_message
-
     message = build_message(sender="a@example.com", to=["b@example.com"], subject="s", text="t")
     with pytest.raises(MailerError) as info:
         await mailer.send(message)
@@ -136,7 +135,7 @@ async def test_smtp_unreachable_retries():
 
 
 async def test_smtp_required_starttls_unsupported_is_permanent(make_builtin_app, start_app, smtp_server):
-    app, tasks = make_builtin_app(jobs=_smtp(smtp_server, starttls=True))
+    app, tasks = make_builtin_app(_smtp(smtp_server, starttls=True))
     await start_app(app)
     with pytest.raises(PermanentError):
         await tasks["send-email"](FakeJob(app), to="ann@example.com", subject="s", text="t")
@@ -148,13 +147,16 @@ def test_send_email_declares_its_retry_strategy(make_builtin_app):
     assert policy.backoff == 5.0
 
 
-def test_smtp_settings_are_validated():
+def test_smtp_settings_are_validated(make_builtin_app):
     from builtin_testkit import builtin_config
 
     from plugboard.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
-        builtin_config({"email": {"smtp": {"port": 70000, "password": "hunter2", "tls": True, "starttls": True}, "from_address": "nobody"}})
+        make_builtin_app({"mailer": {"provider": "smtp", "port": 70000, "password": "hunter2", "tls": True, "starttls": True}})
     text = str(info.value)
-    assert "jobs.email.smtp.port" in text and "jobs.email.from_address" in text
-    assert "hunter2" not in text
+    assert "mailer.port = 70000" in text and "hunter2" not in text
+    with pytest.raises(ConfigError, match="tls and starttls exclude each other"):
+        make_builtin_app({"mailer": {"provider": "smtp", "tls": True, "starttls": True}})
+    with pytest.raises(ConfigError, match="jobs.email.from_address"):
+        builtin_config({"email": {"from_address": "nobody"}})

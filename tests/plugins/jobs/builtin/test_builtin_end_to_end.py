@@ -20,10 +20,11 @@ from plugboard.plugins.jobs.model import JobStatus
 from plugboard.providers.storage import LocalStorage
 
 
-def _settings(jobs: dict | None = None) -> dict:
+def _settings(jobs: dict | None = None, **sections: dict) -> dict:
     return {
         "plugins": ["realtime", "jobs", "books"],
         "jobs": {"schedules": [], "export": {"datasets": {"books": BOOKS_DATASET}}, **(jobs or {})},
+        **sections,
     }
 
 
@@ -31,8 +32,8 @@ def _settings(jobs: dict | None = None) -> dict:
 async def running(make_builtin_app, aiohttp_client):
     """``await running(jobs_settings)`` -> (app, client): the server runs; jobs run inside it."""
 
-    async def make(jobs: dict | None = None):
-        app, _tasks = make_builtin_app(_settings(jobs))
+    async def make(jobs: dict | None = None, **sections: dict):
+        app, _tasks = make_builtin_app(_settings(jobs, **sections))
         client = await aiohttp_client(app)
         return app, client
 
@@ -67,8 +68,8 @@ async def test_send_email_to_the_outbox(running, tmp_path):
 
 
 async def test_send_email_smtp_rejection_fails_without_retrying(running, smtp_server):
-    smtp = {"host": smtp_server.host, "port": smtp_server.port, "starttls": False, "timeout": "5s"}
-    app, _client = await running({"email": {"mailer": "smtp", "smtp": smtp}})
+    smtp = {"provider": "smtp", "host": smtp_server.host, "port": smtp_server.port, "starttls": False, "timeout": "5s"}
+    app, _client = await running(mailer=smtp)
     ok = await app[JOBS].enqueue("send-email", {"to": "ann@example.com", "subject": "s", "text": "t"})
     rejected = await app[JOBS].enqueue("send-email", {"to": "reject@example.com", "subject": "s", "text": "t"})
     assert (await _done(app, ok)).status == JobStatus.COMPLETED

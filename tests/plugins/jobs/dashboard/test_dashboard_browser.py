@@ -160,12 +160,15 @@ async def test_dashboard_in_chromium(tmp_path, tasks, aiohttp_server, browser):
 
 
 async def test_dashboard_polls_without_live_updates(tmp_path, tasks, aiohttp_server, browser):
-    # No realtime plugin, so no pubsub: the event stream answers 503 and the page polls instead.
+    # The event stream is unavailable (as behind a proxy that buffers SSE, or
+    # during a pubsub outage): it answers 503 and the page polls instead.
     app = make_app(tmp_path, plugins=[tasks], realtime=False)
     server = await aiohttp_server(app, host="127.0.0.1")
     jobs = app[JOBS]
     context = await browser.new_context()
     page = await context.new_page()
+    unavailable = {"error": {"code": "UNAVAILABLE", "message": "no live updates"}}
+    await page.route("**/jobs/api/events", lambda route: route.fulfill(status=503, json=unavailable))
     page.set_default_timeout(TIMEOUT_MS)
     await page.goto(str(server.make_url("/jobs")))
     await page.fill("#token", TOKEN)

@@ -24,19 +24,19 @@ from redis.backoff import NoBackoff
 from plugboard import keys
 from plugboard.errors import ProviderError
 from plugboard.providers.batching import Batcher
-from plugboard.plugins.realtime.providers import PubSubOptions
-from plugboard.plugins.realtime.providers.subscription import QueueSubscription, check_topic, encode_payload
+from plugboard.providers.pubsub import Overflow, PubSubOptions
+from plugboard.providers.subscriptions import QueueSubscription, check_topic, encode_payload
 
 __all__ = ["RedisPubSub"]
 
-logger = logging.getLogger("plugboard.realtime.pubsub")
+logger = logging.getLogger("plugboard.pubsub")
 
 _BACKOFF_MIN = 0.1
 _BACKOFF_MAX = 2.0
 # What a Redis outage looks like from redis-py and asyncio.
 _CONNECTION_ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
 
-_NO_CLIENT = "realtime.pubsub: redis needs redis.url (or REDIS_URL)"
+_NO_CLIENT = "pubsub: redis needs redis.url (or REDIS_URL)"
 
 
 def _reason(error: BaseException) -> str:
@@ -144,8 +144,8 @@ class RedisPubSub:
         try:
             link = await self._connect()
         except _CONNECTION_ERRORS as e:
-            raise ProviderError(f"realtime.pubsub: cannot open the redis pub/sub connection: {_reason(e)}") from e
-        self._task = asyncio.create_task(self._supervise(link), name="plugboard.realtime.pubsub.redis")
+            raise ProviderError(f"pubsub: cannot open the redis pub/sub connection: {_reason(e)}") from e
+        self._task = asyncio.create_task(self._supervise(link), name="plugboard.pubsub.redis")
 
     async def close(self) -> None:
         """Stop the reader, release the connection and end every open subscription."""
@@ -200,8 +200,10 @@ class RedisPubSub:
         except _CONNECTION_ERRORS as e:
             raise ProviderError(f"pubsub: cannot publish to {topic!r}: redis unavailable ({_reason(e)})") from e
 
-    def subscribe(self, topic: str) -> QueueSubscription:
+    def subscribe(self, topic: str, *, queue_size: int | None = None, overflow: Overflow | None = None) -> QueueSubscription:
         """A new subscription to ``topic``; close it when done (or use ``async with``).
+
+        ``queue_size`` and ``overflow`` override the provider's options for this subscriber.
 
         The Redis SUBSCRIBE is sent in the background; ``await
         sub.wait_ready()`` (or ``async with``) waits until Redis confirmed it.
@@ -212,8 +214,8 @@ class RedisPubSub:
         self._require_open()
         sub = QueueSubscription(
             topic,
-            queue_size=self.options.queue_size,
-            overflow=self.options.overflow,
+            queue_size=queue_size or self.options.queue_size,
+            overflow=overflow or self.options.overflow,
             on_close=self._remove,
             ready=self._wait_confirmed,
         )
@@ -342,8 +344,8 @@ class RedisPubSub:
 
     async def _serve(self, link: _Link) -> None:
         """Read and resync on ``link`` until either fails (raises the failure)."""
-        reader = asyncio.create_task(self._read(link), name="plugboard.realtime.pubsub.redis.read")
-        syncer = asyncio.create_task(self._sync_forever(link), name="plugboard.realtime.pubsub.redis.sync")
+        reader = asyncio.create_task(self._read(link), name="plugboard.pubsub.redis.read")
+        syncer = asyncio.create_task(self._sync_forever(link), name="plugboard.pubsub.redis.sync")
         try:
             done, _ = await asyncio.wait((reader, syncer), return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -18,7 +18,7 @@ from typing import Any, Awaitable, Callable, Literal
 
 __all__ = ["QueueSubscription", "encode_payload", "check_topic", "DEFAULT_READY_TIMEOUT"]
 
-logger = logging.getLogger("plugboard.realtime.pubsub")
+logger = logging.getLogger("plugboard.pubsub")
 
 #: How long ``async with pubsub.subscribe(t)`` waits for the backend to confirm.
 DEFAULT_READY_TIMEOUT = 5.0

@@ -23,13 +23,14 @@ from plugboard.errors import ProviderError
 from plugboard.providers.pubsub import PubSub, Subscription
 from plugboard.providers.redis import RedisConfig, close_redis, connect_redis
 from plugboard.providers.registry import ProviderRegistry
-from plugboard.plugins.realtime.providers import PROVIDER_SPECS, PubSubOptions
-from plugboard.plugins.realtime.providers.memory import MemoryPubSub
-from plugboard.plugins.realtime.providers.redis import RedisPubSub
-from plugboard.plugins.realtime.providers.subscription import QueueSubscription
+from plugboard.builtin_hooks import plugboard_providers as core_providers
+from plugboard.providers.pubsub import PubSubOptions
+from plugboard.providers.memory_pubsub import MemoryPubSub
+from plugboard.providers.redis_pubsub import RedisPubSub
+from plugboard.providers.subscriptions import QueueSubscription
 from plugboard.testing_servers import RedisServer, free_port
 
-LOGGER = "plugboard.realtime.pubsub"
+LOGGER = "plugboard.pubsub"
 # Generous: only a failing test ever waits this long.
 WAIT = 5.0
 
@@ -54,7 +55,7 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: st
 
 
 def provider_tasks() -> list[asyncio.Task]:
-    return [t for t in asyncio.all_tasks() if t.get_name().startswith("plugboard.realtime.pubsub")]
+    return [t for t in asyncio.all_tasks() if t.get_name().startswith("plugboard.pubsub")]
 
 
 def records(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
@@ -397,7 +398,7 @@ async def test_redis_without_client_fails_clearly(redis_url: str, redis_clients)
         pubsub = RedisPubSub(PubSubOptions(), app=app)
         with pytest.raises(ProviderError) as info:
             await pubsub.start()
-        assert str(info.value) == "realtime.pubsub: redis needs redis.url (or REDIS_URL)"
+        assert str(info.value) == "pubsub: redis needs redis.url (or REDIS_URL)"
         with pytest.raises(ProviderError, match="not started"):
             pubsub.subscribe("t")
         with pytest.raises(ProviderError, match="not started"):
@@ -408,8 +409,8 @@ async def test_redis_without_client_fails_clearly(redis_url: str, redis_clients)
 
 async def test_through_the_provider_registry_and_a_real_app(redis_url: str, redis_clients) -> None:
     registry = ProviderRegistry()
-    for spec in PROVIDER_SPECS:
-        registry.add(spec, "realtime")
+    for spec in core_providers():
+        registry.add(spec, "core")
     app = web.Application()
     app[keys.REDIS] = None
     with pytest.raises(ProviderError, match=re.escape("redis needs redis.url (or REDIS_URL)")):

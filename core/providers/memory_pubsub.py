@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from plugboard.errors import ProviderError
-from plugboard.plugins.realtime.providers import PubSubOptions
-from plugboard.plugins.realtime.providers.subscription import QueueSubscription, check_topic, encode_payload
+from plugboard.providers.pubsub import Overflow, PubSubOptions
+from plugboard.providers.subscriptions import QueueSubscription, check_topic, encode_payload
 
 __all__ = ["MemoryPubSub"]
 
@@ -64,8 +64,10 @@ class MemoryPubSub:
             for sub in list(subscribers):
                 sub.deliver(data)
 
-    def subscribe(self, topic: str) -> QueueSubscription:
+    def subscribe(self, topic: str, *, queue_size: int | None = None, overflow: Overflow | None = None) -> QueueSubscription:
         """A new subscription to ``topic``; close it when done (or use ``async with``).
+
+        ``queue_size`` and ``overflow`` override the provider's options for this subscriber.
 
         :raises ProviderError: the provider is closed.
         """
@@ -74,8 +76,8 @@ class MemoryPubSub:
             raise ProviderError("pubsub: cannot subscribe, the memory provider is closed")
         sub = QueueSubscription(
             topic,
-            queue_size=self.options.queue_size,
-            overflow=self.options.overflow,
+            queue_size=queue_size or self.options.queue_size,
+            overflow=overflow or self.options.overflow,
             on_close=self._remove,
         )
         self._topics.setdefault(topic, {})[sub] = None
