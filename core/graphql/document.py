@@ -36,7 +36,7 @@ Kind = Literal["scalar", "object", "interface", "union", "enum"]
 OperationType = Literal["query", "mutation", "subscription"]
 #: ``(selection, depth, path)`` as yielded by ``walk()``: root fields have
 #: depth 1; ``path`` is the response keys from the root down to the selection.
-Step = tuple["Selection", int, tuple[str, ...]]
+Visit = tuple["Selection", int, tuple[str, ...]]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
@@ -100,7 +100,9 @@ class Selection:
     :ivar selections: the child selections, in document order. Selections
         are listed as written: two with the same response key are not
         merged (execution merges them), and ones excluded by
-        ``@skip``/``@include`` are left out.
+        ``@skip``/``@include`` are left out. A fragment spread in several
+        places gives the same ``Selection`` objects at each place: tell them
+        apart by the path ``walk()`` yields, not by identity.
     """
 
     name: str
@@ -122,7 +124,7 @@ class Selection:
         """``Parent.field`` (schema coordinate), e.g. for per-field costs."""
         return f"{self.parent_type}.{self.name}"
 
-    def walk(self) -> Iterator[Step]:
+    def walk(self) -> Iterator[Visit]:
         """This selection and everything below it, depth-first; this one has depth 1."""
         return _walk((self,), 1, ())
 
@@ -171,12 +173,12 @@ class DocumentView:
     depth: int
     counts: Counts
 
-    def walk(self) -> Iterator[Step]:
+    def walk(self) -> Iterator[Visit]:
         """Every field selection, depth-first in document order, as ``(selection, depth, path)``."""
         return _walk(self.selections, 1, ())
 
 
-def _walk(selections: tuple[Selection, ...], depth: int, path: tuple[str, ...]) -> Iterator[Step]:
+def _walk(selections: tuple[Selection, ...], depth: int, path: tuple[str, ...]) -> Iterator[Visit]:
     # An explicit stack: documents may be deeper than is comfortable for
     # recursive generators, and a flat loop is cheaper per node.
     stack = [(s, depth, path) for s in reversed(selections)]

@@ -188,24 +188,24 @@ class ParsedDocument:
     @property
     def normalized(self) -> str:
         """The document text with layout, commas and comments dropped (see ``document.normalize``)."""
-        text = self._derived.get("normalized")
-        if text is None:
-            text = self._derived["normalized"] = " ".join(self._tokens())
-        return text
+        return self._lexed()[0]
 
     def view(self, operation_name: str | None, variables: Mapping[str, Any] | None) -> DocumentView:
         """The Tartiflette-free view of one operation, ``variables`` applied."""
         template = self._derived.get(("operation", operation_name))
         if template is None:
-            template = _TemplateBuilder(self.schema, self.document).operation(operation_name, len(self._tokens()))
+            template = _TemplateBuilder(self.schema, self.document).operation(operation_name, self._lexed()[1])
             self._derived[("operation", operation_name)] = template
         return template.bind(variables)
 
-    def _tokens(self) -> list[str]:
-        tokens = self._derived.get("tokens")
-        if tokens is None:
-            tokens = self._derived["tokens"] = tokenize(self.source)
-        return tokens
+    def _lexed(self) -> tuple[str, int]:
+        # One lexer pass gives both the normalised text and the token count;
+        # the token list itself is not kept (it would double what the LRU holds).
+        lexed = self._derived.get("lexed")
+        if lexed is None:
+            tokens = tokenize(self.source)
+            lexed = self._derived["lexed"] = (" ".join(tokens), len(tokens))
+        return lexed
 
 
 class _TemplateBuilder:

@@ -161,6 +161,14 @@ async def test_fragments_and_inline_fragments_are_expanded_with_type_conditions(
     assert paths["book.title"][0].type_condition == "Book"
     # Below a field from a fragment, selections are on the field's own type again.
     assert paths["list.author.name"][0].type_condition is None
+    # A selection walks its own subtree, itself at depth 1.
+    author = paths["list.author"][0]
+    assert [(".".join(p), d) for _s, d, p in author.walk()] == [
+        ("author", 1),
+        ("author.name", 2),
+        ("author.books", 2),
+        ("author.books.title", 3),
+    ]
 
 
 async def test_skip_and_include_leave_selections_out(client, recorder):

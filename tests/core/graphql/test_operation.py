@@ -1,11 +1,15 @@
-"""What operation steps get besides the document: ``operation_key`` and ``response_headers``."""
+"""What operation steps get besides the document: ``operation_key`` (also the shared-subscription key) and ``response_headers``."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
 from core_testkit import echo_plugin, make_plugin
-from plugboard.graphql.operation import operation_key
+from plugboard import keys
+from plugboard.graphql.context import Context
+from plugboard.graphql.operation import Operation, operation_key
 
 
 @pytest.fixture
@@ -92,3 +96,37 @@ async def test_response_headers_start_empty_and_state_stays_free(make_app, aioht
     client = await aiohttp_client(make_app(plugins=[make_plugin("look", plugboard_operation_steps=lambda: [look]), echo_plugin()]))
     await client.post("/graphql", json={"query": "{ hello }"})
     assert seen == [({}, {})]
+
+
+async def test_subscriptions_differing_only_in_layout_share_one_source(make_app, aiohttp_client):
+    started = []
+
+    async def ticks(parent, args, context, info):
+        started.append(args)
+        yield {"tick": 1}
+        await asyncio.Event().wait()
+
+    plugin = make_plugin(
+        "feed",
+        plugboard_schema=lambda: "extend type Subscription { tick(every: Int): Int }",
+        plugboard_subscriptions=lambda: {"Subscription.tick": ticks},
+    )
+    app = make_app(plugins=[plugin])
+    await aiohttp_client(app)  # start-up cooks the engine
+
+    async def subscribe(query, variables=None):
+        context = Context(app=app, request=None, request_id="t", transport="test")
+        op = Operation(query=query, variables=variables, operation_name=None, extensions=None, context=context, transport="test")
+        app[keys.RUNNER].prepare(op, allowed_types=("subscription",))
+        return await app[keys.RUNNER].subscribe(op)
+
+    streams = [
+        await subscribe("subscription { tick(every: 1) }"),
+        await subscribe("subscription {\n  tick(every: 1)  # one a second\n}"),
+        await subscribe("subscription { tick(every: 2) }"),
+    ]
+    for stream in streams:
+        assert await asyncio.wait_for(stream.__anext__(), 2) == {"data": {"tick": 1}}
+    assert started == [{"every": 1}, {"every": 2}]
+    for stream in streams:
+        await stream.aclose()
