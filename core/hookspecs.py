@@ -196,7 +196,7 @@ def plugboard_scalars(config: Any) -> Mapping[str, Any] | None:
 
     Each value is an object (or class, instantiated by the core) with
     ``coerce_output(value)``, ``coerce_input(value)`` and
-    ``parse_literal(ast)`` (return ``tartiflette.constants.UNDEFINED_VALUE``
+    ``parse_literal(ast)`` (return ``plugboard.graphql.engine.UNDEFINED_VALUE``
     for a literal that does not fit). The scalar must be declared in SDL.
 
     :param config: this plugin's validated config.
@@ -303,13 +303,25 @@ def plugboard_operation_steps(app: "web.Application", config: Any) -> list["Oper
     """Return steps that wrap every GraphQL operation, on every transport.
 
     A step is ``async def step(operation, call_next)``: inspect
-    ``operation.document`` (parsed and validated), ``operation.variables``,
-    ``operation.context``; then ``return await call_next(operation)`` or
-    return a result without calling it (a cache hit, a rejection built with
-    ``operation.error_result(...)``). For subscriptions ``call_next`` returns
-    an async iterator of results. Steps run in plugin order, the first
-    declared plugin's steps outermost. Rate limits, complexity limits,
-    caching and analytics hang here.
+    ``operation.document`` (a :class:`plugboard.graphql.document.DocumentView`
+    of the parsed and validated operation: type, name, selections with
+    fragments expanded and variables applied, depth, counts; built on first
+    access), ``operation.variables``, ``operation.context``; then ``return
+    await call_next(operation)`` or return a result without calling it (a
+    cache hit keyed by :func:`plugboard.graphql.operation.operation_key`, a
+    rejection built with ``operation.error_result(...)``). Headers for the
+    response go in ``operation.response_headers`` (a ``CIMultiDict``; HTTP
+    and SSE send them). For subscriptions ``call_next`` returns an async
+    iterator of results. Steps run in plugin order, the first declared
+    plugin's steps outermost. Rate limits, complexity limits, caching and
+    analytics hang here.
+
+    Example, a depth limit::
+
+        async def depth_limit(operation, call_next):
+            if operation.document.depth > 10:
+                return operation.error_result("the query is too deep", "QUERY_TOO_DEEP")
+            return await call_next(operation)
 
     :param app: the application being built.
     :param config: this plugin's validated config.

@@ -4,16 +4,20 @@ Every transport (HTTP, multipart, WebSocket, SSE) turns its request into an
 :class:`Operation` and hands it to :meth:`OperationRunner.run` (queries and
 mutations) or :meth:`OperationRunner.subscribe`. Steps contributed through
 ``plugboard_operation_steps`` wrap execution Starlette-style: each gets the
-operation and ``call_next``; the chain is composed once at start-up.
+operation and ``call_next``; the chain is composed once at start-up. Steps
+read the request through :attr:`Operation.document` (a Tartiflette-free
+view) and key caches with :func:`operation_key`.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping
 
 import attrs
+from multidict import CIMultiDict
 
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.shared_streams import SharedStreams
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from plugboard.graphql.context import Context
+    from plugboard.graphql.document import DocumentView
     from plugboard.graphql.engine import GraphQLEngine, ParsedDocument
 
 CallNext = Callable[["Operation"], Awaitable[Any]]
@@ -53,20 +58,37 @@ class Operation:
     extensions: dict[str, Any] | None
     context: "Context"
     transport: str
-    #: Set by the runner once parsed: the Tartiflette document and its operation type.
+    #: Set by the runner once parsed: the engine's document and the operation type.
     parsed: "ParsedDocument | None" = None
     operation_type: str | None = None
-    #: Free space for steps to talk to each other and to the transport
-    #: (e.g. response headers a rate-limit step wants sent).
+    #: Headers a step wants on the response (``RateLimit``, ``Cache-Control``,
+    #: ``Retry-After``), where the transport has a response of its own: HTTP,
+    #: and SSE's distinct-connection stream. Repeated names are kept.
+    response_headers: CIMultiDict[str] = attrs.field(factory=CIMultiDict)
+    #: Free space for steps to talk to each other.
     state: dict[str, Any] = attrs.field(factory=dict)
+    _view: "DocumentView | None" = attrs.field(default=None, init=False, repr=False)
 
     @property
     def app(self) -> "web.Application":
         return self.context.app
 
     @property
-    def document(self) -> Any:
-        return self.parsed.document if self.parsed else None
+    def document(self) -> "DocumentView":
+        """The operation to run as a :class:`~plugboard.graphql.document.DocumentView`.
+
+        Built on first access, with ``variables`` as they are then, and kept
+        for the other steps; its variable-free part is cached with the
+        document, so the same query text costs one build per app. Raises
+        :class:`~plugboard.graphql.errors.GraphQLError` (a 400 for the
+        client) when the schema has no root type for the operation.
+        """
+        view = self._view
+        if view is None:
+            if self.parsed is None:
+                raise RuntimeError("the operation is not prepared: its document has not been parsed yet")
+            view = self._view = self.parsed.view(self.operation_name, self.variables)
+        return view
 
     @staticmethod
     def error_result(message: str, code: str = "BAD_REQUEST", **extensions: Any) -> dict[str, Any]:
@@ -142,21 +164,32 @@ class OperationRunner:
 
         if self.shared is None or not getattr(op.context, "share_subscriptions", True):
             return start()
-        return self.shared.join(_share_key(op), start)
+        return self.shared.join(operation_key(op), start)
 
 
-def _share_key(op: Operation) -> tuple:
-    # Equal operation, variables and identity give equal results; anything
-    # else a plugin's resolvers depend on goes in context.subscription_group.
-    variables = json.dumps(op.variables, sort_keys=True, default=repr) if op.variables else ""
+def operation_key(op: Operation) -> str:
+    """A key equal for operations that give equal results: for caches and shared subscriptions.
+
+    It covers the document text with layout, commas and comments dropped,
+    the operation name, the variables, and the scope results are private to:
+    ``repr(context.identity)`` and ``context.subscription_group`` (where a
+    plugin's resolvers depend on more than the identity). Anything else a
+    resolver reads must go into one of those two, or the operation must not
+    be cached or shared. The key is a hex digest, fit for a Redis key; it
+    stays equal across processes as long as the identity's ``repr`` does
+    (strings, numbers, dicts of them).
+    """
+    document = op.parsed.normalized if op.parsed is not None else op.query
     identity = op.context.identity
-    return (
-        op.query,
+    parts = (
+        document,
         op.operation_name,
-        variables,
+        op.variables or None,
         repr(identity) if identity is not None else None,
         getattr(op.context, "subscription_group", None),
     )
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def _call_step(step: OperationStep, call_next: CallNext, op: Operation) -> Any:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tartiflette.constants import UNDEFINED_VALUE
-
+from plugboard.graphql.engine import UNDEFINED_VALUE
 from plugboard.graphql.upload import Upload
 
 

@@ -148,7 +148,7 @@ def operation_params(body: Any) -> tuple[str, dict | None, str | None, dict | No
     return query, variables, operation_name, extensions
 
 
-async def execute_one(request: web.Request, body: Any, *, transport: str, allowed: tuple[str, ...]) -> tuple[dict, int, dict]:
+async def execute_one(request: web.Request, body: Any, *, transport: str, allowed: tuple[str, ...]) -> tuple[dict, int, Mapping[str, str]]:
     """Run one operation; returns ``(result, status for graphql-response+json, headers)``."""
     app = request.app
     query, variables, operation_name, extensions = operation_params(body)
@@ -165,7 +165,7 @@ async def execute_one(request: web.Request, body: Any, *, transport: str, allowe
         return {"errors": e.errors}, e.status, headers
     except GraphQLError as e:  # from a context hook: authentication and the like
         return {"errors": [e.formatted()]}, e.http_status, e.headers
-    return result, 200, op.state.get("response_headers", {})
+    return result, 200, op.response_headers
 
 
 def _status_for(media_type: str, status: int, result: dict) -> int:

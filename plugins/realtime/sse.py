@@ -411,7 +411,7 @@ class SSETransport:
             stream.put_complete("")
         else:
             self._spawn(stream, "", op, results)
-        headers = {REQUEST_ID_HEADER: request[REQUEST_ID], **op.state.get("response_headers", {})}
+        headers = {REQUEST_ID_HEADER: request[REQUEST_ID], **op.response_headers}
         return stream, headers
 
     # -- single connection mode ---------------------------------------------

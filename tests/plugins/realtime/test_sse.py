@@ -96,7 +96,7 @@ def sse_test_plugin(probe: Probe) -> types.SimpleNamespace:
             raise GraphQLError("slow down", "RATE_LIMITED", headers={"Retry-After": "7"})
         if extensions.get("slowStart"):
             await asyncio.sleep(float(extensions["slowStart"]))
-        operation.state["response_headers"] = {"X-Step": "ran"}
+        operation.response_headers["X-Step"] = "ran"
         return await call_next(operation)
 
     plugin = types.SimpleNamespace(plugboard_name="sse_test", __name__="sse_test")
