@@ -29,7 +29,7 @@ from plugboard import lifecycle
 from plugboard.middleware import collect_middleware, request_id_middleware
 from plugboard.pluginmanager import PluginManager, build_plugin_manager, installed_plugins
 from plugboard.providers.registry import ProviderRegistry, ProviderSpec
-from plugboard.providers.services import SERVICE_KINDS, Services, declare_services
+from plugboard.providers.services import SECTION as SERVICES_SECTION, Services, declare_services
 from plugboard.settings import Settings
 from plugboard.transports import routes as core_routes
 
@@ -169,14 +169,14 @@ def _validate_configs(
 
     core = {name: check(name, cls) for name, cls in CORE_SECTIONS.items()}
     configs: dict[str, Any] = {}
-    decls, service_problems = declare_services({k: settings.section(k) for k in SERVICE_KINDS}, registry, settings.source)
+    decls, service_problems = declare_services(settings.section(SERVICES_SECTION), registry, settings.source)
     problems += service_problems
     for plugin, cls in pm.call_each("plugboard_config_class"):
-        if plugin in CORE_SECTIONS or plugin in SERVICE_KINDS:
+        if plugin in CORE_SECTIONS or plugin == SERVICES_SECTION:
             problems.append(ConfigProblem(plugin, None, f"plugin {plugin!r} uses a name reserved for a core section", "plugins"))
             continue
         configs[plugin] = check(plugin, cls) if cls is not None else None
-    known = set(CORE_SECTIONS) | set(SERVICE_KINDS) | set(pm.loaded) | disabled | set(installed_plugins())
+    known = {*CORE_SECTIONS, SERVICES_SECTION, *pm.loaded} | disabled | set(installed_plugins())
     for section in settings.sections():
         source = settings.source(section)
         if section not in known and source.startswith("env ") and not source.startswith("env PLUGBOARD_"):
@@ -189,7 +189,7 @@ def _validate_configs(
                     section,
                     "...",
                     "unknown section: no core section or enabled plugin has this name "
-                    f"(core sections: {', '.join((*CORE_SECTIONS, *SERVICE_KINDS))}; plugins: {', '.join(sorted(pm.loaded)) or 'none'})",
+                    f"(core sections: {', '.join((*CORE_SECTIONS, SERVICES_SECTION))}; plugins: {', '.join(sorted(pm.loaded)) or 'none'})",
                     source,
                 )
             )

@@ -1,6 +1,6 @@
 """The cache provider kind: one key-value cache every plugin shares.
 
-The deployer selects it once in the ``cache:`` section (``cache: {provider:
+The deployer selects it once in the ``services:`` section (``cache: {provider:
 memory}``); the response cache, resolver caches and any plugin use the same
 instance through ``app[keys.SERVICES].get("cache")``. Implementations come
 from plugins (the cache plugin ships ``memory`` and ``redis``).

@@ -1,7 +1,7 @@
 """The mailer provider kind: how every plugin sends email.
 
 The deployer selects one mailer service (or several, by name) in the
-``mailer:`` section: ``outbox`` (the embedded default: ``.eml`` files) or
+``services.mailer`` section: ``outbox`` (the embedded default: ``.eml`` files) or
 ``smtp`` from the core, others from plugins. A mailer raises
 :class:`MailerError` with ``permanent=True`` when sending again cannot help
 (a 5xx answer: recipient or sender refused, authentication failed) and
@@ -55,11 +55,12 @@ class Mailer(Protocol):
 
     The implementer's manual: declare ``ProviderSpec(kind="mailer", name=...,
     factory=..., config=YourOptions)``; a deployer selects it once in the
-    ``mailer:`` section and every plugin sends through it
+    ``services.mailer`` section and every plugin sends through it
     (``app[keys.SERVICES].get("mailer")``). Build messages with
     :func:`build_message`; envelope recipients come from :func:`recipients`.
 
-    Lifecycle: ``await start()`` / ``await close()`` (may do nothing).
+    Lifecycle: ``await start()`` / ``await close()`` (may do nothing);
+    ``await check()`` raises when the mailer cannot send now (``/readyz``).
     ``send`` delivers to the message's To and Cc plus ``bcc`` (which
     appears in no header) and returns a :class:`SendResult`, or raises
     :class:`MailerError` (``permanent`` when retrying cannot help).
@@ -68,6 +69,8 @@ class Mailer(Protocol):
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    async def check(self) -> None: ...
 
     async def send(self, message: EmailMessage, *, bcc: Iterable[str] = ()) -> SendResult: ...
 

@@ -49,6 +49,10 @@ class OutboxMailer:
     async def close(self) -> None:
         return None
 
+    async def check(self) -> None:
+        if not os.access(self.dir, os.W_OK):
+            raise MailerError(f"the outbox {self.dir} is not writable", permanent=False)
+
     async def send(self, message: EmailMessage, *, bcc: Iterable[str] = ()) -> SendResult:
         bcc = list(bcc)
         to = recipients(message, bcc)

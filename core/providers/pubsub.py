@@ -1,6 +1,6 @@
 """The pubsub provider kind: the one channel every plugin publishes events through.
 
-The core selects the app's pubsub once, from the ``pubsub:`` settings section
+The core selects the app's pubsub once, from the ``services.pubsub`` setting
 (``memory`` by default, ``redis`` for several instances), starts it before
 any plugin and keeps it on the app as ``app[plugboard.keys.PUBSUB]``, whether
 or not a plugin consumes events. Publish and consume with the two helpers

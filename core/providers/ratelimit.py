@@ -1,6 +1,6 @@
 """The ratelimit provider kind: the counter store behind every rate limit.
 
-The deployer selects it once in the ``ratelimit:`` section (``ratelimit:
+The deployer selects it once in the ``services:`` section (``ratelimit:
 {provider: memory}``, or ``redis`` so limits hold across instances);
 request limits, per-field limits, cost budgets and login throttles all count
 in the same store through ``app[keys.SERVICES].get("ratelimit")``.

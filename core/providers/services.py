@@ -1,14 +1,18 @@
 """App-wide named services: the storage, mailer, pubsub, cache and rate-limit store a deployer selects once.
 
-As Django's ``STORAGES``/``CACHES``: each service kind has a top-level
-settings section, and every plugin uses the services named there instead of
-growing settings of its own for the same thing::
+As Django's ``STORAGES``/``CACHES``: the ``services:`` settings section
+names them per kind, and every plugin uses the services named there instead
+of growing settings of its own for the same thing::
 
-    storage:
-      default: {provider: local}
-      media: {provider: s3, bucket: my-bucket, region: eu-west-1}
-    mailer: {provider: smtp, host: mail.example.com}   # shorthand for {default: {...}}
-    pubsub: {provider: redis}
+    services:
+      storage:
+        default: {provider: local}
+        media: {provider: s3, bucket: my-bucket, region: eu-west-1}
+      mailer: {provider: smtp, host: mail.example.com}   # shorthand for {default: {...}}
+      pubsub: {provider: redis}
+
+One section for all kinds keeps the top-level names free for the plugins
+that build on a kind (the cache plugin's ``cache:``, for instance).
 
 Keys beside ``provider`` are that provider's options, checked by its config
 class. A kind with an embedded provider (``storage: local``, ``mailer:
@@ -33,6 +37,9 @@ from plugboard.providers.registry import KINDS
 if TYPE_CHECKING:
     from plugboard.providers.registry import ProviderRegistry
 
+#: The settings section that declares every service.
+SECTION = "services"
+
 #: The service kinds, in start-up order (pubsub first: others may publish).
 SERVICE_KINDS = tuple(sorted((k.name for k in KINDS.values() if k.service), key=lambda k: k != "pubsub"))
 
@@ -48,32 +55,37 @@ class ServiceDecl:
     provider: str
     #: The provider's validated options (an instance of its config class, or None).
     config: Any
-    #: The settings key of the service (``storage.media``, or ``mailer`` in the shorthand).
+    #: The settings key of the service (``services.storage.media``, or ``services.mailer`` in the shorthand).
     key: str
 
 
 def declare_services(
-    sections: Mapping[str, Any], registry: "ProviderRegistry", source_of: Callable[[str], str]
+    section: Mapping[str, Any] | None, registry: "ProviderRegistry", source_of: Callable[[str], str]
 ) -> tuple[list[ServiceDecl], list[ConfigProblem]]:
-    """Every service the settings select, checked against the registry's providers.
+    """Every service the ``services:`` section selects, checked against the registry's providers.
 
-    :param sections: the settings, by top-level section (only the service kinds are read).
     :returns: the declarations and the problems found (all of them, not the first).
     """
     decls: list[ServiceDecl] = []
     problems: list[ConfigProblem] = []
+    section = section or {}
+    for kind in section:
+        if kind not in SERVICE_KINDS:
+            key = f"{SECTION}.{kind}"
+            problems.append(ConfigProblem(key, "...", f"unknown service kind; expected one of: {', '.join(SERVICE_KINDS)}", source_of(key)))
     for kind in SERVICE_KINDS:
-        section = sections.get(kind) or {}
-        if not isinstance(section, Mapping):
-            problems.append(ConfigProblem(kind, section, "expected a mapping such as {provider: NAME}", source_of(kind)))
+        prefix = f"{SECTION}.{kind}"
+        services = section.get(kind) or {}
+        if not isinstance(services, Mapping):
+            problems.append(ConfigProblem(prefix, services, "expected a mapping such as {provider: NAME}", source_of(prefix)))
             continue
-        if "provider" in section:
-            entries = {"default": (kind, section)}
+        if "provider" in services:
+            entries = {"default": (prefix, services)}
         else:
-            entries = {name: (f"{kind}.{name}", value) for name, value in section.items()}
+            entries = {name: (f"{prefix}.{name}", value) for name, value in services.items()}
         default = KINDS[kind].default
         if default is not None and "default" not in entries:
-            entries["default"] = (f"{kind}.default", {"provider": default})
+            entries["default"] = (f"{prefix}.default", {"provider": default})
         for name, (key, entry) in entries.items():
             decl = _declare(kind, str(name), key, entry, registry, source_of, problems)
             if decl is not None:
@@ -149,7 +161,7 @@ class Services:
         if decl is None:
             configured = ", ".join(self.names(kind)) or "none"
             raise ConfigError(
-                [ConfigProblem(key, name, f"no {kind} service of that name (configured: {configured}); declare it under {kind}:", source)]
+                [ConfigProblem(key, name, f"no {kind} service of that name (configured: {configured}); declare it under {SECTION}.{kind}", source)]
             )
         return decl
 
@@ -164,7 +176,7 @@ class Services:
             if (kind, name) in self._decls:
                 raise LookupError(f"the {kind} service {name!r} is not started (the app is not running)") from None
             configured = ", ".join(self.names(kind)) or "none"
-            raise LookupError(f"no {kind} service {name!r} (configured: {configured}); declare it under {kind}:") from None
+            raise LookupError(f"no {kind} service {name!r} (configured: {configured}); declare it under {SECTION}.{kind}") from None
 
     async def start(self, registry: "ProviderRegistry", app: Any) -> None:
         """Create and start every service; the registry closes them (reverse order)."""

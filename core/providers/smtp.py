@@ -46,6 +46,21 @@ class SmtpMailer:
     async def close(self) -> None:
         return None
 
+    async def check(self) -> None:
+        """The server answers its greeting and NOOP (``/readyz``); nothing is sent."""
+        import aiosmtplib
+
+        c = self.config
+        client = aiosmtplib.SMTP(hostname=c.host, port=c.port, use_tls=c.tls, start_tls=False, timeout=min(c.timeout, 5.0))
+        try:
+            await client.connect()
+            await client.noop()
+        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
+            raise MailerError(f"the SMTP server {c.host}:{c.port} does not answer: {type(e).__name__}: {e}", permanent=False) from e
+        finally:
+            if client.is_connected:
+                client.close()
+
     async def send(self, message: EmailMessage, *, bcc: Iterable[str] = ()) -> SendResult:
         import aiosmtplib
 

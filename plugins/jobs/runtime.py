@@ -60,13 +60,13 @@ def check_config(app: web.Application, config: JobsConfig) -> None:
         elif config.store_name() == "redis":
             problem("jobs.store", config.store, "the redis job store needs Redis: set redis.url (or REDIS_URL) or jobs.redis")
     for key, moved, write in (
-        ("jobs.email.smtp", config.email.smtp, "mailer: {provider: smtp, host: ..., port: ...}"),
-        ("jobs.email.outbox", config.email.outbox, "mailer: {provider: outbox, dir: ...}"),
-        ("jobs.email.options", config.email.options, "mailer: {provider: NAME, ...options}"),
-        ("jobs.files.options", config.files.options, "storage: {provider: NAME, ...options}"),
+        ("jobs.email.smtp", config.email.smtp, "services: {mailer: {provider: smtp, host: ..., port: ...}}"),
+        ("jobs.email.outbox", config.email.outbox, "services: {mailer: {provider: outbox, dir: ...}}"),
+        ("jobs.email.options", config.email.options, "services: {mailer: {provider: NAME, ...options}}"),
+        ("jobs.files.options", config.files.options, "services: {storage: {provider: NAME, ...options}}"),
     ):
         if moved is not None:
-            problem(key, "...", f"moved to the core's named services: write `{write}` at the top level and remove {key}")
+            problem(key, "...", f"moved to the core's named services: write `{write}` and remove {key}")
     if config.jobs.data_export or config.jobs.reports or config.jobs.file_processing:
         _require_service(services, registry, "storage", config.files.storage, "jobs.files.storage", collect, problem)
     if config.jobs.email:
@@ -85,8 +85,8 @@ def _require_service(services: Any, registry: Any, kind: str, name: str, key: st
         problem(
             key,
             name,
-            f"now names a {kind} service, not a provider: write `{kind}: {{provider: {name}, ...}}` "
-            f"at the top level and remove {key} (it defaults to 'default')",
+            f"now names a {kind} service, not a provider: write `services: {{{kind}: {{provider: {name}, ...}}}}` "
+            f"and remove {key} (it defaults to 'default')",
         )
         return
     collect(services.require, kind, name, key=key)

@@ -64,7 +64,7 @@ class RealtimeConfig:
     websockets: bool = True
     server_sent_events: bool = True
     features: Features = Features()
-    #: Moved to the core's ``pubsub:`` section; accepted for one release when it
+    #: Moved to the core's ``services.pubsub`` section; accepted for one release when it
     #: names the provider that section selects (see :func:`check_moved_pubsub`).
     pubsub: str | None = None
     #: Events queued per SSE stream or direct-channel client before the overflow policy applies.
@@ -79,7 +79,7 @@ class RealtimeConfig:
 
 
 def check_moved_pubsub(app: Any, config: RealtimeConfig) -> None:
-    """``realtime.pubsub`` moved to the core's ``pubsub:`` section.
+    """``realtime.pubsub`` moved to the core's ``services.pubsub`` section.
 
     Still accepted, with a deprecation warning, when it names the provider the
     core already selects; otherwise start-up stops saying what to write.
@@ -89,8 +89,8 @@ def check_moved_pubsub(app: Any, config: RealtimeConfig) -> None:
     selected = app[keys.SERVICES].provider("pubsub")
     if config.pubsub == selected:
         logging.getLogger("plugboard").warning(
-            "realtime.pubsub is deprecated and will be removed: the core's pubsub section selects it "
-            "(pubsub: {provider: %s} is in effect); remove realtime.pubsub",
+            "realtime.pubsub is deprecated and will be removed: the core's services section selects the pubsub "
+            "(services: {pubsub: {provider: %s}} is in effect); remove realtime.pubsub",
             selected,
         )
         return
@@ -100,7 +100,7 @@ def check_moved_pubsub(app: Any, config: RealtimeConfig) -> None:
             ConfigProblem(
                 "realtime.pubsub",
                 config.pubsub,
-                f"moved to the core: write `pubsub: {{provider: {config.pubsub}}}` at the top level and remove realtime.pubsub",
+                f"moved to the core: write `services: {{pubsub: {{provider: {config.pubsub}}}}}` and remove realtime.pubsub",
                 source,
             )
         ]

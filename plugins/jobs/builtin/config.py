@@ -4,10 +4,10 @@
 
     jobs:
       files:                  # where exports, reports and processed images go
-        storage: default      # a storage service of the core's storage: section
+        storage: default      # a service of the core's services.storage section
         url_expiry: 1d        # how long the download URLs in job results work
       email:
-        mailer: default       # a mailer service of the core's mailer: section
+        mailer: default       # a service of the core's services.mailer section
         from_address: "Plugboard <noreply@localhost>"
       images:
         max_pixels: 50000000  # larger images fail at once (decompression bombs)
@@ -23,7 +23,7 @@
 
 The storage and the mailer are the core's named services: ``jobs.files.storage``
 and ``jobs.email.mailer`` name them, and their providers and options are set
-once, in the top-level ``storage:`` and ``mailer:`` sections.
+once, in the core's ``services:`` section.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ def _address(instance: Any, attribute: attrs.Attribute, value: str) -> None:
 class FilesConfig:
     """Where the job types store the files they make."""
 
-    #: The storage service (the core's ``storage:`` section) the files go to.
+    #: The storage service (the core's ``services.storage`` section) the files go to.
     storage: str = "default"
-    #: Moved: the service's options live in the ``storage:`` section (an error says so).
+    #: Moved: the service's options live in the ``services.storage`` section (an error says so).
     options: dict[str, Any] | None = None
     #: How long the download URLs in job results work.
     url_expiry: Duration = attrs.field(default=86400.0, validator=validators.positive)
@@ -57,11 +57,11 @@ class FilesConfig:
 class EmailConfig:
     """``send-email`` delivery."""
 
-    #: The mailer service (the core's ``mailer:`` section) that sends.
+    #: The mailer service (the core's ``services.mailer`` section) that sends.
     mailer: str = "default"
     #: The sender when a job gives no ``from``.
     from_address: str = attrs.field(default="Plugboard <noreply@localhost>", validator=_address)
-    #: Moved to the ``mailer:`` section (an error says what to write).
+    #: Moved to the ``services.mailer`` section (an error says what to write).
     smtp: dict[str, Any] | None = None
     outbox: dict[str, Any] | None = None
     options: dict[str, Any] | None = None

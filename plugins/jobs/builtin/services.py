@@ -1,6 +1,6 @@
 """The services the built-in job types use: the storage and the mailer their settings name.
 
-Both are the core's named services (``storage:`` and ``mailer:`` sections),
+Both are the core's named services (the ``services.storage`` and ``services.mailer`` settings),
 started with the app; ``jobs.files.storage`` and ``jobs.email.mailer`` pick
 which one. The names are checked at start-up (:func:`plugboard.plugins.jobs.runtime.check_config`).
 """

@@ -255,9 +255,9 @@ def test_config_errors(make_jobs_app):
     with pytest.raises(ConfigError, match=r"jobs.email.mailer = 'smpt'.*no mailer service of that name \(configured: default\)"):
         make_jobs_app({"jobs": {"email": {"mailer": "smpt"}}})
     # The keys' old meaning (a provider name) and the moved provider options say what to write.
-    with pytest.raises(ConfigError, match=r"jobs.email.mailer = 'smtp'.*write `mailer: \{provider: smtp, ...\}`"):
+    with pytest.raises(ConfigError, match=r"jobs.email.mailer = 'smtp'.*write `services: \{mailer: \{provider: smtp, ...\}\}`"):
         make_jobs_app({"jobs": {"email": {"mailer": "smtp"}}})
-    with pytest.raises(ConfigError, match=r"jobs.email.smtp = '...'.*moved to the core's named services: write `mailer: \{provider: smtp"):
+    with pytest.raises(ConfigError, match=r"jobs.email.smtp = '...'.*moved to the core's named services: write `services: \{mailer: \{provider: smtp"):
         make_jobs_app({"jobs": {"email": {"smtp": {"host": "mail.example.com"}}}})
     # A type that is switched off does not need its provider.
     make_jobs_app({"jobs": {"email": {"mailer": "smpt"}, "jobs": {"email": False}}})

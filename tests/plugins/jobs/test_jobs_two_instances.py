@@ -32,7 +32,7 @@ def cluster(tmp_path, redis_url):
             "plugins": ["realtime", "jobs", "pb_jobs_tasks", "pb_reliability_tasks"],
             "server": {"admin_token": TOKEN},
             "redis": {"url": redis_url},
-            "pubsub": {"provider": "redis"},
+            "services": {"pubsub": {"provider": "redis"}},
             "jobs": {"broker": "redis", "idle_timeout": "2s"},
         },
     )

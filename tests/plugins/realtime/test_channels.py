@@ -36,7 +36,7 @@ def settings(realtime: dict | None = None, redis_url: str | None = None) -> dict
     data: dict[str, Any] = {"realtime": section}
     if redis_url is not None:
         data["redis"] = {"url": redis_url}
-        data["pubsub"] = {"provider": "redis"}
+        data["services"] = {"pubsub": {"provider": "redis"}}
     return data
 
 

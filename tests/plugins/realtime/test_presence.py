@@ -127,7 +127,7 @@ async def test_memory_store_transitions():
 
 
 async def test_presence_across_two_apps_on_one_redis(make_realtime_app, aiohttp_client, redis_url):
-    data = {**settings(presence={"ttl": "400ms"}), "redis": {"url": redis_url}, "pubsub": {"provider": "redis"}}
+    data = {**settings(presence={"ttl": "400ms"}), "redis": {"url": redis_url}, "services": {"pubsub": {"provider": "redis"}}}
     a = await aiohttp_client(make_realtime_app(data))
     b = await aiohttp_client(make_realtime_app(data))
     assert isinstance(a.app[PRESENCE].store, presence.RedisPresenceStore)

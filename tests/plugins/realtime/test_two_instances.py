@@ -71,7 +71,7 @@ async def pair(tmp_path, redis_url):
         "plugins": ["realtime", "books", "pb_token_auth"],
         "server": {"data_dir": "var"},
         "redis": {"url": redis_url},
-        "pubsub": {"provider": "redis"},
+        "services": {"pubsub": {"provider": "redis"}},
     }
     (root / "settings.yaml").write_text(yaml.safe_dump(settings))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOARD_") and k != "REDIS_URL"}

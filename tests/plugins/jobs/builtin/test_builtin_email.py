@@ -15,7 +15,7 @@ from plugboard.tasks import PermanentError, retry_policy
 
 def _smtp(server, **extra) -> dict:
     """App settings: the default mailer service is ``server``."""
-    return {"mailer": {"provider": "smtp", "host": server.host, "port": server.port, "starttls": False, "timeout": "5s", **extra}}
+    return {"services": {"mailer": {"provider": "smtp", "host": server.host, "port": server.port, "starttls": False, "timeout": "5s", **extra}}}
 
 
 async def test_outbox_writes_rfc5322_files(make_builtin_app, start_app, tmp_path):
@@ -52,7 +52,7 @@ async def test_outbox_writes_rfc5322_files(make_builtin_app, start_app, tmp_path
 
 
 async def test_from_argument_and_outbox_dir(make_builtin_app, start_app, tmp_path):
-    app, tasks = make_builtin_app({"mailer": {"provider": "outbox", "dir": "mail"}})
+    app, tasks = make_builtin_app({"services": {"mailer": {"provider": "outbox", "dir": "mail"}}})
     await start_app(app)
     await tasks["send-email"](FakeJob(app), to="a@example.com", subject="s", html="<b>x</b>", **{"from": "me@example.org"})
     [path] = (tmp_path / "mail").glob("*.eml")
@@ -153,10 +153,10 @@ def test_smtp_settings_are_validated(make_builtin_app):
     from plugboard.errors import ConfigError
 
     with pytest.raises(ConfigError) as info:
-        make_builtin_app({"mailer": {"provider": "smtp", "port": 70000, "password": "hunter2", "tls": True, "starttls": True}})
+        make_builtin_app({"services": {"mailer": {"provider": "smtp", "port": 70000, "password": "hunter2", "tls": True, "starttls": True}}})
     text = str(info.value)
-    assert "mailer.port = 70000" in text and "hunter2" not in text
+    assert "services.mailer.port = 70000" in text and "hunter2" not in text
     with pytest.raises(ConfigError, match="tls and starttls exclude each other"):
-        make_builtin_app({"mailer": {"provider": "smtp", "tls": True, "starttls": True}})
+        make_builtin_app({"services": {"mailer": {"provider": "smtp", "tls": True, "starttls": True}}})
     with pytest.raises(ConfigError, match="jobs.email.from_address"):
         builtin_config({"email": {"from_address": "nobody"}})

@@ -69,7 +69,7 @@ async def test_send_email_to_the_outbox(running, tmp_path):
 
 async def test_send_email_smtp_rejection_fails_without_retrying(running, smtp_server):
     smtp = {"provider": "smtp", "host": smtp_server.host, "port": smtp_server.port, "starttls": False, "timeout": "5s"}
-    app, _client = await running(mailer=smtp)
+    app, _client = await running(services={"mailer": smtp})
     ok = await app[JOBS].enqueue("send-email", {"to": "ann@example.com", "subject": "s", "text": "t"})
     rejected = await app[JOBS].enqueue("send-email", {"to": "reject@example.com", "subject": "s", "text": "t"})
     assert (await _done(app, ok)).status == JobStatus.COMPLETED
