@@ -152,6 +152,9 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         )
     _print_table(("plugin", "version", "hooks", "providers", "schema fields"), rows)
+    from plugboard.cors import describe as describe_cors
+
+    print("\n" + "\n".join(describe_cors(app[keys.CORE_CONFIG].server.cors)))
     fields = len(app[keys.COMPOSED_SCHEMA].field_owners)
     print(f"\nOK: {len(rows)} plugins, {fields} schema fields, settings from {settings.root}")
     return 0
