@@ -235,7 +235,7 @@ class OriginPolicy:
         method = request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD, "").strip()
         requested = [h.strip().lower() for h in request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_HEADERS, "").split(",") if h.strip()]
         if not self.allows(origin):
-            reason = f"origin {origin!r} is not allowed (server.cors.origins)"
+            reason = f"origin {origin[:200]!r} is not allowed (server.cors.origins)"
         elif not self.any_method and method.upper() not in self.methods:
             reason = f"method {method!r} is not allowed (server.cors.methods)"
         else:
@@ -301,9 +301,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 def install(app: web.Application, config: CorsConfig) -> None:
     """Put the policy on ``app``: its middleware next (call before plugin middleware is added), its signal."""
-    app[keys.CORS_POLICY] = OriginPolicy(config)
+    policy = OriginPolicy(config)
+    app[keys.CORS_POLICY] = policy
+    # Always: even with no origins listed, preflights get their 403 and
+    # WebSocket upgrades from other origins are refused.
     app.middlewares.append(cors_middleware)
-    app.on_response_prepare.append(_on_response_prepare)
+    if policy.enabled:
+        app.on_response_prepare.append(_on_response_prepare)
 
 
 @web.middleware
@@ -322,7 +326,7 @@ async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamR
         request[_ANSWERED] = True
         return web.Response(
             status=403,
-            text=f"WebSocket upgrade refused: origin {origin!r} is not this server's and not allowed (server.cors.origins)\n",
+            text=f"WebSocket upgrade refused: origin {origin[:200]!r} is not this server's and not allowed (server.cors.origins)\n",
         )
     return await handler(request)
 
@@ -331,8 +335,6 @@ async def _on_response_prepare(request: web.Request, response: web.StreamRespons
     if request.get(_ANSWERED) or response.status == 101:
         return
     policy = request.app[keys.CORS_POLICY]
-    if not policy.enabled:
-        return
     _add_vary(response, "Origin")
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is None or not policy.allows(origin):
