@@ -8,6 +8,7 @@ client, sending the headers a browser would (``Origin``,
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -344,9 +345,7 @@ def test_bad_cors_setting_exits_2(tmp_path, capsys):
     assert "server.cors.credentials = True (from settings.yaml" in err
 
 
-def test_shipped_defaults(tmp_path):
-    from pathlib import Path
-
+def test_shipped_defaults():
     repo = Path(__file__).resolve().parents[2]
     shipped = Settings.load(repo).section("server")["cors"]
     assert shipped["origins"] == ["http://localhost:*", "http://127.0.0.1:*"]
