@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import sqlalchemy
 from aiohttp import web
 
-from plugboard import builtin_hooks, keys
+from plugboard import builtin_hooks, cors, keys
 from plugboard.config import structure
 from plugboard.core_config import CORE_SECTIONS, CoreConfig
 from plugboard.errors import ConfigError, ConfigProblem, PlugboardError, SchemaError
@@ -51,6 +51,8 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
         client_max_size=core_config.graphql.max_body_size,
         handler_args={"max_field_size": 16 * 1024},
     )
+    # Before any plugin middleware: preflights are answered ahead of rate limits.
+    cors.install(app, core_config.server.cors)
     app[keys.SETTINGS] = settings
     app[keys.CORE_CONFIG] = core_config
     app[keys.PLUGIN_MANAGER] = pm

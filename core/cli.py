@@ -126,6 +126,7 @@ def _serve_workers(args: argparse.Namespace, host: str, port: int, workers: int)
 
 def cmd_check(args: argparse.Namespace) -> int:
     from plugboard import keys
+    from plugboard.cors import describe as describe_cors
     from plugboard.transports.inspect import describe
 
     settings, app = _build(args)
@@ -152,6 +153,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             )
         )
     _print_table(("plugin", "version", "hooks", "providers", "schema fields"), rows)
+    print("\n" + "\n".join(describe_cors(app[keys.CORE_CONFIG].server.cors)))
     fields = len(app[keys.COMPOSED_SCHEMA].field_owners)
     print(f"\nOK: {len(rows)} plugins, {fields} schema fields, settings from {settings.root}")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import attrs
 
+from plugboard.cors import CorsConfig
 from plugboard.providers.records import RecordsConfig
 from plugboard.providers.redis import RedisConfig
 from plugboard.units import Duration, Secret, Size
@@ -39,6 +40,8 @@ class ServerConfig:
     secret_key: Secret | None = None
     #: Where locally stored files are downloaded from (signed, expiring URLs).
     files_path: str = attrs.field(default="/files", validator=validators.url_path)
+    #: Cross-origin browser access and WebSocket origins (see plugboard.cors).
+    cors: CorsConfig = CorsConfig()
 
 
 @attrs.define(frozen=True, kw_only=True)

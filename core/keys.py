@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from plugboard.providers.pubsub import PubSub
 
     from plugboard.core_config import CoreConfig
+    from plugboard.cors import OriginPolicy
     from plugboard.graphql.engine import GraphQLEngine
     from plugboard.pluginmanager import PluginManager
     from plugboard.providers.records import RecordsStore
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("plugboard.settings")
 CORE_CONFIG: web.AppKey[CoreConfig] = web.AppKey("plugboard.core_config")
+#: ``server.cors`` compiled: the origins allowed for CORS and for WebSocket upgrades.
+CORS_POLICY: web.AppKey["OriginPolicy"] = web.AppKey("plugboard.cors_policy")
 PLUGIN_MANAGER: web.AppKey[PluginManager] = web.AppKey("plugboard.plugin_manager")
 #: Validated config instance per plugin name (None for plugins without settings).
 PLUGIN_CONFIGS: web.AppKey[dict] = web.AppKey("plugboard.plugin_configs")
