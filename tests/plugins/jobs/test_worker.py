@@ -77,6 +77,10 @@ async def test_a_killed_workers_job_goes_to_another_worker(project, client_app, 
         first.wait_ready()
         job = await jobs.enqueue("record-pid", {"path": str(pids), "seconds": 30})
         await until_status(jobs, job.id, JobStatus.PROCESSING)
+        # PROCESSING is written before the task runs: kill only once it has recorded its pid.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not (pids.exists() and pids.read_text().split()):
+            await asyncio.sleep(0.02)
         first.kill()
     with Proc.worker(project) as second:
         second.wait_ready()
