@@ -84,6 +84,7 @@ from typing import Any, AsyncIterator, Callable, Literal
 from aiohttp import web
 
 from plugboard import keys
+from plugboard.boundedqueue import BoundedQueue
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.operation import Operation, OperationRejected
 from plugboard.graphql.shared_streams import EncodeOnce
@@ -127,7 +128,7 @@ class RequestError(Exception):
         return error_response(self.message, self.status, headers=self.headers, errors=self.errors)
 
 
-class EventStream:
+class EventStream(BoundedQueue[tuple[str, bytes]]):
     """One SSE stream's outbound events: a bounded queue, its operations and their tasks.
 
     Producers (one task per running subscription) call :meth:`put_next` and
@@ -139,15 +140,11 @@ class EventStream:
 
     # Slots: thousands of idle streams each pay for an instance dict otherwise.
     __slots__ = (
-        "queue_size",
-        "overflow",
         "single",
         "token",
         "identity",
         "remote",
         "encode",
-        "dropped",
-        "overflowed",
         "closed",
         "opened",
         "operations",
@@ -155,7 +152,6 @@ class EventStream:
         "expiry",
         "request",
         "on_close",
-        "_queue",
         "_nexts",
         "_ended",
         "_waiter",
@@ -173,18 +169,13 @@ class EventStream:
         remote: str | None = None,
         encode: Callable[[Any], str] = http.dumps,
     ) -> None:
-        self.queue_size = queue_size
-        self.overflow = overflow
+        super().__init__(queue_size, overflow)
         self.single = single
         self.token = token
         self.identity = identity
         self.remote = remote
         #: A result's JSON (the transport's :class:`EncodeOnce`: subscribers sharing a stream share it).
         self.encode = encode
-        #: ``next`` events dropped because the client read too slowly (drop_oldest).
-        self.dropped = 0
-        #: True once closed because the client fell behind (the ``close`` policy).
-        self.overflowed = False
         self.closed = False
         #: Single connection mode: a GET holds this stream.
         self.opened = False
@@ -197,18 +188,15 @@ class EventStream:
         self.request: web.Request | None = None
         #: Called once when the stream closes (the transport forgets its token).
         self.on_close: Callable[[EventStream], None] | None = None
-        # A list and a lazily made future rather than a deque and an Event:
-        # thousands of idle streams each pay for these (~1.3 KB saved per stream).
-        #: (kind, the bytes to write): kind is "next", "complete" or "ping".
-        self._queue: list[tuple[str, bytes]] = []
+        # The queue holds (kind, the bytes to write), kind "next", "complete"
+        # or "ping"; only ``next`` events count towards ``queue_size``. A
+        # lazily made future rather than an Event: thousands of idle streams
+        # each pay for it.
         self._nexts = 0
         self._ended = False
         self._waiter: asyncio.Future[None] | None = None
         #: Loop time the pending write began (None: not writing), for the watcher's SEND_TIMEOUT.
         self._writing_since: float | None = None
-
-    def __len__(self) -> int:
-        return len(self._queue)
 
     def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
@@ -233,34 +221,42 @@ class EventStream:
         """Queue a keep-alive comment, unless something waits to be written already."""
         # Queued events keep the stream alive themselves (or the client is
         # stalled, and a ping would not get through either).
-        if not self.closed and not self._queue:
-            self._queue.append(("ping", PING))
+        if not self.closed and not self._items:
+            self._items.append(("ping", PING))
             self._wake()
 
     def _put(self, event: str, data: str) -> None:
         if self.closed:
             return
-        if event == "next":
-            if self._nexts >= self.queue_size:
-                if self.overflow == "close":
-                    logger.warning("SSE stream closed: the client fell %d events behind (overflow: close)", self.queue_size)
-                    self.overflowed = True
-                    self.abort()
-                    return
-                self._drop_oldest_next()
-            self._nexts += 1
-        self._queue.append((event, _encode(event, data)))
+        if event != "next":
+            # Never dropped: a client always learns that an operation ended.
+            self._items.append((event, _encode(event, data)))
+        elif not self.offer((event, _encode(event, data))):
+            self.abort()
+            return
         self._wake()
 
-    def _drop_oldest_next(self) -> None:
-        for i, (event, _data) in enumerate(self._queue):
+    def _count(self) -> int:
+        return self._nexts
+
+    def _add(self, item: tuple[str, bytes]) -> None:
+        self._items.append(item)
+        self._nexts += 1
+
+    def _evict(self) -> None:
+        for i, (event, _data) in enumerate(self._items):
             if event == "next":
-                del self._queue[i]
+                del self._items[i]
                 self._nexts -= 1
-                break
-        if self.dropped == 0:
-            logger.warning("SSE client reads too slowly: dropping its oldest events (overflow: drop_oldest)")
-        self.dropped += 1
+                return
+
+    def _log_dropped(self) -> None:
+        logger.warning(
+            "SSE client reads too slowly: dropped its oldest events (%d so far, overflow: drop_oldest)", self.dropped
+        )
+
+    def _log_closed(self) -> None:
+        logger.warning("SSE stream closed: the client fell %d events behind (overflow: close)", self.limit)
 
     # -- consuming ---------------------------------------------------------
 
@@ -272,8 +268,8 @@ class EventStream:
         """
         loop = asyncio.get_running_loop()
         while True:
-            if self._queue:
-                kind, chunk = self._queue.pop(0)
+            if self._items:
+                kind, chunk = self._items.pop(0)
                 if kind == "next":
                     self._nexts -= 1
                 # A time stamp the watcher checks, rather than a timeout around
@@ -303,7 +299,7 @@ class EventStream:
         for task in self.operations.values():
             if task is not None:
                 task.cancel()
-        self._queue.clear()
+        self._items.clear()
         self._nexts = 0
         self._wake()
         if self.on_close is not None:
