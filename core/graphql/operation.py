@@ -140,7 +140,7 @@ class OperationRunner:
                 op.parsed, operation_name=op.operation_name, context=op.context, variables=op.variables
             )
 
-        if self.shared is None or not getattr(op.context, "share_subscriptions", True):
+        if self.shared is None or not op.context.share_subscriptions:
             return start()
         return self.shared.join(_share_key(op), start)
 
@@ -155,7 +155,7 @@ def _share_key(op: Operation) -> tuple:
         op.operation_name,
         variables,
         repr(identity) if identity is not None else None,
-        getattr(op.context, "subscription_group", None),
+        op.context.subscription_group,
     )
 
 

@@ -21,7 +21,8 @@ import sqlalchemy as sa
 from plugboard.providers import pubsub
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
-from plugboard.plugins.realtime.presence import current_user, topic_events
+from plugboard.plugins.realtime.identity import current_user
+from plugboard.plugins.realtime.topics import topic_events
 
 logger = logging.getLogger("plugboard.realtime.chat")
 

@@ -71,7 +71,6 @@ expired when it starts is refused with 403.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import re
@@ -90,6 +89,7 @@ from plugboard.graphql.operation import Operation, OperationRejected
 from plugboard.graphql.shared_streams import EncodeOnce
 from plugboard.middleware import REQUEST_ID, REQUEST_ID_HEADER
 from plugboard.plugins.realtime.config import RealtimeConfig
+from plugboard.plugins.realtime.limiter import SSE, client_address, limiter_of
 from plugboard.transports import http
 from plugboard.transports.http import error_response
 
@@ -336,8 +336,6 @@ class SSEState:
     def __init__(self) -> None:
         #: Single connection mode: token -> reserved or open stream.
         self.reservations: dict[str, EventStream] = {}
-        #: Reservations per client address, for ``realtime.sse.max_connections_per_ip``.
-        self.per_ip: collections.Counter[str] = collections.Counter()
         #: Every stream currently attached to a response (both modes).
         self.live: set[EventStream] = set()
         #: Pings the ``live`` streams and ends those whose connection has closed
@@ -361,6 +359,7 @@ class SSETransport:
         self.reservation_ttl = RESERVATION_TTL
         self.encode = EncodeOnce(http.dumps)
         app[SSE_STATE] = SSEState()
+        self.limiter = limiter_of(app, config)
         app.on_shutdown.append(self._on_shutdown)
 
     @property
@@ -386,12 +385,23 @@ class SSETransport:
                     stream = self._claim(token)
                     return await self._serve(request, stream, {REQUEST_ID_HEADER: request[REQUEST_ID]})
                 return await self._single_operation(request, token)
-            stream, headers = await self._distinct(request)
+            ip = client_address(request)
+            # Counted before the first await, as every realtime endpoint does.
+            if not self.limiter.acquire(SSE, ip):
+                raise RequestError(f"too many event streams from this address (limit {self.limiter.limits[SSE]})", 429)
+            try:
+                stream, headers = await self._distinct(request)
+            except BaseException:
+                self.limiter.release(SSE, ip)
+                raise
         except RequestError as e:
             return e.response()
         # Served here rather than from _distinct: an open stream then holds
         # one coroutine frame less (thousands of idle streams).
-        return await self._serve(request, stream, headers)
+        try:
+            return await self._serve(request, stream, headers)
+        finally:
+            self.limiter.release(SSE, ip)
 
     # -- distinct connections mode ------------------------------------------
 
@@ -414,9 +424,10 @@ class SSETransport:
 
     async def _reserve(self, request: web.Request) -> web.Response:
         context = await self._context(request)
-        remote = request.remote or ""
-        if self.state.per_ip[remote] >= self.config.sse.max_connections_per_ip:
-            raise RequestError(f"too many reserved event streams from this address (limit {self.config.sse.max_connections_per_ip})", 429)
+        remote = client_address(request)
+        if not self.limiter.acquire(SSE, remote):
+            limit = self.limiter.limits[SSE]
+            raise RequestError(f"too many reserved event streams from this address (limit {limit})", 429)
         token = secrets.token_urlsafe(24)
         stream = EventStream(
             queue_size=self.config.queue_size,
@@ -428,7 +439,6 @@ class SSETransport:
             encode=self.encode,
         )
         self.state.reservations[token] = stream
-        self.state.per_ip[remote] += 1
         stream.on_close = self._forget
         stream.expiry = asyncio.get_running_loop().call_later(self.reservation_ttl, self._expire, stream)
         return web.Response(status=201, text=token, content_type="text/plain", charset="utf-8")
@@ -442,10 +452,7 @@ class SSETransport:
     def _forget(self, stream: EventStream) -> None:
         if stream.token is not None and self.state.reservations.get(stream.token) is stream:
             del self.state.reservations[stream.token]
-            remote = stream.remote or ""
-            self.state.per_ip[remote] -= 1
-            if self.state.per_ip[remote] <= 0:
-                del self.state.per_ip[remote]
+            self.limiter.release(SSE, stream.remote or "unknown")
 
     def _lookup(self, token: str) -> EventStream:
         stream = self.state.reservations.get(token)
@@ -550,7 +557,7 @@ class SSETransport:
         runner = self.app[keys.RUNNER]
         try:
             if op.operation_type == "subscription":
-                expires_at = getattr(op.context, "identity_expires_at", None)
+                expires_at = op.context.identity_expires_at
                 if isinstance(expires_at, (int, float)) and expires_at <= time.time():
                     raise RequestError("the identity behind this request has expired", 403)
                 return await runner.subscribe(op)
@@ -675,7 +682,7 @@ def _expired(scope: Any) -> bool:
 
 
 def _deadline(op: Operation) -> float | None:
-    expires_at = getattr(op.context, "identity_expires_at", None)
+    expires_at = op.context.identity_expires_at
     if not isinstance(expires_at, (int, float)):
         return None
     return asyncio.get_running_loop().time() + max(0.0, expires_at - time.time())

@@ -57,7 +57,6 @@ import json
 import logging
 import math
 import time
-from collections import Counter
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from aiohttp import WSMsgType, hdrs, web
@@ -68,6 +67,7 @@ from plugboard.graphql.operation import Operation, OperationRejected
 from plugboard.graphql.shared_streams import EncodeOnce
 from plugboard.middleware import REQUEST_ID
 from plugboard.plugins.realtime import presence
+from plugboard.plugins.realtime.limiter import WEBSOCKET, client_address, limiter_of
 
 if TYPE_CHECKING:
     from plugboard.graphql.context import Context
@@ -96,10 +96,9 @@ _MAX_REASON_BYTES = 123
 
 
 class WebSocketState:
-    """Per-app WebSocket bookkeeping: connections per client address and the live connections."""
+    """Per-app WebSocket bookkeeping: the live connections and the app's result encoder."""
 
     def __init__(self) -> None:
-        self.connections_per_ip: Counter[str] = Counter()
         self.connections: set["_Connection"] = set()
         #: Results' JSON: subscribers sharing a stream get the same result, encoded once.
         self.encode = EncodeOnce(_dumps)
@@ -128,6 +127,7 @@ class WebSocketTransport:
         self.app = app
         self.config = config
         app[WS_STATE] = WebSocketState()
+        self.limiter = limiter_of(app, config)
         app.on_shutdown.append(self._on_shutdown)
 
     def matches(self, request: web.Request) -> bool:
@@ -144,12 +144,10 @@ class WebSocketTransport:
             compress=False,
         )
         state = request.app[WS_STATE]
-        ip = request.remote or "unknown"
+        ip = client_address(request)
         # Check and count before the first await, so concurrent handshakes
         # from one address cannot all slip under the limit.
-        over_limit = state.connections_per_ip[ip] >= options.max_connections_per_ip
-        if not over_limit:
-            state.connections_per_ip[ip] += 1
+        over_limit = not self.limiter.acquire(WEBSOCKET, ip)
         try:
             await ws.prepare(request)
             if over_limit:
@@ -167,9 +165,7 @@ class WebSocketTransport:
                 state.connections.discard(connection)
         finally:
             if not over_limit:
-                state.connections_per_ip[ip] -= 1
-                if state.connections_per_ip[ip] <= 0:
-                    del state.connections_per_ip[ip]
+                self.limiter.release(WEBSOCKET, ip)
         return ws
 
     async def _on_shutdown(self, app: web.Application) -> None:
@@ -455,7 +451,7 @@ class _Connection(abc.ABC):
         except Exception as e:
             logger.error("WebSocket connection_init: the context hook raised (request %s)", request_id, exc_info=e)
             return CLOSE_INTERNAL_ERROR, "Internal server error", [_internal_error(request_id)]
-        expires_at = getattr(context, "identity_expires_at", None)
+        expires_at = context.identity_expires_at
         if isinstance(expires_at, (int, float)) and not isinstance(expires_at, bool) and math.isfinite(expires_at):
             if expires_at <= time.time():
                 return CLOSE_FORBIDDEN, "Forbidden: identity expired", [GraphQLError("identity expired", "FORBIDDEN").formatted()]
