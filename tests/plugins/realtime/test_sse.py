@@ -671,7 +671,7 @@ async def test_one_task_per_app_pings_every_open_stream(sse_client):
         assert set(reader.comments) == {": ping"}
     watchers = [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "SSETransport._watch"]
     assert len(watchers) == 1
-    assert stream_tasks() == ["_produce"] * 3  # the producers; nothing per stream for keep-alive
+    assert stream_tasks() == ["produce"] * 3  # the producers; nothing per stream for keep-alive
     for reader in readers:
         reader.resp.close()
 
@@ -786,7 +786,7 @@ def stream_tasks() -> list[str]:
     names = []
     for task in asyncio.all_tasks():
         name = getattr(task.get_coro(), "__qualname__", "")
-        if name in ("_produce", "EventSourceResponse._ping"):
+        if name in ("produce", "EventSourceResponse._ping"):
             names.append(name)
     return names
 
@@ -801,7 +801,7 @@ async def test_shutdown_ends_open_streams(sse_client, probe):
     await single.event()
     reserved_only = await reserve(client)
     # Two producers, and no ping task per stream (the app's one watcher pings).
-    assert stream_tasks() == ["_produce", "_produce"]
+    assert stream_tasks() == ["produce", "produce"]
     started = time.monotonic()
     await client.server.close()
     assert time.monotonic() - started < 2
