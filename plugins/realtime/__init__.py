@@ -7,6 +7,7 @@ is switched by ``realtime.*`` settings (``subscriptions``, ``websockets``,
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from plugboard import hookimpl
@@ -43,8 +44,9 @@ def _features(config: RealtimeConfig) -> list[Any]:
 
 
 @hookimpl
-def plugboard_schema(config: RealtimeConfig) -> list[str]:
-    return [feature.SDL for feature in _features(config)]
+def plugboard_schema(config: RealtimeConfig) -> list[Path]:
+    # One .graphql file per feature, beside its module (presence.graphql, ...).
+    return [feature.SCHEMA for feature in _features(config)]
 
 
 @hookimpl

@@ -20,6 +20,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from aiohttp import web
@@ -40,31 +41,8 @@ REDIS_KEY = "plugboard:realtime:presence"
 #: At most this many users are turned offline per sweep round trip.
 _SWEEP_BATCH = 500
 
-SDL = '''
-"A user's presence, as seen through heartbeats."
-type User {
-  id: ID!
-  "True while the user has heartbeated within realtime.presence.ttl."
-  online: Boolean!
-  "The last heartbeat this server knows of (null when unknown)."
-  lastSeen: DateTime
-}
-
-extend type Query {
-  "Users with a heartbeat within realtime.presence.ttl, by id."
-  onlineUsers: [User!]!
-}
-
-extend type Mutation {
-  "Mark the caller online. Clients call it more often than realtime.presence.ttl."
-  heartbeat: Boolean!
-}
-
-extend type Subscription {
-  "A User each time someone comes online (online: true) or goes offline (online: false)."
-  userOnline: User
-}
-'''
+#: This feature's SDL fragment; composition errors name this file and line.
+SCHEMA = Path(__file__).with_name("presence.graphql")
 
 
 # ---------------------------------------------------------------------------
