@@ -3,6 +3,13 @@
 The hook implementations are thin: each feature lives in its own module and
 is switched by ``realtime.*`` settings (``subscriptions``, ``websockets``,
 ``serverSentEvents``, ``features.{presence,chat,notifications}``).
+
+Transports: ``ws`` (with ``ws_connection``, ``ws_protocols``, ``ws_messages``)
+and ``sse`` (with ``sse_stream``); ``channels/`` for clients that do not
+speak GraphQL; ``limiter`` counts connections per client address for all of
+them. Features: ``presence``, ``chat``, ``notifications`` (each with its
+``.graphql`` file), on ``identity`` (user ids) and ``topics`` (event
+sources). The wire protocols are described in ``PROTOCOLS.md``.
 """
 
 from __future__ import annotations

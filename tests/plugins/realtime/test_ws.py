@@ -648,7 +648,6 @@ async def test_subscription_limit_per_connection(start, probe):
 
 async def test_connection_limit_per_ip_closes_4429(start):
     client = await start(websocket={"max_connections_per_ip": 2})
-    state = client.app[WS_STATE]
     first = await ready(client)
     second = await ready(client)
     assert client.app[CONNECTION_LIMITER].open("websocket") == {"127.0.0.1": 2}
