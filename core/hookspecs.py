@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mappi
 from plugboard import hookspec
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pluggy
     import sqlalchemy
     from aiohttp import web
@@ -139,11 +141,14 @@ def plugboard_commands() -> list["Command"] | None:
 
 
 @hookspec
-def plugboard_schema(config: Any) -> str | list[str] | None:
+def plugboard_schema(config: Any) -> str | Path | list[str | Path] | None:
     """Return SDL fragments contributed by this plugin.
 
     Each item is either SDL text or a :class:`pathlib.Path` to a ``.graphql``
-    file (read as UTF-8). Extend the root types with ``extend type Query``,
+    file (read as UTF-8). Prefer a file beside the plugin's module
+    (``Path(__file__).with_name("schema.graphql")``, as the built-ins do):
+    syntax errors, duplicate fields and fields that do not build then name
+    the file and line. Extend the root types with ``extend type Query``,
     ``extend type Mutation`` and ``extend type Subscription``; the core's
     ``schema.d`` declares the roots and the ``DateTime``, ``JSON`` and
     ``Upload`` scalars. Two plugins declaring the same field fail start-up,

@@ -14,6 +14,8 @@ from typing import Any, AsyncIterator, Callable
 from aiohttp import web
 
 from plugboard import keys
+from plugboard.errors import SchemaError
+from plugboard.graphql.sdl import locate_fields
 from plugboard.providers.records import SQLRecordsStore
 from plugboard.providers.redis import close_redis, connect_redis
 
@@ -50,7 +52,11 @@ async def records_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def engine_ctx(app: web.Application) -> AsyncIterator[None]:
     engine = app[keys.ENGINE]
-    await engine.cook()
+    try:
+        await engine.cook()
+    except SchemaError as e:
+        # Tartiflette names the field, not where it came from: add that.
+        raise SchemaError(locate_fields(str(e), app[keys.COMPOSED_SCHEMA])) from e
     try:
         yield
     finally:

@@ -5,12 +5,17 @@ WebSocket/SSE operation), built by the transport and filled by each plugin's
 ``plugboard_context`` hook in plugin order. Attribute and item access are the
 same (``context.identity`` or ``context["identity"]``), so plugins written for
 either style work.
+
+Besides the values the transport sets, the class declares the fields the
+built-in plugins read and auth plugins set, with their defaults, so nobody
+guesses with ``getattr``: ``identity_expires_at``, ``roles``,
+``share_subscriptions`` and ``subscription_group``.
 """
 
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Collection, Hashable, Iterator, Mapping
 
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
@@ -21,7 +26,24 @@ if TYPE_CHECKING:
 
 class Context:
     """Request-scoped values: ``app``, ``request``, ``request_id``, ``transport``,
-    ``connection_params`` (a WebSocket's ``connection_init`` payload, else None), ``identity``."""
+    ``connection_params`` (a WebSocket's ``connection_init`` payload, else None), ``identity``,
+    and the declared fields below that ``plugboard_context`` implementations may set."""
+
+    # Class-level defaults: a context that never sets them (most) stores
+    # nothing for them, and every WebSocket connection holds a context.
+
+    #: Unix seconds after which ``identity`` is no longer valid (None: never).
+    #: WebSocket closes with 4403, SSE ends subscriptions with ``FORBIDDEN``,
+    #: and an already-expired identity is refused.
+    identity_expires_at: float | None = None
+    #: The caller's roles, any collection of names (``"admin"`` opens the jobs API).
+    roles: Collection[str] = ()
+    #: False when this context's subscription results must not be shared with
+    #: other subscribers (its resolvers read something per connection besides the identity).
+    share_subscriptions: bool = True
+    #: Added to the sharing key of subscriptions: what, besides the operation,
+    #: its variables and the identity, makes results differ (e.g. a tenant id).
+    subscription_group: Hashable = None
 
     def __init__(self, *, app: "web.Application", request: "web.Request | None", request_id: str, transport: str) -> None:
         self.app = app

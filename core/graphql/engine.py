@@ -72,7 +72,9 @@ def fragment_shape(text: str, origin: str) -> FragmentShape:
     try:
         document = parse_to_document(text)
     except Exception as e:  # lark raises a family of its own exceptions
-        raise SchemaError(f"{origin}: SDL does not parse: {_first_line(e)}") from e
+        line = getattr(e, "line", None)
+        where = f"{origin}:{line}" if isinstance(line, int) and line > 0 else origin
+        raise SchemaError(f"{where}: SDL does not parse: {_first_line(e)}") from e
     defined, extended, fields = [], [], []
     for node in document.definitions:
         kind = type(node).__name__

@@ -162,7 +162,7 @@ class OperationRunner:
                 op.parsed, operation_name=op.operation_name, context=op.context, variables=op.variables
             )
 
-        if self.shared is None or not getattr(op.context, "share_subscriptions", True):
+        if self.shared is None or not op.context.share_subscriptions:
             return start()
         return self.shared.join(operation_key(op), start)
 
@@ -186,7 +186,7 @@ def operation_key(op: Operation) -> str:
         op.operation_name,
         op.variables or None,
         repr(identity) if identity is not None else None,
-        getattr(op.context, "subscription_group", None),
+        op.context.subscription_group,
     )
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(text.encode()).hexdigest()

@@ -9,6 +9,7 @@ here: it drives the duplicate-field check, the resolver-key check and the
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -19,6 +20,7 @@ from plugboard.errors import SchemaError
 from plugboard.graphql.engine import Contribution, FragmentShape, fragment_shape
 
 CORE = "core"
+_FIELD_KEY = re.compile(r"\b[_A-Za-z][_0-9A-Za-z]*\.[_A-Za-z][_0-9A-Za-z]*\b")
 ROOT_TYPES = ("Query", "Mutation", "Subscription")
 
 
@@ -87,7 +89,7 @@ def plugin_fragments(plugin: str, returned: Any) -> list[Fragment]:
 def compose(fragments: Iterable[Fragment]) -> ComposedSchema:
     """Check fragments against each other and join them into one SDL document."""
     fragments = list(fragments)
-    shapes: list[tuple[Fragment, FragmentShape]] = [(f, fragment_shape(f.text, f.source)) for f in fragments]
+    shapes: list[tuple[Fragment, FragmentShape]] = [(f, _shape(f)) for f in fragments]
     owners: dict[str, tuple[str, str]] = {}
     defined: dict[str, str] = {}
     problems = []
@@ -118,6 +120,16 @@ def compose(fragments: Iterable[Fragment]) -> ComposedSchema:
     return ComposedSchema(sdl=sdl, fragments=fragments, field_owners=owners)
 
 
+def locate_fields(message: str, composed: ComposedSchema) -> str:
+    """``message`` followed by where each ``Type.field`` it mentions was declared (file and line)."""
+    found = []
+    for key in dict.fromkeys(_FIELD_KEY.findall(message)):
+        if key in composed.field_owners:
+            owner, where = composed.field_owners[key]
+            found.append(f"{key} is declared by {_describe(owner, where)}")
+    return f"{message} ({'; '.join(found)})" if found else message
+
+
 def check_keys(
     composed: ComposedSchema,
     kind: str,
@@ -133,6 +145,16 @@ def check_keys(
         elif subscription_only and not key.startswith("Subscription."):
             problems.append(f"plugin {c.plugin!r}: subscription {key!r} must be a Subscription field")
     return problems
+
+
+def _shape(fragment: Fragment) -> FragmentShape:
+    try:
+        return fragment_shape(fragment.text, fragment.source)
+    except SchemaError as e:
+        if fragment.owner in (CORE, "schema.d") or fragment.source.startswith("plugin "):
+            raise
+        # A plugin's .graphql file: say whose it is as well as where.
+        raise SchemaError(f"plugin {fragment.owner!r}: {e}") from e
 
 
 def _who(fragment: Fragment) -> str:

@@ -21,6 +21,8 @@ import contextlib
 import logging
 from typing import Any, AsyncIterator, Callable, Hashable
 
+from plugboard.boundedqueue import BoundedQueue
+
 logger = logging.getLogger("plugboard.graphql")
 
 _END = object()
@@ -91,31 +93,27 @@ class _Group:
             self.task.cancel()
 
 
-class Member:
+class Member(BoundedQueue[Any]):
     """One subscriber's view of a shared stream: an async iterator with a bounded buffer.
 
     When the subscriber falls ``buffer_size`` results behind, the oldest are
-    dropped and counted in :attr:`dropped`.
+    dropped and counted in :attr:`dropped`; the end of the stream (or its
+    error) is always delivered.
     """
 
-    __slots__ = ("_group", "_buffer", "_size", "_waiter", "dropped", "_closed")
+    __slots__ = ("_group", "_waiter", "_closed")
 
     def __init__(self, group: _Group, buffer_size: int) -> None:
+        super().__init__(buffer_size, "drop_oldest")
         self._group = group
-        # A list, not a deque: it is nearly always empty, and an empty deque
-        # costs ~600 bytes per subscriber (thousands of idle subscribers).
-        self._buffer: list[Any] = []
-        self._size = buffer_size
         self._waiter: asyncio.Future[None] | None = None
-        self.dropped = 0
         self._closed = False
 
     def push(self, item: Any) -> None:
-        if len(self._buffer) >= self._size:
-            del self._buffer[0]
-            if item is not _END:
-                self.dropped += 1
-        self._buffer.append(item)
+        if item is _END or isinstance(item, Exception):
+            self._items.append(item)  # never dropped: the subscriber must learn the stream ended
+        else:
+            self.offer(item)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -123,7 +121,7 @@ class Member:
         return self
 
     async def __anext__(self) -> Any:
-        while not self._buffer:
+        while not self._items:
             if self._closed:
                 raise StopAsyncIteration
             self._waiter = asyncio.get_running_loop().create_future()
@@ -131,7 +129,7 @@ class Member:
                 await self._waiter
             finally:
                 self._waiter = None
-        item = self._buffer.pop(0)
+        item = self._items.pop(0)
         if item is _END:
             self._closed = True
             raise StopAsyncIteration

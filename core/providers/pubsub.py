@@ -17,18 +17,19 @@ and built with :class:`PubSubOptions`.
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator, Callable, Literal, Mapping, Protocol, TypeVar, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Mapping, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
 from plugboard import validators
+from plugboard.boundedqueue import Overflow as _Overflow
 
 logger = logging.getLogger("plugboard.pubsub")
 
 T = TypeVar("T")
 
-#: What happens when a subscriber's queue is full.
-Overflow = Literal["drop_oldest", "close"]
+#: What happens when a subscriber's queue is full (see :mod:`plugboard.boundedqueue`).
+Overflow = _Overflow
 
 
 @attrs.define(frozen=True, kw_only=True)

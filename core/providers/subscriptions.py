@@ -1,7 +1,8 @@
 """The subscription object both pubsub providers hand out, and their shared payload rules.
 
-Owns the bounded per-subscriber queue and its overflow policy, so that the
-``memory`` and ``redis`` providers behave identically: a provider calls
+Owns the per-subscriber queue (a :class:`~plugboard.boundedqueue.BoundedQueue`,
+with its overflow policy) and payload encoding, so that the ``memory`` and
+``redis`` providers behave identically: a provider calls
 :meth:`QueueSubscription.deliver` with the payload's JSON text (never
 blocking), the subscriber iterates decoded payloads. Decoding happens per
 subscriber, so each gets its own objects and cannot mutate another's.
@@ -12,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
-from collections import deque
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable
+
+from plugboard.boundedqueue import BoundedQueue, Overflow
 
 __all__ = ["QueueSubscription", "encode_payload", "check_topic", "DEFAULT_READY_TIMEOUT"]
 
@@ -22,10 +23,6 @@ logger = logging.getLogger("plugboard.pubsub")
 
 #: How long ``async with pubsub.subscribe(t)`` waits for the backend to confirm.
 DEFAULT_READY_TIMEOUT = 5.0
-
-# A drop warning per subscription at most this often: a stuck subscriber
-# under a steady stream would otherwise write a log line per event.
-_WARN_INTERVAL = 1.0
 
 
 def check_topic(topic: object) -> str:
@@ -56,7 +53,7 @@ def encode_payload(payload: Any) -> str:
         raise TypeError(f"pubsub payload is not JSON-serializable: {e}") from None
 
 
-class QueueSubscription:
+class QueueSubscription(BoundedQueue[str | bytes]):
     """One subscriber's bounded queue of payloads for one topic (the ``Subscription`` protocol).
 
     Iterate with ``async for payload in sub``; iteration ends when the
@@ -75,46 +72,23 @@ class QueueSubscription:
       client's connection with a clear reason.
     """
 
-    __slots__ = (
-        "topic",
-        "dropped",
-        "overflowed",
-        "_queue",
-        "_queue_size",
-        "_overflow",
-        "_wakeup",
-        "_closed",
-        "_on_close",
-        "_ready",
-        "_warned_at",
-    )
+    __slots__ = ("topic", "_wakeup", "_closed", "_on_close", "_ready")
 
     def __init__(
         self,
         topic: str,
         *,
         queue_size: int,
-        overflow: Literal["drop_oldest", "close"],
+        overflow: Overflow,
         on_close: Callable[["QueueSubscription"], None] | None = None,
         ready: Callable[["QueueSubscription", float], Awaitable[bool]] | None = None,
     ) -> None:
-        if queue_size < 1:
-            raise ValueError("queue_size must be at least 1")
-        if overflow not in ("drop_oldest", "close"):
-            raise ValueError(f"unknown overflow policy {overflow!r}; expected 'drop_oldest' or 'close'")
+        super().__init__(queue_size, overflow)
         self.topic = topic
-        #: Payloads dropped for this subscriber because its queue was full.
-        self.dropped = 0
-        #: True once closed because it overflowed (the ``close`` policy).
-        self.overflowed = False
-        self._queue: deque[str | bytes] = deque()
-        self._queue_size = queue_size
-        self._overflow = overflow
         self._wakeup = asyncio.Event()
         self._closed = False
         self._on_close = on_close
         self._ready = ready
-        self._warned_at = float("-inf")
 
     @property
     def closed(self) -> bool:
@@ -124,7 +98,7 @@ class QueueSubscription:
     @property
     def pending(self) -> int:
         """Payloads queued and not yet taken by the subscriber."""
-        return len(self._queue)
+        return len(self._items)
 
     # -- provider side -------------------------------------------------------
 
@@ -132,30 +106,24 @@ class QueueSubscription:
         """Queue one payload's JSON text; never blocks (for providers)."""
         if self._closed:
             return
-        if len(self._queue) >= self._queue_size:
-            if self._overflow == "close":
-                logger.warning(
-                    "pubsub: subscriber of %r fell %d events behind; closed (overflow policy 'close')",
-                    self.topic,
-                    self._queue_size,
-                )
-                self.overflowed = True
-                self._end()
-                self._detach()
-                return
-            self._queue.popleft()
-            self.dropped += 1
-            now = time.monotonic()
-            if now - self._warned_at >= _WARN_INTERVAL:
-                self._warned_at = now
-                logger.warning(
-                    "pubsub: subscriber of %r is too slow; dropped its oldest event (%d dropped so far, queue_size=%d)",
-                    self.topic,
-                    self.dropped,
-                    self._queue_size,
-                )
-        self._queue.append(data)
+        if not self.offer(data):
+            self._end()
+            self._detach()
+            return
         self._wakeup.set()
+
+    def _log_dropped(self) -> None:
+        logger.warning(
+            "pubsub: subscriber of %r is too slow; dropped its oldest event (%d dropped so far, queue_size=%d)",
+            self.topic,
+            self.dropped,
+            self.limit,
+        )
+
+    def _log_closed(self) -> None:
+        logger.warning(
+            "pubsub: subscriber of %r fell %d events behind; closed (overflow policy 'close')", self.topic, self.limit
+        )
 
     def end(self) -> None:
         """End the subscription without telling the provider (its registry is being cleared)."""
@@ -164,7 +132,7 @@ class QueueSubscription:
 
     def _end(self) -> None:
         self._closed = True
-        self._queue.clear()
+        self._items.clear()
         # Wakes every waiting __anext__, which then sees _closed.
         self._wakeup.set()
 
@@ -200,8 +168,8 @@ class QueueSubscription:
         while True:
             if self._closed:
                 raise StopAsyncIteration
-            if self._queue:
-                data = self._queue.popleft()
+            if self._items:
+                data = self._items.pop(0)
                 try:
                     return json.loads(data)
                 except ValueError:
@@ -221,4 +189,4 @@ class QueueSubscription:
 
     def __repr__(self) -> str:
         state = "overflowed" if self.overflowed else "closed" if self._closed else "open"
-        return f"<QueueSubscription {self.topic!r} {state} pending={len(self._queue)} dropped={self.dropped}>"
+        return f"<QueueSubscription {self.topic!r} {state} pending={len(self._items)} dropped={self.dropped}>"

@@ -3,7 +3,7 @@
 The hook implementations are thin; the work lives in small modules:
 ``config`` (settings), ``store`` (job records: records or redis),
 ``brokers`` (memory or redis), ``runner`` (one attempt of a job),
-``api`` (``app[JOBS]``), ``graphql`` (SDL and resolvers), ``scheduler``
+``api`` (``app[JOBS]``), ``schema.graphql`` (SDL), ``graphql`` (resolvers), ``scheduler``
 (cron), ``commands`` (``plugboard worker`` / ``plugboard scheduler``) and
 ``runtime`` (start-up). Built-in job types come from ``builtin``, the
 dashboard from ``dashboard``.
@@ -11,6 +11,7 @@ dashboard from ``dashboard``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from plugboard import hookimpl
@@ -45,10 +46,8 @@ def plugboard_commands() -> list:
 
 
 @hookimpl
-def plugboard_schema(config: JobsConfig) -> str:
-    from plugboard.plugins.jobs.graphql import SDL
-
-    return SDL
+def plugboard_schema(config: JobsConfig) -> Path:
+    return Path(__file__).with_name("schema.graphql")
 
 
 @hookimpl

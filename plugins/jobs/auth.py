@@ -9,11 +9,14 @@ strings); the operator's token is ``server.admin_token``, sent as
 from __future__ import annotations
 
 import hmac
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from aiohttp import web
 
 from plugboard import keys
+
+if TYPE_CHECKING:
+    from plugboard.graphql.context import Context
 
 
 def bearer(value: str | None) -> str | None:
@@ -30,8 +33,8 @@ def is_admin_token(app: web.Application, token: str | None) -> bool:
     return hmac.compare_digest(str(configured).encode(), token.encode())
 
 
-def has_admin_role(context: Any) -> bool:
-    roles = context.get("roles") if context is not None else None
+def has_admin_role(context: "Context | None") -> bool:
+    roles = context.roles if context is not None else ()
     return bool(roles) and "admin" in roles
 
 

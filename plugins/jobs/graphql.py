@@ -1,4 +1,4 @@
-"""The jobs plugin's GraphQL surface: SDL, resolvers and the ``jobUpdated`` subscription.
+"""The jobs plugin's GraphQL surface: resolvers and the ``jobUpdated`` subscription (SDL: ``schema.graphql``).
 
 Admins (``plugboard.plugins.jobs.auth.is_admin``) see and act on every job;
 the owner of a job (the identity that enqueued it) may read ``job(id)`` and
@@ -16,62 +16,6 @@ from plugboard.plugins.jobs.auth import is_admin
 from plugboard.plugins.jobs.errors import JobsError
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import Job, JobStatus
-
-SDL = '''
-"Where a job is in its life."
-enum JobStatus { PENDING PROCESSING COMPLETED FAILED RETRYING CANCELLED }
-
-"A background job: one run of a task with its arguments."
-type Job {
-  id: ID!
-  "The task name (send-email, process-image ...)."
-  type: String!
-  status: JobStatus!
-  "0 to 100, reported by the task."
-  progress: Int!
-  "Attempts started so far."
-  attempts: Int!
-  maxAttempts: Int!
-  "The last failed attempt's error (\\"Type: message\\")."
-  error: String
-  "What the task returned (COMPLETED jobs)."
-  result: JSON
-  args: JSON
-  createdAt: DateTime!
-  startedAt: DateTime
-  completedAt: DateTime
-}
-
-type JobEdge { cursor: String! node: Job! }
-type JobPageInfo { endCursor: String hasNextPage: Boolean! }
-type JobConnection { edges: [JobEdge!]! pageInfo: JobPageInfo! totalCount: Int! }
-type JobCount { status: JobStatus! count: Int! }
-
-extend type Query {
-  "Jobs, newest first (admins)."
-  jobs(status: JobStatus, type: String, first: Int = 20, after: String): JobConnection!
-  "One job (admins, or the identity that enqueued it)."
-  job(id: ID!): Job
-  "Jobs per status (admins)."
-  jobCounts: [JobCount!]!
-  "The task names jobs can run."
-  jobTypes: [String!]!
-}
-
-extend type Mutation {
-  "Enqueue a job (admins)."
-  enqueueJob(type: String!, args: JSON): Job!
-  "Run a FAILED or CANCELLED job again (admins)."
-  retryJob(id: ID!): Job!
-  "Cancel a PENDING, RETRYING or PROCESSING job (admins)."
-  cancelJob(id: ID!): Job!
-}
-
-extend type Subscription {
-  "The job's current state, then every change (admins, or the job's owner)."
-  jobUpdated(id: ID!): Job!
-}
-'''
 
 
 def _time(ts: float | None) -> dt.datetime | None:

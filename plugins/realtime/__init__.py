@@ -3,10 +3,18 @@
 The hook implementations are thin: each feature lives in its own module and
 is switched by ``realtime.*`` settings (``subscriptions``, ``websockets``,
 ``serverSentEvents``, ``features.{presence,chat,notifications}``).
+
+Transports: ``ws`` (with ``ws_connection``, ``ws_protocols``, ``ws_messages``)
+and ``sse`` (with ``sse_stream``); ``channels/`` for clients that do not
+speak GraphQL; ``limiter`` counts connections per client address for all of
+them. Features: ``presence``, ``chat``, ``notifications`` (each with its
+``.graphql`` file), on ``identity`` (user ids) and ``topics`` (event
+sources). The wire protocols are described in ``PROTOCOLS.md``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from plugboard import hookimpl
@@ -43,8 +51,9 @@ def _features(config: RealtimeConfig) -> list[Any]:
 
 
 @hookimpl
-def plugboard_schema(config: RealtimeConfig) -> list[str]:
-    return [feature.SDL for feature in _features(config)]
+def plugboard_schema(config: RealtimeConfig) -> list[Path]:
+    # One .graphql file per feature, beside its module (presence.graphql, ...).
+    return [feature.SCHEMA for feature in _features(config)]
 
 
 @hookimpl

@@ -14,6 +14,7 @@ import base64
 import binascii
 import datetime as dt
 import logging
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import sqlalchemy as sa
@@ -21,7 +22,8 @@ import sqlalchemy as sa
 from plugboard.providers import pubsub
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
-from plugboard.plugins.realtime.presence import current_user, topic_events
+from plugboard.plugins.realtime.identity import current_user
+from plugboard.plugins.realtime.topics import topic_events
 
 logger = logging.getLogger("plugboard.realtime.chat")
 
@@ -34,63 +36,8 @@ _CURSOR_PREFIX = "msg:"
 # Ids are SQL INTEGER: a larger number would be a database error on PostgreSQL.
 _MAX_ID = 2**31 - 1
 
-SDL = '''
-"A conversation between members."
-type Chat {
-  id: ID!
-  name: String!
-  "Member user ids, sorted."
-  members: [ID!]!
-  createdAt: DateTime!
-}
-
-"One chat message."
-type Message {
-  id: ID!
-  chatId: ID!
-  senderId: ID!
-  body: String!
-  createdAt: DateTime!
-}
-
-type MessageEdge {
-  "Opaque: pass it as `before` to read older messages."
-  cursor: String!
-  node: Message!
-}
-
-type MessagePageInfo {
-  "True when older messages exist beyond this page."
-  hasNextPage: Boolean!
-  "The cursor of the last (oldest) edge, or null for an empty page."
-  endCursor: String
-}
-
-"A page of messages, newest first."
-type MessageConnection {
-  edges: [MessageEdge!]!
-  pageInfo: MessagePageInfo!
-}
-
-extend type Query {
-  "The chats the caller is a member of, newest first."
-  chats: [Chat!]!
-  "A chat's messages, newest first; `before` is a cursor from a previous page (members only)."
-  messages(chatId: ID!, first: Int = 50, before: String): MessageConnection!
-}
-
-extend type Mutation {
-  "Create a chat; the caller is always a member."
-  createChat(name: String!, members: [ID!]!): Chat!
-  "Send a message (1 to 4000 characters) to a chat the caller is a member of."
-  sendMessage(chatId: ID!, body: String!): Message!
-}
-
-extend type Subscription {
-  "Messages sent to a chat from now on (members only)."
-  messageReceived(chatId: ID!): Message
-}
-'''
+#: This feature's SDL fragment; composition errors name this file and line.
+SCHEMA = Path(__file__).with_name("chat.graphql")
 
 
 def define_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:

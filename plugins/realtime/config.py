@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Any
 
 import attrs
 
 from plugboard import keys
+from plugboard.boundedqueue import Overflow
 from plugboard.errors import ConfigError, ConfigProblem
 
 from plugboard.units import Duration, Size
@@ -27,6 +28,7 @@ class WebSocketOptions:
     keepalive: Duration = attrs.field(default=12.0, validator=validators.positive)
     #: graphql-transport-ws: close 4408 if connection_init does not come in time.
     init_timeout: Duration = attrs.field(default=3.0, validator=validators.positive)
+    #: Open WebSockets per client address (GraphQL, and direct channels' /ws, each counted apart).
     max_connections_per_ip: int = attrs.field(default=100, validator=validators.positive)
     max_subscriptions_per_connection: int = attrs.field(default=100, validator=validators.positive)
     max_message_size: Size = attrs.field(default=64 * 1024, validator=validators.positive)
@@ -36,7 +38,8 @@ class WebSocketOptions:
 class SSEOptions:
     #: A comment line this often keeps proxies from closing idle streams.
     keepalive: Duration = attrs.field(default=15.0, validator=validators.positive)
-    #: Single connection mode: reserved streams per client IP.
+    #: Open or reserved GraphQL event streams per client address, both modes
+    #: together (and direct channels' /events streams, counted apart).
     max_connections_per_ip: int = attrs.field(default=100, validator=validators.positive)
 
 
@@ -71,7 +74,7 @@ class RealtimeConfig:
     queue_size: int = attrs.field(default=256, validator=validators.positive)
     #: ``drop_oldest`` (count what was dropped) or ``close`` (close the
     #: subscriber: WebSocket 4429-style close / SSE stream end).
-    overflow: Literal["drop_oldest", "close"] = "drop_oldest"
+    overflow: Overflow = "drop_oldest"
     websocket: WebSocketOptions = WebSocketOptions()
     sse: SSEOptions = SSEOptions()
     channels: ChannelOptions = ChannelOptions()

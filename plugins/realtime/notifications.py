@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 import sqlalchemy as sa
@@ -27,7 +28,8 @@ from aiohttp import web
 from plugboard.providers import pubsub
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
-from plugboard.plugins.realtime.presence import current_user, topic_events
+from plugboard.plugins.realtime.identity import current_user
+from plugboard.plugins.realtime.topics import topic_events
 
 logger = logging.getLogger("plugboard.realtime.notifications")
 
@@ -38,40 +40,8 @@ MAX_PAGE = 100
 # Ids are SQL INTEGER: a larger number would be a database error on PostgreSQL.
 _MAX_ID = 2**31 - 1
 
-SDL = '''
-"Something a user should know about, stored until read."
-type Notification {
-  id: ID!
-  userId: ID!
-  "What happened, named by the plugin that sent it (e.g. order.shipped)."
-  kind: String!
-  title: String!
-  body: String!
-  "Extra data the sending plugin attached."
-  data: JSON
-  createdAt: DateTime!
-  "When the user marked it read; null while unread."
-  readAt: DateTime
-  read: Boolean!
-}
-
-extend type Query {
-  "The caller's notifications, newest first."
-  notifications(unreadOnly: Boolean = false, first: Int = 50): [Notification!]!
-}
-
-extend type Mutation {
-  "Mark one of the caller's notifications read (idempotent)."
-  markNotificationRead(id: ID!): Notification!
-  "Mark every unread notification of the caller read; returns how many changed."
-  markAllNotificationsRead: Int!
-}
-
-extend type Subscription {
-  "The user's new notifications from now on; only that user may subscribe."
-  notificationReceived(userId: ID!): Notification
-}
-'''
+#: This feature's SDL fragment; composition errors name this file and line.
+SCHEMA = Path(__file__).with_name("notifications.graphql")
 
 
 def define_tables(metadata: sa.MetaData) -> sa.Table:

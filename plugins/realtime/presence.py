@@ -5,8 +5,7 @@ user -> last-seen when ``redis.url`` is set), the sweeper task that turns
 expired users offline without waiting for a clean disconnect, the GraphQL
 surface (``heartbeat``, ``onlineUsers``, ``userOnline``) and :func:`touch`,
 which the WebSocket and SSE transports call whenever a client shows a sign
-of life. It also owns :func:`current_user`, the one place that turns a
-context's identity into a user id for the real-time features.
+of life. User ids come from :mod:`~plugboard.plugins.realtime.identity`.
 
 Events go out on the pubsub topic :data:`TOPIC` as
 ``{"id": user, "online": bool, "lastSeen": unix seconds}``; a transition is
@@ -21,14 +20,17 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol
+from pathlib import Path
+from typing import Any, AsyncIterator, Awaitable, Callable, Protocol
 
 from aiohttp import web
 
 from plugboard.providers import pubsub
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
+from plugboard.plugins.realtime.identity import current_user, identity_id
 from plugboard.plugins.realtime.keys import PRESENCE
+from plugboard.plugins.realtime.topics import topic_events
 
 logger = logging.getLogger("plugboard.realtime.presence")
 
@@ -39,75 +41,8 @@ REDIS_KEY = "plugboard:realtime:presence"
 #: At most this many users are turned offline per sweep round trip.
 _SWEEP_BATCH = 500
 
-SDL = '''
-"A user's presence, as seen through heartbeats."
-type User {
-  id: ID!
-  "True while the user has heartbeated within realtime.presence.ttl."
-  online: Boolean!
-  "The last heartbeat this server knows of (null when unknown)."
-  lastSeen: DateTime
-}
-
-extend type Query {
-  "Users with a heartbeat within realtime.presence.ttl, by id."
-  onlineUsers: [User!]!
-}
-
-extend type Mutation {
-  "Mark the caller online. Clients call it more often than realtime.presence.ttl."
-  heartbeat: Boolean!
-}
-
-extend type Subscription {
-  "A User each time someone comes online (online: true) or goes offline (online: false)."
-  userOnline: User
-}
-'''
-
-
-# ---------------------------------------------------------------------------
-# Identity
-# ---------------------------------------------------------------------------
-
-
-def identity_id(identity: Any) -> str | None:
-    """The user id behind ``context.identity``: a string/int, or an object/mapping with ``id``."""
-    if identity is None or isinstance(identity, bool):
-        return None
-    if isinstance(identity, (str, int)):
-        value: Any = identity
-    elif isinstance(identity, Mapping):
-        value = identity.get("id")
-    else:
-        value = getattr(identity, "id", None)
-    if value is None or isinstance(value, bool):
-        return None
-    text = str(value)
-    return text or None
-
-
-def current_user(context: Any) -> str:
-    """The caller's user id; raises UNAUTHENTICATED for an anonymous caller."""
-    user = identity_id(getattr(context, "identity", None))
-    if user is None:
-        raise GraphQLError("authentication required: this field needs a signed-in user", "UNAUTHENTICATED")
-    return user
-
-
-async def topic_events(
-    app: web.Application, topic: str, decode: Callable[[Any], dict[str, Any] | None]
-) -> AsyncIterator[dict[str, Any]]:
-    """Decoded events of one pubsub topic (the core's :func:`plugboard.providers.pubsub.events`).
-
-    The source of the presence, chat and notification subscriptions; no pubsub
-    running becomes a client error.
-    """
-    try:
-        async for event in pubsub.events(app, topic, decode):
-            yield event
-    except LookupError:
-        raise GraphQLError("subscriptions are not available: no pubsub provider is running", "SERVICE_UNAVAILABLE") from None
+#: This feature's SDL fragment; composition errors name this file and line.
+SCHEMA = Path(__file__).with_name("presence.graphql")
 
 
 # ---------------------------------------------------------------------------

@@ -1,85 +1,24 @@
 """GraphQL over Server-Sent Events (the graphql-sse protocol) on the GraphQL path.
 
-This module owns the SSE transport: both modes of the graphql-sse protocol,
-the per-stream bounded event queue and its overflow policy, keep-alive, and
-the single connection mode's stream reservations (tokens).
-
-Distinct connections mode
-    ``POST`` (JSON body, as GraphQL over HTTP) or ``GET`` (URL parameters)
-    with ``Accept: text/event-stream``. The response is an event stream of
-    ``next`` events (``data:`` the execution result) ending with one
-    ``complete`` event (empty ``data:``); queries and mutations give one
-    ``next``. Request errors (bad JSON, missing query, a document that does
-    not parse or validate, a step's rejection) are answered *before* the
-    stream starts with a plain JSON ``{"errors": [...]}`` and the HTTP status
-    the core's HTTP transport would use (400, 405 for a mutation over GET,
-    413, 415; 401/403 from the context hook), rather than as a ``next`` event
-    on an accepted stream as PROTOCOL.md suggests, so that request errors look
-    the same on every transport. The client ends a subscription by closing
-    the connection.
-
-Single connection mode
-    ``PUT`` reserves a stream: 201 with a ``text/plain`` token. ``GET`` with
-    ``Accept: text/event-stream`` and the token (header
-    ``x-graphql-event-stream-token`` or URL parameter ``token``) opens it (404
-    for an unknown token, 409 if it is already open). ``POST`` with the token
-    carries one operation with ``extensions.operationId`` and answers 202; its
-    results go down the stream as ``next`` events with data
-    ``{"id", "payload"}`` and one ``complete`` with ``{"id"}``. ``DELETE
-    ?operationId=`` stops one operation (200, also when it already ended).
-    Operations may be sent once the stream is reserved; their events wait in
-    the stream's queue until it opens. Tokens live in this app instance's
-    memory: one expires if its stream is not opened within
-    :attr:`SSETransport.reservation_ttl` seconds, and is freed when its stream
-    closes. Only the identity that reserved a stream may run or stop
-    operations on it (403 otherwise). Limits (429 beyond them): reserved
-    streams per client address, ``realtime.sse.max_connections_per_ip``;
-    operations running on one stream, the WebSocket transport's
-    ``realtime.websocket.max_subscriptions_per_connection``.
-
-Backpressure
-    Every stream (either mode) has one bounded queue of ``realtime.queue_size``
-    ``next`` events between the operations producing results and the socket.
-    A client that stops reading never makes the server buffer without bound:
-    under ``overflow: drop_oldest`` the oldest queued ``next`` event is dropped
-    and counted (:attr:`EventStream.dropped`); ``complete`` events are never
-    dropped, so a client always learns an operation ended. Under ``overflow:
-    close`` the connection is aborted (a client that is not reading could
-    not receive a graceful end anyway). A write stalled for
-    :data:`SEND_TIMEOUT` (120 s) aborts the connection too.
-
-Keep-alive: a comment line (``: ping``) every ``realtime.sse.keepalive`` on
-every open stream. One task per app (:meth:`SSETransport._watch`, running
-while streams are open) queues the comments; each stream's handler writes
-them with its events, so an idle stream costs no task of its own (aiohttp-sse
-starts one ping task per response, ~1 KB each). The same task ends, every
-:data:`SWEEP_INTERVAL` seconds, the streams whose connection has closed:
-aiohttp does not tell a handler that its client went away (unless
-``handler_cancellation`` is on). A write that fails (an event or a ping) ends
-a stream at once; a write stalled for :data:`SEND_TIMEOUT` aborts the
-connection; a client that vanishes without closing its connection is found
-by the pings (``TCP_USER_TIMEOUT`` is set to the same timeout, on Linux). The
-stream's operation tasks are then cancelled and their result streams closed
-(``aclose()``).
-
-A subscription whose identity expires (``context.identity_expires_at``, unix
-seconds) ends with a ``next`` carrying a ``FORBIDDEN`` error, then
-``complete``: results are never streamed to a stale identity. One already
-expired when it starts is refused with 403.
+This module owns the SSE transport: both modes of the graphql-sse protocol
+(distinct connections, and single connection with its stream reservations),
+the per-address limit (through the app's
+:class:`~plugboard.plugins.realtime.limiter.ConnectionLimiter`, both modes
+in one pool), and the one watcher task per app that pings open streams and
+ends those whose client is gone or stalled. Each stream's queue is an
+:class:`~.sse_stream.EventStream`. Behaviour and status codes:
+``plugins/realtime/PROTOCOLS.md``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
-import re
 import secrets
 import socket
 import time
-import traceback
-from typing import Any, AsyncIterator, Callable, Literal
+from typing import Any, AsyncIterator
 
 from aiohttp import web
 
@@ -89,6 +28,8 @@ from plugboard.graphql.operation import Operation, OperationRejected
 from plugboard.graphql.shared_streams import EncodeOnce
 from plugboard.middleware import REQUEST_ID, REQUEST_ID_HEADER
 from plugboard.plugins.realtime.config import RealtimeConfig
+from plugboard.plugins.realtime.limiter import SSE, client_address, limiter_of
+from plugboard.plugins.realtime.sse_stream import EventStream, aclose, deadline, produce
 from plugboard.transports import http
 from plugboard.transports.http import error_response
 
@@ -102,15 +43,9 @@ RESERVATION_TTL = 30.0
 SWEEP_INTERVAL = 1.0
 #: A write the client takes nothing of for this long aborts its connection.
 SEND_TIMEOUT = 120.0
-#: The keep-alive comment (EventSource ignores comments).
-PING = b": ping\n\n"
 
 _SSE_HEADERS = {"Content-Type": EVENT_STREAM, "Cache-Control": "no-cache", "Connection": "keep-alive", "X-Accel-Buffering": "no"}
-_LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
-# Stands in for asyncio.timeout_at(None) when an identity never expires: each
-# idle subscription would otherwise keep a Timeout object (~350 B) for nothing.
-_NO_DEADLINE = contextlib.nullcontext()
 
 
 class RequestError(Exception):
@@ -127,221 +62,12 @@ class RequestError(Exception):
         return error_response(self.message, self.status, headers=self.headers, errors=self.errors)
 
 
-class EventStream:
-    """One SSE stream's outbound events: a bounded queue, its operations and their tasks.
-
-    Producers (one task per running subscription) call :meth:`put_next` and
-    :meth:`put_complete`, which never block; the handler that owns the HTTP response drains the queue with
-    :meth:`pump`. In distinct connections mode the stream carries one
-    operation and ends after its ``complete``; in single connection mode it
-    lives until the client disconnects.
-    """
-
-    # Slots: thousands of idle streams each pay for an instance dict otherwise.
-    __slots__ = (
-        "queue_size",
-        "overflow",
-        "single",
-        "token",
-        "identity",
-        "remote",
-        "encode",
-        "dropped",
-        "overflowed",
-        "closed",
-        "opened",
-        "operations",
-        "stopped_while_starting",
-        "expiry",
-        "request",
-        "on_close",
-        "_queue",
-        "_nexts",
-        "_ended",
-        "_waiter",
-        "_writing_since",
-    )
-
-    def __init__(
-        self,
-        *,
-        queue_size: int,
-        overflow: Literal["drop_oldest", "close"],
-        single: bool,
-        token: str | None = None,
-        identity: Any = None,
-        remote: str | None = None,
-        encode: Callable[[Any], str] = http.dumps,
-    ) -> None:
-        self.queue_size = queue_size
-        self.overflow = overflow
-        self.single = single
-        self.token = token
-        self.identity = identity
-        self.remote = remote
-        #: A result's JSON (the transport's :class:`EncodeOnce`: subscribers sharing a stream share it).
-        self.encode = encode
-        #: ``next`` events dropped because the client read too slowly (drop_oldest).
-        self.dropped = 0
-        #: True once closed because the client fell behind (the ``close`` policy).
-        self.overflowed = False
-        self.closed = False
-        #: Single connection mode: a GET holds this stream.
-        self.opened = False
-        #: Operation id -> its producer task (None while the operation is starting).
-        self.operations: dict[str, asyncio.Task[None] | None] = {}
-        #: Ids stopped (DELETE) while still starting: they end as soon as they start.
-        #: Made on first use: only single connection mode needs it.
-        self.stopped_while_starting: set[str] | None = None
-        self.expiry: asyncio.TimerHandle | None = None
-        self.request: web.Request | None = None
-        #: Called once when the stream closes (the transport forgets its token).
-        self.on_close: Callable[[EventStream], None] | None = None
-        # A list and a lazily made future rather than a deque and an Event:
-        # thousands of idle streams each pay for these (~1.3 KB saved per stream).
-        #: (kind, the bytes to write): kind is "next", "complete" or "ping".
-        self._queue: list[tuple[str, bytes]] = []
-        self._nexts = 0
-        self._ended = False
-        self._waiter: asyncio.Future[None] | None = None
-        #: Loop time the pending write began (None: not writing), for the watcher's SEND_TIMEOUT.
-        self._writing_since: float | None = None
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    # -- producing ---------------------------------------------------------
-
-    def put_next(self, op_id: str, result: Any) -> None:
-        data = self.encode(result)
-        if self.single:
-            # {"id", "payload"} built around the result's JSON, which may be shared.
-            data = f'{{"id":{http.dumps(op_id)},"payload":{data}}}'
-        self._put("next", data)
-
-    def put_complete(self, op_id: str) -> None:
-        self._put("complete", http.dumps({"id": op_id}) if self.single else "")
-        if not self.single:
-            self._ended = True
-            self._wake()
-
-    def ping(self) -> None:
-        """Queue a keep-alive comment, unless something waits to be written already."""
-        # Queued events keep the stream alive themselves (or the client is
-        # stalled, and a ping would not get through either).
-        if not self.closed and not self._queue:
-            self._queue.append(("ping", PING))
-            self._wake()
-
-    def _put(self, event: str, data: str) -> None:
-        if self.closed:
-            return
-        if event == "next":
-            if self._nexts >= self.queue_size:
-                if self.overflow == "close":
-                    logger.warning("SSE stream closed: the client fell %d events behind (overflow: close)", self.queue_size)
-                    self.overflowed = True
-                    self.abort()
-                    return
-                self._drop_oldest_next()
-            self._nexts += 1
-        self._queue.append((event, _encode(event, data)))
-        self._wake()
-
-    def _drop_oldest_next(self) -> None:
-        for i, (event, _data) in enumerate(self._queue):
-            if event == "next":
-                del self._queue[i]
-                self._nexts -= 1
-                break
-        if self.dropped == 0:
-            logger.warning("SSE client reads too slowly: dropping its oldest events (overflow: drop_oldest)")
-        self.dropped += 1
-
-    # -- consuming ---------------------------------------------------------
-
-    async def pump(self, response: web.StreamResponse) -> None:
-        """Write queued events until the stream ends, closes or the client is gone.
-
-        Raises ``ConnectionResetError`` when the client has gone (or was
-        aborted for taking nothing for :data:`SEND_TIMEOUT`: see :meth:`stalled`).
-        """
-        loop = asyncio.get_running_loop()
-        while True:
-            if self._queue:
-                kind, chunk = self._queue.pop(0)
-                if kind == "next":
-                    self._nexts -= 1
-                # A time stamp the watcher checks, rather than a timeout around
-                # each write: that would cost more than the write itself.
-                self._writing_since = loop.time()
-                await response.write(chunk)
-                self._writing_since = None
-                continue
-            if self.closed or self._ended:
-                return
-            self._waiter = loop.create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-
-    # -- ending ------------------------------------------------------------
-
-    def close(self) -> None:
-        """Stop every operation and wake the pump so it returns. Idempotent."""
-        if self.closed:
-            return
-        self.closed = True
-        if self.expiry is not None:
-            self.expiry.cancel()
-            self.expiry = None
-        for task in self.operations.values():
-            if task is not None:
-                task.cancel()
-        self._queue.clear()
-        self._nexts = 0
-        self._wake()
-        if self.on_close is not None:
-            self.on_close(self)
-
-    def abort(self) -> None:
-        """Close and drop the connection: a client that is not reading cannot get a graceful end."""
-        self.close()
-        transport = self.request.transport if self.request is not None else None
-        if transport is not None:
-            transport.abort()
-
-    def stalled(self, now: float) -> bool:
-        """True when a write has waited on the client for :data:`SEND_TIMEOUT` (loop time ``now``)."""
-        return self._writing_since is not None and now - self._writing_since >= SEND_TIMEOUT
-
-    def forget(self, task: asyncio.Task[None]) -> None:
-        """Done callback of an operation task: drop it, unless its id names a newer one already."""
-        for op_id, running in self.operations.items():
-            if running is task:
-                del self.operations[op_id]
-                return
-
-    async def wait_closed(self) -> None:
-        """Wait until every operation task has finished (its result stream closed)."""
-        tasks = [t for t in self.operations.values() if t is not None]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-
 class SSEState:
     """Per-app SSE bookkeeping (stored under :data:`SSE_STATE`)."""
 
     def __init__(self) -> None:
         #: Single connection mode: token -> reserved or open stream.
         self.reservations: dict[str, EventStream] = {}
-        #: Reservations per client address, for ``realtime.sse.max_connections_per_ip``.
-        self.per_ip: collections.Counter[str] = collections.Counter()
         #: Every stream currently attached to a response (both modes).
         self.live: set[EventStream] = set()
         #: Pings the ``live`` streams and ends those whose connection has closed
@@ -365,6 +91,7 @@ class SSETransport:
         self.reservation_ttl = RESERVATION_TTL
         self.encode = EncodeOnce(http.dumps)
         app[SSE_STATE] = SSEState()
+        self.limiter = limiter_of(app, config)
         app.on_shutdown.append(self._on_shutdown)
 
     @property
@@ -390,12 +117,23 @@ class SSETransport:
                     stream = self._claim(token)
                     return await self._serve(request, stream, {REQUEST_ID_HEADER: request[REQUEST_ID]})
                 return await self._single_operation(request, token)
-            stream, headers = await self._distinct(request)
+            ip = client_address(request)
+            # Counted before the first await, as every realtime endpoint does.
+            if not self.limiter.acquire(SSE, ip):
+                raise RequestError(f"too many event streams from this address (limit {self.limiter.limits[SSE]})", 429)
+            try:
+                stream, headers = await self._distinct(request)
+            except BaseException:
+                self.limiter.release(SSE, ip)
+                raise
         except RequestError as e:
             return e.response()
         # Served here rather than from _distinct: an open stream then holds
         # one coroutine frame less (thousands of idle streams).
-        return await self._serve(request, stream, headers)
+        try:
+            return await self._serve(request, stream, headers)
+        finally:
+            self.limiter.release(SSE, ip)
 
     # -- distinct connections mode ------------------------------------------
 
@@ -418,9 +156,10 @@ class SSETransport:
 
     async def _reserve(self, request: web.Request) -> web.Response:
         context = await self._context(request)
-        remote = request.remote or ""
-        if self.state.per_ip[remote] >= self.config.sse.max_connections_per_ip:
-            raise RequestError(f"too many reserved event streams from this address (limit {self.config.sse.max_connections_per_ip})", 429)
+        remote = client_address(request)
+        if not self.limiter.acquire(SSE, remote):
+            limit = self.limiter.limits[SSE]
+            raise RequestError(f"too many reserved event streams from this address (limit {limit})", 429)
         token = secrets.token_urlsafe(24)
         stream = EventStream(
             queue_size=self.config.queue_size,
@@ -432,7 +171,6 @@ class SSETransport:
             encode=self.encode,
         )
         self.state.reservations[token] = stream
-        self.state.per_ip[remote] += 1
         stream.on_close = self._forget
         stream.expiry = asyncio.get_running_loop().call_later(self.reservation_ttl, self._expire, stream)
         return web.Response(status=201, text=token, content_type="text/plain", charset="utf-8")
@@ -446,10 +184,7 @@ class SSETransport:
     def _forget(self, stream: EventStream) -> None:
         if stream.token is not None and self.state.reservations.get(stream.token) is stream:
             del self.state.reservations[stream.token]
-            remote = stream.remote or ""
-            self.state.per_ip[remote] -= 1
-            if self.state.per_ip[remote] <= 0:
-                del self.state.per_ip[remote]
+            self.limiter.release(SSE, stream.remote or "unknown")
 
     def _lookup(self, token: str) -> EventStream:
         stream = self.state.reservations.get(token)
@@ -495,10 +230,10 @@ class SSETransport:
             stream.put_complete(op_id)
         elif stream.closed:
             # The client went away while the subscription started.
-            await _aclose(results)
+            await aclose(results)
             raise RequestError("the event stream closed", 404)
         elif stopped:
-            await _aclose(results)
+            await aclose(results)
             stream.put_complete(op_id)
         else:
             self._spawn(stream, op_id, op, results)
@@ -554,7 +289,7 @@ class SSETransport:
         runner = self.app[keys.RUNNER]
         try:
             if op.operation_type == "subscription":
-                expires_at = getattr(op.context, "identity_expires_at", None)
+                expires_at = op.context.identity_expires_at
                 if isinstance(expires_at, (int, float)) and expires_at <= time.time():
                     raise RequestError("the identity behind this request has expired", 403)
                 return await runner.subscribe(op)
@@ -565,7 +300,7 @@ class SSETransport:
     def _spawn(self, stream: EventStream, op_id: str, op: Operation, results: AsyncIterator[dict[str, Any]]) -> None:
         # The task gets what it needs, not the operation: the operation, its
         # context and parsed document are then freed once the stream runs.
-        task = asyncio.create_task(_produce(stream, op_id, results, _deadline(op), op.context.request_id))
+        task = asyncio.create_task(produce(stream, op_id, results, deadline(op), op.context.request_id))
         stream.operations[op_id] = task
         task.add_done_callback(stream.forget)
 
@@ -614,7 +349,7 @@ class SSETransport:
                 transport = stream.request.transport if stream.request is not None else None
                 if transport is None or transport.is_closing():
                     stream.close()
-                elif stream.stalled(now):
+                elif stream.stalled(now, SEND_TIMEOUT):
                     # A client that takes nothing would hold its handler (and a
                     # graceful close) forever.
                     logger.info("SSE stream aborted: the client took nothing for %.0f s", SEND_TIMEOUT)
@@ -631,75 +366,6 @@ class SSETransport:
         await asyncio.gather(*(stream.wait_closed() for stream in streams))
         if self.state.watcher is not None:
             self.state.watcher.cancel()
-
-
-async def _produce(
-    stream: EventStream, op_id: str, results: AsyncIterator[dict[str, Any]], deadline: float | None, request_id: str | None
-) -> None:
-    """Feed one subscription's results into the stream; close the result stream however it ends.
-
-    ``deadline`` (loop time) is when the identity expires: the subscription
-    then ends with a ``FORBIDDEN`` error.
-    """
-    scope = asyncio.timeout_at(deadline) if deadline is not None else _NO_DEADLINE
-    try:
-        async with scope:
-            try:
-                async for result in results:
-                    stream.put_next(op_id, result)
-                    # A source that never really suspends would otherwise
-                    # starve the writer and every other connection.
-                    await asyncio.sleep(0)
-            except Exception as e:
-                if _expired(scope):
-                    raise
-                stream.put_next(op_id, {"data": None, "errors": [_error_payload(e, request_id)]})
-    except TimeoutError:
-        if not _expired(scope):
-            raise
-        error = GraphQLError("the identity behind this subscription has expired", "FORBIDDEN")
-        stream.put_next(op_id, {"data": None, "errors": [error.formatted()]})
-    except asyncio.CancelledError as e:
-        # aclose() below only reaches the outermost generator: the layers
-        # inside it (the engine's, Tartiflette's) do not close what they
-        # iterate. When the cancellation passed through them, their frames
-        # (holding the source generator, suspended at its yield) live on in
-        # this exception's traceback, which a cancelled task keeps in a
-        # reference cycle until the next GC. Clearing them now lets the source
-        # generator be finalized, and its ``finally`` run, right away.
-        traceback.clear_frames(e.__traceback__)
-        raise
-    finally:
-        await _aclose(results)
-    stream.put_complete(op_id)
-
-
-def _expired(scope: Any) -> bool:
-    return isinstance(scope, asyncio.Timeout) and scope.expired()
-
-
-def _deadline(op: Operation) -> float | None:
-    expires_at = getattr(op.context, "identity_expires_at", None)
-    if not isinstance(expires_at, (int, float)):
-        return None
-    return asyncio.get_running_loop().time() + max(0.0, expires_at - time.time())
-
-
-def _error_payload(e: Exception, request_id: str | None) -> dict[str, Any]:
-    coerce = getattr(e, "coerce_value", None)
-    if coerce is not None:  # a GraphQL error from the engine (already masked and logged)
-        return coerce()
-    if isinstance(e, GraphQLError):
-        return e.formatted()
-    logger.error("SSE subscription failed (request %s)", request_id, exc_info=e)
-    return {"message": "Internal server error", "extensions": {"code": "INTERNAL_SERVER_ERROR"}}
-
-
-def _encode(event: str, data: str) -> bytes:
-    # LF, as graphql-sse's own server writes: the spec allows CRLF too, but
-    # hand-rolled clients often split on "\n\n" only.
-    lines = "".join(f"data: {line}\n" for line in _LINE_BREAK.split(data))
-    return f"event: {event}\n{lines}\n".encode()
 
 
 def _tcp_socket(request: web.Request) -> Any:
@@ -738,14 +404,6 @@ def _restore_user_timeout(request: web.Request, previous: int | None) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, _TCP_USER_TIMEOUT, previous)
 
 
-async def _aclose(results: Any) -> None:
-    aclose = getattr(results, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:
-            logger.exception("closing a subscription's result stream failed")
-
 
 def _rejected(e: OperationRejected) -> RequestError:
     headers = dict(e.headers)
@@ -780,3 +438,4 @@ def _operation_params(body: Any) -> tuple[str, dict[str, Any] | None, str | None
         return http.operation_params(body)
     except http.RequestError as e:
         raise RequestError(e.message, e.status) from None
+

@@ -60,6 +60,46 @@ def test_sdl_syntax_error_names_the_plugin(make_app):
     assert "plugin 'alpha'" in str(e.value) and "does not parse" in str(e.value)
 
 
+def test_broken_graphql_file_names_the_plugin_file_and_line(make_app, tmp_path):
+    schema = tmp_path / "alpha.graphql"
+    schema.write_text('extend type Query {\n  one: String\n  two: \n}\n')
+    a = make_plugin("alpha", plugboard_schema=lambda: schema)
+    with pytest.raises(SchemaError) as e:
+        make_app(plugins=[a])
+    assert f"plugin 'alpha': {schema}:4: SDL does not parse" in str(e.value)
+
+
+def test_duplicate_field_in_a_graphql_file_names_file_and_line(make_app, tmp_path):
+    schema = tmp_path / "beta.graphql"
+    schema.write_text("extend type Query {\n  shared: String\n}\n")
+    a = field_plugin("alpha", "extend type Query { shared: String }")
+    b = make_plugin("beta", plugboard_schema=lambda: [schema])
+    with pytest.raises(SchemaError) as e:
+        make_app(plugins=[a, b])
+    assert f"plugin 'beta' ({schema}:2)" in str(e.value)
+
+
+async def test_schema_that_does_not_build_names_the_file_and_line_of_the_field(make_app, tmp_path, aiohttp_client):
+    schema = tmp_path / "alpha.graphql"
+    schema.write_text("extend type Query {\n  one: String\n  two: Nope\n}\n")
+    app = make_app(plugins=[make_plugin("alpha", plugboard_schema=lambda: schema)])
+    with pytest.raises(SchemaError) as e:
+        await aiohttp_client(app)
+    assert "does not build" in str(e.value)
+    assert f"Query.two is declared by plugin 'alpha' ({schema}:3)" in str(e.value)
+
+
+def test_builtin_plugins_ship_their_sdl_as_graphql_files():
+    from pathlib import Path
+
+    from plugboard.plugins import jobs, realtime
+    from plugboard.plugins.realtime import chat, notifications, presence
+
+    files = [jobs.plugboard_schema(config=None), *(m.SCHEMA for m in (presence, chat, notifications))]
+    assert all(isinstance(f, Path) and f.suffix == ".graphql" and f.is_file() for f in files)
+    assert Path(realtime.__file__).parent == presence.SCHEMA.parent
+
+
 def test_schema_d_fragments_are_composed(make_app, tmp_path, aiohttp_client):
     (tmp_path / "schema.d").mkdir()
     (tmp_path / "schema.d" / "extra.graphql").write_text("extend type Query { motd: String }\n")

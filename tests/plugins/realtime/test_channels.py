@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 from plugboard import hookimpl, keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.channels import CHANNELS, publish_event
+from plugboard.plugins.realtime.limiter import CONNECTION_LIMITER
 from plugboard.plugins.realtime.history import MemoryHistory, RedisHistory, parse_event_id
 
 ID = re.compile(r"^\d+-\d+$")
@@ -483,7 +484,7 @@ async def test_sse_bad_requests_get_clear_errors(make_realtime_app, aiohttp_clie
         assert resp.status == 405
     # Nothing was left subscribed by the refusals.
     assert app[CHANNELS].connections == set()
-    assert app[CHANNELS].per_ip == {}
+    assert app[CONNECTION_LIMITER].open() == {}
 
 
 async def test_ws_bad_messages_get_errors_and_the_socket_stays_up(make_realtime_app, aiohttp_client):
@@ -607,7 +608,7 @@ async def test_per_address_connection_limits(make_realtime_app, aiohttp_client):
     async with client.get("/events?topic=public.a") as third:
         assert third.status == 429 and (await third.json())["code"] == "TOO_MANY_REQUESTS"
     first.close()
-    await eventually(lambda: app[CHANNELS].per_ip[("events", "127.0.0.1")] == 1)
+    await eventually(lambda: app[CONNECTION_LIMITER].count("channels.events", "127.0.0.1") == 1)
     fourth = await client.get("/events?topic=public.a")
     assert fourth.status == 200
     second.close()
@@ -758,7 +759,7 @@ async def test_no_leaks_after_1000_abrupt_disconnects(make_realtime_app, aiohttp
         await asyncio.gather(*(_abrupt_sse(client.port) for _ in range(25)), *(_abrupt_ws(client.port) for _ in range(25)))
     await eventually(lambda: not hub.connections, timeout=10)
     await eventually(lambda: not app[keys.PUBSUB].subscriber_counts())
-    await eventually(lambda: not hub.per_ip)
+    await eventually(lambda: not app[CONNECTION_LIMITER].open())
     await eventually(lambda: len(asyncio.all_tasks()) <= baseline, timeout=10)
     # Still serving.
     async with client.ws_connect("/ws") as ws:

@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestServer
 from plugboard import hookimpl, keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime import sse
+from plugboard.plugins.realtime.limiter import CONNECTION_LIMITER
 from plugboard.plugins.realtime.sse import SEND_TIMEOUT, SSE_STATE, TOKEN_HEADER, SSETransport
 
 SSE = "text/event-stream"
@@ -568,7 +569,7 @@ async def test_reserved_token_expires_when_never_opened(client, probe):
     assert await error_of(resp, 404)
     # The operation sent before the stream opened was stopped with it.
     await until(lambda: probe.finished == 1)
-    assert not state.per_ip
+    assert not client.app[CONNECTION_LIMITER].open("sse")
 
 
 async def test_token_is_freed_when_its_stream_closes_and_cannot_be_reused(sse_client, probe):
@@ -584,7 +585,7 @@ async def test_token_is_freed_when_its_stream_closes_and_cannot_be_reused(sse_cl
     resp = await client.get("/graphql", headers={"Accept": SSE, TOKEN_HEADER: token})
     assert await error_of(resp, 404)
     assert await error_of(await send_op(client, token, "{ greeting }", "g"), 404)
-    assert not state.per_ip
+    assert not client.app[CONNECTION_LIMITER].open("sse")
 
 
 async def test_reservations_per_ip_are_limited(sse_client):
@@ -599,6 +600,33 @@ async def test_reservations_per_ip_are_limited(sse_client):
     state = client.app[SSE_STATE]
     await until(lambda: first not in state.reservations)
     await reserve(client)
+
+
+async def test_distinct_streams_per_ip_are_limited_with_reservations(sse_client, probe):
+    # One limit per client address for both modes (issue 9, item 7): distinct
+    # streams had none.
+    client = await sse_client(sse={"max_connections_per_ip": 2})
+    limiter = client.app[CONNECTION_LIMITER]
+    first = await post_stream(client, {"query": "subscription { forever }"})
+    assert first.status == 200
+    token = await reserve(client)
+    assert limiter.open("sse") == {"127.0.0.1": 2}
+    assert "too many event streams" in await error_of(await post_stream(client, {"query": "subscription { forever }"}), 429)
+    assert "too many reserved event streams" in await error_of(await client.put("/graphql"), 429)
+    # A request refused before its stream starts gives its place back.
+    assert limiter.open("sse") == {"127.0.0.1": 2}
+    first.close()
+    await until(lambda: limiter.count("sse", "127.0.0.1") == 1)
+    second = await post_stream(client, {"query": "{ greeting }"})
+    assert second.status == 200
+    await EventReader(second).until_complete()
+    await until(lambda: limiter.count("sse", "127.0.0.1") == 1)
+    assert (await post_stream(client, {"query": "{ nope }"})).status == 400
+    assert limiter.count("sse", "127.0.0.1") == 1
+    resp = await open_stream(client, token)
+    resp.close()
+    await until(lambda: not limiter.open("sse"))
+    await until(lambda: probe.finished == 1)
 
 
 async def test_operations_per_stream_are_limited(sse_client):
@@ -643,7 +671,7 @@ async def test_one_task_per_app_pings_every_open_stream(sse_client):
         assert set(reader.comments) == {": ping"}
     watchers = [t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "SSETransport._watch"]
     assert len(watchers) == 1
-    assert stream_tasks() == ["_produce"] * 3  # the producers; nothing per stream for keep-alive
+    assert stream_tasks() == ["produce"] * 3  # the producers; nothing per stream for keep-alive
     for reader in readers:
         reader.resp.close()
 
@@ -758,7 +786,7 @@ def stream_tasks() -> list[str]:
     names = []
     for task in asyncio.all_tasks():
         name = getattr(task.get_coro(), "__qualname__", "")
-        if name in ("_produce", "EventSourceResponse._ping"):
+        if name in ("produce", "EventSourceResponse._ping"):
             names.append(name)
     return names
 
@@ -773,13 +801,13 @@ async def test_shutdown_ends_open_streams(sse_client, probe):
     await single.event()
     reserved_only = await reserve(client)
     # Two producers, and no ping task per stream (the app's one watcher pings).
-    assert stream_tasks() == ["_produce", "_produce"]
+    assert stream_tasks() == ["produce", "produce"]
     started = time.monotonic()
     await client.server.close()
     assert time.monotonic() - started < 2
     assert probe.finished == 2
     assert stream_tasks() == []
     state = client.app[SSE_STATE]
-    assert not state.live and not state.reservations and not state.per_ip
+    assert not state.live and not state.reservations and not client.app[CONNECTION_LIMITER].open("sse")
     assert reserved_only not in state.reservations
     assert state.watcher.done()

@@ -22,6 +22,7 @@ import pytest
 
 from plugboard import hookimpl
 from plugboard.graphql.errors import GraphQLError
+from plugboard.plugins.realtime.limiter import CONNECTION_LIMITER
 from plugboard.plugins.realtime.ws import WS_STATE, choose_subprotocol
 
 TWS = "graphql-transport-ws"
@@ -270,7 +271,7 @@ async def test_broken_upgrade_request_is_http_400(client):
     # Upgrade: websocket without the handshake headers: an HTTP error, not a crash.
     resp = await client.get("/graphql", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
     assert resp.status == 400
-    assert client.app[WS_STATE].connections_per_ip == {}
+    assert client.app[CONNECTION_LIMITER].open("websocket") == {}
 
 
 # ---------------------------------------------------------------------------
@@ -458,7 +459,7 @@ async def test_client_that_never_answers_pings_is_dropped(start):
     ws = await connect(client, autoping=False)
     await init(ws)
     await eventually(lambda: not client.app[WS_STATE].connections, timeout=3)
-    assert client.app[WS_STATE].connections_per_ip == {}
+    assert client.app[CONNECTION_LIMITER].open("websocket") == {}
     await ws.close()
 
 
@@ -647,18 +648,17 @@ async def test_subscription_limit_per_connection(start, probe):
 
 async def test_connection_limit_per_ip_closes_4429(start):
     client = await start(websocket={"max_connections_per_ip": 2})
-    state = client.app[WS_STATE]
     first = await ready(client)
     second = await ready(client)
-    assert state.connections_per_ip == {"127.0.0.1": 2}
+    assert client.app[CONNECTION_LIMITER].open("websocket") == {"127.0.0.1": 2}
     third = await connect(client)
     assert await closed_with(third) == (4429, "Too many connections from this address")
     await first.close()
-    await eventually(lambda: state.connections_per_ip.get("127.0.0.1") == 1)
+    await eventually(lambda: client.app[CONNECTION_LIMITER].count("websocket", "127.0.0.1") == 1)
     fourth = await ready(client)
     await second.close()
     await fourth.close()
-    await eventually(lambda: state.connections_per_ip == {})
+    await eventually(lambda: client.app[CONNECTION_LIMITER].open("websocket") == {})
 
 
 # ---------------------------------------------------------------------------
@@ -794,4 +794,4 @@ async def test_no_leaks_after_1000_abrupt_disconnects(client, probe):
     assert probe.open_streams == 0
     assert probe.closed_streams == 1001
     assert not state.connections
-    assert state.connections_per_ip == {}
+    assert client.app[CONNECTION_LIMITER].open("websocket") == {}
