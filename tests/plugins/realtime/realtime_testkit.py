@@ -1,24 +1,14 @@
 """Helpers shared by the real-time feature tests (presence, chat, notifications).
 
 A module with its own name rather than conftest: ``from conftest import``
-would pick whichever conftest was imported first.
+would pick whichever conftest was imported first. HTTP requests and polling
+come from the test kit (``plugboard.testing.gql``/``eventually``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 from plugboard import keys
 from plugboard.graphql.operation import Operation
-
-
-async def gql(client, query, variables=None, user="alice"):
-    """POST a GraphQL request as ``user`` (anonymous when None); the JSON result."""
-    headers = {"Authorization": f"Bearer {user}"} if user else {}
-    resp = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
 
 
 def code(result) -> str:
@@ -35,9 +25,3 @@ async def subscribe(app, query, variables=None, user="alice"):
     runner.prepare(op, allowed_types=("query", "mutation", "subscription"))
     return await runner.subscribe(op)
 
-
-async def until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
