@@ -124,7 +124,12 @@ async def eventually(
 
 
 class _GraphQLWS:
+    """What both subprotocols share; subclasses name their message types."""
+
     protocol: str
+    #: The client's "run this operation" and the server's result message types.
+    start_type: str
+    data_type: str
 
     def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         #: The underlying aiohttp WebSocket, for frames the helpers do not cover.
@@ -151,11 +156,56 @@ class _GraphQLWS:
     async def send(self, message: Mapping[str, Any]) -> None:
         await self.ws.send_json(message)
 
-    async def receive(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next message (a text frame, decoded); anything else fails the test."""
+    async def receive(self, timeout: float | None = 5.0) -> dict[str, Any]:
+        """The next message (a text frame, decoded), whatever it is; anything but text fails the test."""
         msg = await self.ws.receive(timeout=timeout)
         assert msg.type == aiohttp.WSMsgType.TEXT, f"expected a text message, got {msg}"
         return json.loads(msg.data)
+
+    async def _control(self, message: dict[str, Any]) -> bool:
+        """Handle a keep-alive; True if ``message`` was one."""
+        return False
+
+    async def receive_message(self, timeout: float | None = 5.0) -> dict[str, Any]:
+        """The next message that is not a keep-alive (those are answered or skipped)."""
+        while True:
+            message = await self.receive(timeout)
+            if not await self._control(message):
+                return message
+
+    async def init(self, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """``connection_init``; returns the ``connection_ack``."""
+        await self.send({"type": "connection_init", "payload": dict(payload or {})})
+        ack = await self.receive()
+        assert ack.get("type") == "connection_ack", ack
+        return ack
+
+    async def _start(self, op_id: str, query: str, variables: Mapping[str, Any] | None, payload: dict[str, Any]) -> None:
+        body: dict[str, Any] = {"query": query, **payload}
+        if variables is not None:
+            body["variables"] = variables
+        await self.send({"id": op_id, "type": self.start_type, "payload": body})
+
+    async def until_complete(self, op_id: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+        """Every message up to and including ``op_id``'s ``complete`` or ``error``.
+
+        Keep-alives are handled; a message for another operation fails the test.
+        """
+        out = []
+        while True:
+            message = await self.receive_message(timeout)
+            assert message.get("id") == op_id, message
+            out.append(message)
+            if message["type"] in ("complete", "error"):
+                return out
+
+    async def execute(self, query: str, variables: Mapping[str, Any] | None = None, *, op_id: str = "1") -> list[dict[str, Any]]:
+        """Run one operation to its end; the result payloads (an ``error`` fails the test)."""
+        await self._start(op_id, query, variables, {})
+        messages = await self.until_complete(op_id)
+        assert messages[-1]["type"] == "complete", messages
+        assert all(m["type"] == self.data_type for m in messages[:-1]), messages
+        return [m["payload"] for m in messages[:-1]]
 
     async def closed(self, timeout: float = 5.0) -> tuple[int | None, str]:
         """Read until the server closes the socket; its close code and reason."""
@@ -181,102 +231,50 @@ class _GraphQLWS:
 
 
 class TransportWS(_GraphQLWS):
-    """A graphql-transport-ws client (the graphql-ws library's protocol)::
+    """A graphql-transport-ws client (the graphql-ws library's protocol); pings are answered::
 
         async with await TransportWS.connect(client, {"authToken": "alice"}) as ws:
-            await ws.subscribe("1", "subscription { tick }")
-            message = await ws.receive()            # {"id": "1", "type": "next", ...}
-            assert (await ws.until_complete("2")) ...
+            assert await ws.execute("{ hello }") == [{"data": {"hello": "world"}}]
+            await ws.subscribe("2", "subscription { tick }")
+            assert (await ws.receive_message())["type"] == "next"
     """
 
     protocol = GRAPHQL_TRANSPORT_WS
+    start_type = "subscribe"
+    data_type = "next"
 
-    async def init(self, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """``connection_init``; returns the ``connection_ack``."""
-        await self.send({"type": "connection_init", "payload": dict(payload or {})})
-        ack = await self.receive()
-        assert ack.get("type") == "connection_ack", ack
-        return ack
+    async def _control(self, message: dict[str, Any]) -> bool:
+        if message.get("type") == "ping":
+            await self.send({"type": "pong"})
+            return True
+        return message.get("type") == "pong"
 
     async def subscribe(self, op_id: str, query: str, variables: Mapping[str, Any] | None = None, **payload: Any) -> None:
         """Send ``subscribe`` (any operation type); ``payload`` adds e.g. ``extensions``."""
-        body: dict[str, Any] = {"query": query, **payload}
-        if variables is not None:
-            body["variables"] = variables
-        await self.send({"id": op_id, "type": "subscribe", "payload": body})
+        await self._start(op_id, query, variables, payload)
 
     async def complete(self, op_id: str) -> None:
         """The client's ``complete``: stop that operation."""
         await self.send({"id": op_id, "type": "complete"})
-
-    async def until_complete(self, op_id: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Every message up to and including ``op_id``'s ``complete`` or ``error``.
-
-        A message for another operation fails the test; pings are answered.
-        """
-        out = []
-        while True:
-            message = await self.receive(timeout)
-            if message.get("type") == "ping":
-                await self.send({"type": "pong"})
-                continue
-            assert message.get("id") == op_id, message
-            out.append(message)
-            if message["type"] in ("complete", "error"):
-                return out
-
-    async def execute(self, query: str, variables: Mapping[str, Any] | None = None, *, op_id: str = "1") -> list[dict[str, Any]]:
-        """Run one operation to its end; the ``next`` payloads (an ``error`` fails the test)."""
-        await self.subscribe(op_id, query, variables)
-        messages = await self.until_complete(op_id)
-        assert messages[-1]["type"] == "complete", messages
-        return [m["payload"] for m in messages[:-1]]
 
 
 class LegacyWS(_GraphQLWS):
     """A subscriptions-transport-ws client (subprotocol ``graphql-ws``); keep-alives (``ka``) are skipped."""
 
     protocol = SUBSCRIPTIONS_TRANSPORT_WS
+    start_type = "start"
+    data_type = "data"
 
-    async def init(self, payload: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """``connection_init``; returns the ``connection_ack`` (the ``ka`` after it is left to read)."""
-        await self.send({"type": "connection_init", "payload": dict(payload or {})})
-        ack = await self.receive()
-        assert ack.get("type") == "connection_ack", ack
-        return ack
-
-    async def receive_message(self, timeout: float = 5.0) -> dict[str, Any]:
-        """The next message that is not a keep-alive."""
-        while True:
-            message = await self.receive(timeout)
-            if message.get("type") != "ka":
-                return message
+    async def _control(self, message: dict[str, Any]) -> bool:
+        return message.get("type") == "ka"
 
     async def start(self, op_id: str, query: str, variables: Mapping[str, Any] | None = None, **payload: Any) -> None:
-        body: dict[str, Any] = {"query": query, **payload}
-        if variables is not None:
-            body["variables"] = variables
-        await self.send({"id": op_id, "type": "start", "payload": body})
+        """Send ``start`` for any operation type."""
+        await self._start(op_id, query, variables, payload)
 
     async def stop(self, op_id: str) -> None:
+        """The client's ``stop``: end that operation."""
         await self.send({"id": op_id, "type": "stop"})
-
-    async def until_complete(self, op_id: str, timeout: float = 5.0) -> list[dict[str, Any]]:
-        """Messages for ``op_id`` up to its ``complete`` or ``error``, keep-alives skipped."""
-        out = []
-        while True:
-            message = await self.receive_message(timeout)
-            assert message.get("id") == op_id, message
-            out.append(message)
-            if message["type"] in ("complete", "error"):
-                return out
-
-    async def execute(self, query: str, variables: Mapping[str, Any] | None = None, *, op_id: str = "1") -> list[dict[str, Any]]:
-        """Run one operation to its end; the ``data`` payloads (an ``error`` fails the test)."""
-        await self.start(op_id, query, variables)
-        messages = await self.until_complete(op_id)
-        assert messages[-1]["type"] == "complete", messages
-        return [m["payload"] for m in messages[:-1]]
 
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from plugboard import hookimpl, keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.channels import CHANNELS, publish_event
 from plugboard.plugins.realtime.history import MemoryHistory, RedisHistory, parse_event_id
+from plugboard.testing import eventually
 
 ID = re.compile(r"^\d+-\d+$")
 QUIET = {"presence": False, "chat": False, "notifications": False}
@@ -124,16 +125,6 @@ async def ws_closed(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -
 
 def key(event_id: str) -> tuple[int, int]:
     return parse_event_id(event_id)
-
-
-async def eventually(check, timeout: float = 5.0, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {check.__doc__ or check}")
-        await asyncio.sleep(interval)
 
 
 # ---------------------------------------------------------------------------

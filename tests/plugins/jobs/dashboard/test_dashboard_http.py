@@ -18,6 +18,7 @@ from plugboard import keys
 from plugboard.plugins.jobs.dashboard import access
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import JobStatus
+from plugboard.testing import eventually
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
@@ -32,16 +33,6 @@ async def login(client, token: str = TOKEN) -> str:
 
 def csp_of(resp) -> dict[str, str]:
     return dict(d.strip().split(" ", 1) for d in resp.headers["Content-Security-Policy"].split(";"))
-
-
-async def wait_for(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 # -- access -------------------------------------------------------------------------
@@ -385,7 +376,7 @@ async def test_events_stream_every_change_and_clean_up(client, admin, tasks):
     assert pubsub.subscriber_counts().get("jobs") == 1
     resp.close()
     # The server notices the disconnect and drops the subscription.
-    await wait_for(lambda: pubsub.subscriber_counts().get("jobs", 0) == 0)
+    await eventually(lambda: pubsub.subscriber_counts().get("jobs", 0) == 0)
 
 
 async def test_events_need_access(client):
