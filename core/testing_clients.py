@@ -320,7 +320,7 @@ class EventStream:
         assert resp.content_type == "text/event-stream", resp.content_type
         return cls(resp)
 
-    async def event(self, timeout: float = 5.0) -> tuple[str, str]:
+    async def event(self, timeout: float | None = 5.0) -> tuple[str, str]:
         """The next event as ``(event name, data)``; EOFError when the stream ends."""
         event: str | None = None
         data: list[str] = []

@@ -9,7 +9,7 @@ import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard import keys
-from plugboard.testing import eventually, gql
+from plugboard.testing import TransportWS, eventually, gql
 from realtime_testkit import code, subscribe
 
 ISOLATED = {"websockets": False, "serverSentEvents": False, "channels": {"enabled": False}}
@@ -185,33 +185,28 @@ async def test_message_received_over_websocket(make_realtime_app, aiohttp_client
     pubsub = client.app[keys.PUBSUB]
     chat = await new_chat(client)
 
-    async def connect(user):
-        ws = await client.ws_connect("/graphql", protocols=("graphql-transport-ws",))
-        await ws.send_json({"type": "connection_init", "payload": {"authToken": user}})
-        assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
-        return ws
-
-    bob, mallory = await connect("bob"), await connect("mallory")
-    await bob.send_json({"id": "m", "type": "subscribe", "payload": {"query": RECEIVED, "variables": {"c": chat}}})
-    await mallory.send_json({"id": "x", "type": "subscribe", "payload": {"query": RECEIVED, "variables": {"c": chat}}})
+    bob = await TransportWS.connect(client, {"authToken": "bob"})
+    mallory = await TransportWS.connect(client, {"authToken": "mallory"})
+    await bob.subscribe("m", RECEIVED, {"c": chat})
+    await mallory.subscribe("x", RECEIVED, {"c": chat})
 
     # The outsider gets a GraphQL error for the operation; the socket stays up.
-    refused = await mallory.receive_json(timeout=5)
+    refused = await mallory.receive()
     # A source that raises is an execution error: `next` with errors, then `complete`.
     assert refused["id"] == "x" and refused["type"] == "next", refused
     assert refused["payload"]["data"] is None
     assert refused["payload"]["errors"][0]["message"] == "not a member of this chat"
     assert refused["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-    assert (await mallory.receive_json(timeout=5)) == {"id": "x", "type": "complete"}
-    await mallory.send_json({"type": "ping"})
-    assert (await mallory.receive_json(timeout=5))["type"] == "pong"
+    assert (await mallory.receive()) == {"id": "x", "type": "complete"}
+    await mallory.send({"type": "ping"})
+    assert (await mallory.receive())["type"] == "pong"
 
     await eventually(lambda: pubsub.subscriber_counts().get(f"chat.{chat}") == 1)
     sent = (await gql(client, SEND, {"c": chat, "b": "over the socket"}, token="alice"))["data"]["sendMessage"]
-    got = await bob.receive_json(timeout=5)
+    got = await bob.receive()
     assert got == {"id": "m", "type": "next", "payload": {"data": {"messageReceived": sent}}}
 
-    await bob.send_json({"id": "m", "type": "complete"})
+    await bob.complete("m")
     await eventually(lambda: f"chat.{chat}" not in pubsub.subscriber_counts())
     await bob.close()
     await mallory.close()

@@ -11,7 +11,7 @@ import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard import keys
-from plugboard.testing import eventually, gql
+from plugboard.testing import TransportWS, eventually, gql
 from realtime_testkit import code, subscribe
 from plugboard.plugins.realtime import presence
 from plugboard.plugins.realtime.keys import PRESENCE
@@ -137,10 +137,11 @@ async def test_presence_across_two_apps_on_one_redis(make_realtime_app, aiohttp_
     first = asyncio.ensure_future(anext(watch))
     redis_client = a.app[keys.REDIS]
     channel = "plugboard:" + presence.TOPIC
-    deadline = time.monotonic() + 5
-    while (await redis_client.pubsub_numsub(channel))[0][1] < 1:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+
+    async def subscribed() -> bool:
+        return (await redis_client.pubsub_numsub(channel))[0][1] >= 1
+
+    await eventually(subscribed, what="B's subscription on Redis")
 
     assert (await gql(a, "mutation { heartbeat }", token="alice"))["data"]["heartbeat"] is True
     users = (await gql(b, ONLINE_USERS, token="bob"))["data"]["onlineUsers"]
@@ -200,10 +201,8 @@ async def test_redis_outage_is_logged_not_fatal(make_realtime_app, aiohttp_clien
 
 async def test_websocket_messages_are_heartbeats(make_realtime_app, aiohttp_client):
     client = await aiohttp_client(make_realtime_app())
-    async with client.ws_connect("/graphql", protocols=("graphql-transport-ws",)) as ws:
-        await ws.send_json({"type": "connection_init", "payload": {"authToken": "erin"}})
-        assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
-        await ws.send_json({"type": "ping"})
-        assert (await ws.receive_json(timeout=5))["type"] == "pong"
+    async with await TransportWS.connect(client, {"authToken": "erin"}) as ws:
+        await ws.send({"type": "ping"})
+        assert (await ws.receive())["type"] == "pong"
         resp = await client.post("/graphql", json={"query": "{ onlineUsers { id online } }"}, headers={"Authorization": "Bearer frank"})
         assert {"id": "erin", "online": True} in (await resp.json())["data"]["onlineUsers"]

@@ -442,16 +442,19 @@ async def test_one_pubsub_connection_per_app(make_redis_pubsub: MakePubSub, redi
     async def remaining() -> list[bytes]:
         return sorted(await admin.pubsub_channels("plugboard:*"))
 
-    deadline = time.monotonic() + WAIT
-    while await remaining() != sorted(f"plugboard:topic.{i}".encode() for i in range(5, 10)):
-        assert time.monotonic() < deadline, await remaining()
-        await asyncio.sleep(0.01)
+    expected = sorted(f"plugboard:topic.{i}".encode() for i in range(5, 10))
+
+    async def only_expected() -> bool:
+        return await remaining() == expected
+
+    await eventually(only_expected, WAIT, what="only topics 5..9 subscribed on Redis")
     for sub in subs[45:]:
         await sub.close()
-    deadline = time.monotonic() + WAIT
-    while await remaining():
-        assert time.monotonic() < deadline, await remaining()
-        await asyncio.sleep(0.01)
+
+    async def none_left() -> bool:
+        return not await remaining()
+
+    await eventually(none_left, WAIT, what="no channel left on Redis")
     assert pubsub._topics == {}
 
 
@@ -464,10 +467,11 @@ async def test_redis_channels_stay_clean_after_many_cycles(make_redis_pubsub: Ma
             assert await sub.wait_ready()
         await sub.close()
     assert pubsub._topics == {}
-    deadline = time.monotonic() + WAIT
-    while await admin.pubsub_channels("plugboard:*"):
-        assert time.monotonic() < deadline, await admin.pubsub_channels("plugboard:*")
-        await asyncio.sleep(0.01)
+
+    async def none_left() -> bool:
+        return not await admin.pubsub_channels("plugboard:*")
+
+    await eventually(none_left, WAIT, what="no channel left on Redis")
     link = pubsub._link
     assert link is not None and link.sent == set() and link.unacked == {}
 
