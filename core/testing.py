@@ -1,8 +1,8 @@
 """Plugboard's pytest plugin (the ``plugboard`` pytest11 entry point): the plugin test kit.
 
 Installed with Plugboard, so a third-party plugin's tests get the same
-fixtures as the core's own, without copying any (as Datasette's
-``datasette.app`` test helpers are shared). Fixtures are grouped in blocks,
+fixtures as the core's own, without copying any (as Datasette ships its
+pytest plugin). Fixtures are grouped in blocks,
 one per concern; the plain helpers they hand out live beside this module
 (:mod:`plugboard.testing_clients`, :mod:`plugboard.testing_process`,
 :mod:`plugboard.testing_servers`) and can be imported directly. Nothing runs
@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Iterator, Mapping
 
 import pytest
-import pytest_asyncio
 
 from plugboard.testing_clients import (
     EventStream,
@@ -36,11 +35,20 @@ from plugboard.testing_clients import (
     gql_data,
 )
 from plugboard.testing_process import PlugboardProcess, clean_env, write_project
-from plugboard.testing_servers import PostgresServer, RedisServer, S3Server, SmtpServer, free_port
+from plugboard.testing_servers import PostgresServer, RedisServer, S3Server, SmtpMessage, SmtpServer, free_port
 
 if TYPE_CHECKING:
     from aiohttp import web
     from aiohttp.test_utils import BaseTestServer
+
+try:
+    # pytest-asyncio's decorator also works for plugin projects whose
+    # pytest-asyncio runs in strict mode. Optional: Plugboard installs this
+    # plugin wherever it is installed, and pytest must still start in an
+    # environment without pytest-asyncio (only the async fixtures need it).
+    from pytest_asyncio import fixture as async_fixture
+except ImportError:  # pragma: no cover - depends on the environment
+    async_fixture = pytest.fixture
 
 __all__ = [
     # Re-exported so a plugin's tests need one import: `from plugboard.testing import ...`.
@@ -51,6 +59,7 @@ __all__ = [
     "PostgresServer",
     "RedisServer",
     "S3Server",
+    "SmtpMessage",
     "SmtpServer",
     "TransportWS",
     "clean_env",
@@ -105,9 +114,7 @@ def plugboard_app(tmp_path: Path) -> Callable[..., "web.Application"]:
     return make
 
 
-# pytest_asyncio.fixture, not pytest.fixture: it also works for plugin
-# projects whose pytest-asyncio runs in strict mode.
-@pytest_asyncio.fixture
+@async_fixture
 async def plugboard_client(plugboard_app: Callable[..., "web.Application"]) -> AsyncIterator[Callable[..., Any]]:
     """Async factory: ``await plugboard_client(settings=None, *, plugins=())`` -> a started :class:`PlugboardTestClient`.
 
@@ -274,6 +281,7 @@ def smtp_server() -> Iterator[SmtpServer]:
 
 @pytest.fixture(scope="session")
 def _plugboard_s3() -> Iterator[S3Server]:
+    """The session's moto server behind ``s3_server`` (started on first use)."""
     with S3Server() as server:
         yield server
 
