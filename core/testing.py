@@ -2,13 +2,13 @@
 
 Installed with Plugboard, so a third-party plugin's tests get the same
 fixtures as the core's own, without copying any (as Datasette ships its
-pytest plugin). Fixtures are grouped in blocks,
-one per concern; the plain helpers they hand out live beside this module
-(:mod:`plugboard.testing_clients`, :mod:`plugboard.testing_process`,
-:mod:`plugboard.testing_servers`) and can be imported directly. Nothing runs
-at import time, and servers start only when a test asks for them. Every
-fixture cleans up what it made: clients and apps are closed (which drops the
-app's Tartiflette schema), processes stopped, servers stopped and emptied.
+pytest plugin). Fixtures are grouped in blocks, one per concern; the plain
+helpers they hand out live beside this module (:mod:`plugboard.testing_clients`,
+:mod:`plugboard.testing_process`, :mod:`plugboard.testing_servers`,
+:mod:`plugboard.testing_threaded`) and are re-exported here. Nothing runs at
+import time, and servers start only when a test asks for them. Every fixture
+cleans up what it made: clients and apps are closed (which drops the app's
+Tartiflette schema), processes stopped, servers stopped and emptied.
 
 ::
 
@@ -35,7 +35,8 @@ from plugboard.testing_clients import (
     gql_data,
 )
 from plugboard.testing_process import PlugboardProcess, clean_env, write_project
-from plugboard.testing_servers import PostgresServer, RedisServer, S3Server, SmtpMessage, SmtpServer, free_port
+from plugboard.testing_servers import PostgresServer, RedisServer, free_port
+from plugboard.testing_threaded import S3Server, SmtpMessage, SmtpServer
 
 if TYPE_CHECKING:
     from aiohttp import web
