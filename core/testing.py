@@ -33,6 +33,7 @@ from plugboard.testing_clients import (
     eventually,
     gql,
     gql_data,
+    subscribe,
 )
 from plugboard.testing_process import PlugboardProcess, clean_env, write_project
 from plugboard.testing_servers import PostgresServer, RedisServer, free_port
@@ -69,6 +70,7 @@ __all__ = [
     "gql",
     "gql_data",
     "make_app",
+    "subscribe",
     "write_project",
 ]
 

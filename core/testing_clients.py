@@ -1,4 +1,5 @@
-"""GraphQL clients for tests: HTTP (:func:`gql`), WebSocket (both subprotocols), SSE, and :func:`eventually`.
+"""GraphQL clients for tests: HTTP (:func:`gql`), WebSocket (both subprotocols), SSE, in-process
+(:func:`subscribe`), and :func:`eventually`.
 
 Each works with anything that speaks aiohttp's client API on paths: the
 kit's :class:`PlugboardTestClient` (an ``aiohttp.test_utils.TestClient``), or
@@ -22,6 +23,7 @@ from aiohttp.test_utils import TestClient
 __all__ = [
     "gql",
     "gql_data",
+    "subscribe",
     "eventually",
     "PlugboardTestClient",
     "TransportWS",
@@ -86,6 +88,39 @@ async def gql_data(http: Any, query: str, variables: Mapping[str, Any] | None = 
     result = await gql(http, query, variables, **kwargs)
     assert "errors" not in result, result
     return result["data"]
+
+
+# ---------------------------------------------------------------------------
+# In-process: the app's operation runner without a transport
+# ---------------------------------------------------------------------------
+
+
+async def subscribe(
+    app: Any,
+    query: str,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    connection_params: Mapping[str, Any] | None = None,
+) -> Any:
+    """Start a subscription on a started app as the WebSocket transport would; its result stream.
+
+    No socket involved: the context is built by the app's context hooks from
+    ``connection_params`` (what a client's ``connection_init`` carries), and
+    the operation goes through the app's runner (steps included). Iterate the
+    stream for results (``await anext(stream)``) and ``await stream.aclose()``
+    when done; errors before the first result (validation, authorisation) are
+    raised by the first ``anext``.
+    """
+    from plugboard import keys
+    from plugboard.graphql.operation import Operation
+
+    context = await app[keys.CONTEXT_BUILDER].build(
+        app, None, request_id="test", transport="ws", connection_params=dict(connection_params) if connection_params else None
+    )
+    op = Operation(query=query, variables=variables, operation_name=None, extensions=None, context=context, transport="ws")
+    runner = app[keys.RUNNER]
+    runner.prepare(op, allowed_types=("query", "mutation", "subscription"))
+    return await runner.subscribe(op)
 
 
 # ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from plugboard.testing import (
     eventually,
     free_port,
     gql,
+    subscribe,
     write_project,
 )
 
@@ -36,6 +37,9 @@ def kit_plugin() -> types.SimpleNamespace:
         for n in range(args["from"], -1, -1):
             yield {"countdown": n}
 
+    async def me(parent, args, context, info):
+        yield {"me": context.identity}
+
     def context_hook(context, request, connection_params):
         auth = request.headers.get("Authorization", "") if request is not None else ""
         token = auth[7:] if auth.startswith("Bearer ") else (connection_params or {}).get("authToken")
@@ -43,10 +47,10 @@ def kit_plugin() -> types.SimpleNamespace:
 
     plugin = types.SimpleNamespace(plugboard_name="kit", __name__="kit")
     plugin.plugboard_schema = hookimpl(
-        lambda: "extend type Query { hello(name: String): String! }\nextend type Subscription { countdown(from: Int!): Int! }"
+        lambda: "extend type Query { hello(name: String): String! }\nextend type Subscription { countdown(from: Int!): Int! me: String }"
     )
     plugin.plugboard_resolvers = hookimpl(lambda: {"Query.hello": hello})
-    plugin.plugboard_subscriptions = hookimpl(lambda: {"Subscription.countdown": countdown})
+    plugin.plugboard_subscriptions = hookimpl(lambda: {"Subscription.countdown": countdown, "Subscription.me": me})
     plugin.plugboard_context = hookimpl(context_hook)
     return plugin
 
@@ -131,6 +135,15 @@ async def test_sse_client_distinct_connections(plugboard_client):
             ("complete", ""),
         ]
         assert await stream.ended()
+
+
+async def test_subscribe_runs_an_operation_in_process(plugboard_client):
+    client = await plugboard_client(plugins=[kit_plugin()])
+    stream = await subscribe(client.app, COUNTDOWN, {"n": 1})
+    assert [result async for result in stream] == [{"data": {"countdown": 1}}, {"data": {"countdown": 0}}]
+    stream = await subscribe(client.app, "subscription { me }", connection_params={"authToken": "zoe"})
+    assert await anext(stream) == {"data": {"me": "zoe"}}
+    await stream.aclose()
 
 
 # -- polling ---------------------------------------------------------------------------

@@ -7,11 +7,10 @@ import asyncio
 import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
-from plugboard import keys
-from plugboard.graphql.operation import Operation
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import JobStatus
 from plugboard.testing import gql
+from plugboard.testing import subscribe as kit_subscribe
 
 FIELDS = "id type status progress attempts maxAttempts error result args createdAt startedAt completedAt"
 ENQUEUE = f"mutation($t: String!, $a: JSON) {{ enqueueJob(type: $t, args: $a) {{ {FIELDS} }} }}"
@@ -136,9 +135,4 @@ async def test_retry_and_cancel(client):
 
 
 async def subscribe(app, query, variables=None, user="root"):
-    params = {"authToken": user} if user else None
-    context = await app[keys.CONTEXT_BUILDER].build(app, None, request_id="test", transport="ws", connection_params=params)
-    op = Operation(query=query, variables=variables, operation_name=None, extensions=None, context=context, transport="ws")
-    runner = app[keys.RUNNER]
-    runner.prepare(op, allowed_types=("query", "mutation", "subscription"))
-    return await runner.subscribe(op)
+    return await kit_subscribe(app, query, variables, connection_params={"authToken": user} if user else None)

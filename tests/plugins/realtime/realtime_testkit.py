@@ -7,8 +7,7 @@ come from the test kit (``plugboard.testing.gql``/``eventually``).
 
 from __future__ import annotations
 
-from plugboard import keys
-from plugboard.graphql.operation import Operation
+from plugboard.testing import subscribe as kit_subscribe
 
 
 def code(result) -> str:
@@ -17,11 +16,5 @@ def code(result) -> str:
 
 
 async def subscribe(app, query, variables=None, user="alice"):
-    """Start a subscription through the app's runner, as a transport would; the result stream."""
-    params = {"authToken": user} if user else None
-    context = await app[keys.CONTEXT_BUILDER].build(app, None, request_id="test", transport="ws", connection_params=params)
-    op = Operation(query=query, variables=variables, operation_name=None, extensions=None, context=context, transport="ws")
-    runner = app[keys.RUNNER]
-    runner.prepare(op, allowed_types=("query", "mutation", "subscription"))
-    return await runner.subscribe(op)
-
+    """The kit's in-process ``subscribe`` as ``user`` (``connection_init`` ``authToken``; anonymous when None)."""
+    return await kit_subscribe(app, query, variables, connection_params={"authToken": user} if user else None)
