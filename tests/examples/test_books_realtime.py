@@ -9,9 +9,7 @@ import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard import keys
-from plugboard.graphql.context import Context
-from plugboard.graphql.operation import Operation
-from plugboard.testing import eventually, gql_data
+from plugboard.testing import eventually, gql_data, subscribe
 from plugboard_books.resolvers import TOPIC
 
 # Only the pubsub of the realtime plugin is needed here, not its transports.
@@ -39,21 +37,14 @@ async def client(request, plugboard_client):
     await client.close()  # release the pool before postgres_url drops the database
 
 
-async def subscribe(app, variables):
-    context = Context(app=app, request=None, request_id="test", transport="ws")
-    op = Operation(query=UPDATED, variables=variables, operation_name=None, extensions=None, context=context, transport="ws")
-    app[keys.RUNNER].prepare(op, allowed_types=("subscription",))
-    return await app[keys.RUNNER].subscribe(op)
-
-
 async def test_book_updated_follows_create_and_update(client):
     app = client.app
     pubsub = app[keys.PUBSUB]
     dune = (await gql_data(client, CREATE, {"t": "Dune", "a": "Frank Herbert"}))["createBook"]
     other = (await gql_data(client, CREATE, {"t": "Neuromancer", "a": "William Gibson"}))["createBook"]
 
-    one = await subscribe(app, {"id": dune["id"]})
-    every = await subscribe(app, {"id": None})
+    one = await subscribe(app, UPDATED, {"id": dune["id"]})
+    every = await subscribe(app, UPDATED, {"id": None})
     next_one, next_every = asyncio.ensure_future(anext(one)), asyncio.ensure_future(anext(every))
     await eventually(lambda: pubsub.subscriber_counts().get(TOPIC) == 2)
 
@@ -86,7 +77,7 @@ async def test_book_updated_follows_create_and_update(client):
 
 async def test_book_updated_bad_input(client):
     app = client.app
-    stream = await subscribe(app, {"id": "abc"})
+    stream = await subscribe(app, UPDATED, {"id": "abc"})
     with pytest.raises(TartifletteError) as e:
         await asyncio.wait_for(anext(stream), 5)
     assert e.value.extensions["code"] == "BAD_USER_INPUT"
@@ -104,7 +95,7 @@ async def test_without_realtime_mutations_work_and_subscribing_says_why(plugboar
     assert client.app.get(keys.PUBSUB) is None
     book = (await gql_data(client, CREATE, {"t": "Dune", "a": "Frank Herbert"}))["createBook"]
     assert (await gql_data(client, UPDATE, {"id": book["id"], "t": "Dune!"}))["updateBook"]["title"] == "Dune!"
-    stream = await subscribe(client.app, {"id": book["id"]})
+    stream = await subscribe(client.app, UPDATED, {"id": book["id"]})
     with pytest.raises(TartifletteError) as e:
         await asyncio.wait_for(anext(stream), 5)
     assert e.value.extensions["code"] == "SERVICE_UNAVAILABLE" and "realtime" in e.value.message
