@@ -195,7 +195,7 @@ def plugboard_serve(tmp_path: Path) -> Iterator[Callable[..., PlugboardProcess]]
     yield serve
     for proc in procs:
         proc.close()
-        print(f"--- {' '.join(proc.argv[2:])} (exit {proc.proc.returncode}) ---\n{proc.output()}")
+        print(f"--- plugboard {' '.join(proc.argv[3:])} (exit {proc.proc.returncode}) ---\n{proc.output()}")
 
 
 # ---------------------------------------------------------------------------
