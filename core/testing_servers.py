@@ -3,6 +3,8 @@
 Plugboard's own tests and third-party plugin tests use these instead of mocks:
 each server runs from a private temporary directory, listens on 127.0.0.1 only
 and is stopped, reaped and deleted by :meth:`stop` (or by the context manager).
+SMTP and S3, which run on threads of the test process, are in
+:mod:`plugboard.testing_threaded`.
 
 A missing binary raises :class:`RuntimeError` with the install command, so a
 test that needs a server fails instead of silently skipping.
@@ -488,4 +490,5 @@ def _ident(name: str) -> str:
 
 def _literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
 

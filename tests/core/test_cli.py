@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -14,43 +12,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import pytest
-import yaml
+from plugboard.testing import clean_env, free_port, write_project
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGBOARD = [sys.executable, "-m", "plugboard.cli"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_settings(root: Path, data: dict) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    data = {"plugins": [], **data}
-    data.setdefault("server", {}).setdefault("data_dir", "var")
-    (root / "settings.yaml").write_text(yaml.safe_dump(data))
-    return root
-
-
 def run(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*PLUGBOARD, *args], capture_output=True, text=True, timeout=timeout, env=_env(env))
-
-
-def _env(extra: dict | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOARD_") and k not in ("REDIS_URL",)}
-    env.update(extra or {})
-    return env
-
-
-def get(url: str, timeout: float = 5) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+    return subprocess.run([*PLUGBOARD, *args], capture_output=True, text=True, timeout=timeout, env=clean_env(env))
 
 
 def post(url: str, body: dict, headers: dict | None = None, timeout: float = 10) -> tuple[int, dict]:
@@ -62,63 +31,9 @@ def post(url: str, body: dict, headers: dict | None = None, timeout: float = 10)
         return e.code, json.loads(e.read())
 
 
-class Server:
-    """``plugboard serve`` in a subprocess on a free port."""
-
-    def __init__(self, root: Path, *extra: str, env: dict | None = None) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [*PLUGBOARD, "serve", "--root", str(root), "--port", str(self.port), *extra],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=_env(env),
-        )
-
-    def wait_ready(self, timeout: float = 20) -> float:
-        start = time.perf_counter()
-        while time.perf_counter() - start < timeout:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited {self.proc.returncode}: {self.proc.stderr.read()}")
-            try:
-                if get(self.url + "/readyz", timeout=1)[0] == 200:
-                    return time.perf_counter() - start
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError("server not ready")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
-
-
-@pytest.fixture
-def server_factory():
-    servers = []
-
-    def make(root, *extra, env=None):
-        s = Server(root, *extra, env=env)
-        servers.append(s)
-        return s
-
-    yield make
-    for s in servers:
-        s.stop()
-        s.proc.stdout.close()
-        s.proc.stderr.close()
-
-
-def test_serve_shipped_settings_and_query_books(tmp_path, server_factory):
-    root = write_settings(tmp_path / "proj", {"plugins": ["books"]})
-    server = server_factory(root)
-    server.wait_ready()
+def test_serve_shipped_settings_and_query_books(tmp_path, plugboard_serve):
+    root = write_project(tmp_path / "proj", {"plugins": ["books"]})
+    server = plugboard_serve(root)
     status, body = post(
         server.url + "/graphql",
         {"query": 'mutation { createBook(input: {title: "Dune", authorName: "Frank Herbert", publishedYear: 1965}) { id title author { name } } }'},
@@ -131,15 +46,14 @@ def test_serve_shipped_settings_and_query_books(tmp_path, server_factory):
     assert server.stop() == 0
 
 
-def test_repo_settings_yaml_serves(tmp_path, server_factory):
+def test_repo_settings_yaml_serves(tmp_path, plugboard_serve):
     """The shipped settings.yaml runs on embedded defaults (data under a temp dir)."""
-    server = server_factory(REPO, env={"PLUGBOARD_SERVER__DATA_DIR": str(tmp_path / "var")})
-    server.wait_ready()
+    server = plugboard_serve(REPO, env={"PLUGBOARD_SERVER__DATA_DIR": str(tmp_path / "var")})
     status, body = post(server.url + "/graphql", {"query": "{ plugboardVersion }"})
     assert body == {"data": {"plugboardVersion": "0.1.0"}}
 
 
-def test_graceful_shutdown_finishes_in_flight_requests(tmp_path, server_factory):
+def test_graceful_shutdown_finishes_in_flight_requests(tmp_path, plugboard_serve):
     module_dir = tmp_path / "mods"
     module_dir.mkdir()
     (module_dir / "pbslow.py").write_text(
@@ -158,9 +72,8 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path, server_factory)
         "def plugboard_shutdown(app):\n"
         "    print('shutdown hook ran', flush=True)\n"
     )
-    root = write_settings(tmp_path / "proj", {"plugins": ["pbslow"], "server": {"shutdown_grace": "10s"}})
-    server = server_factory(root, env={"PYTHONPATH": str(module_dir)})
-    server.wait_ready()
+    root = write_project(tmp_path / "proj", {"plugins": ["pbslow"], "server": {"shutdown_grace": "10s"}})
+    server = plugboard_serve(root, env={"PYTHONPATH": str(module_dir)})
     result = {}
 
     def slow_request():
@@ -173,10 +86,10 @@ def test_graceful_shutdown_finishes_in_flight_requests(tmp_path, server_factory)
     t.join(15)
     assert result["response"] == (200, {"data": {"slow": "finished"}})
     assert server.proc.wait(15) == 0
-    assert "shutdown hook ran" in server.proc.stdout.read()
+    assert "shutdown hook ran" in server.output()
 
 
-def test_workers_share_one_port(tmp_path, server_factory):
+def test_workers_share_one_port(tmp_path, plugboard_serve):
     module_dir = tmp_path / "mods"
     module_dir.mkdir()
     (module_dir / "pbpid.py").write_text(
@@ -191,9 +104,8 @@ def test_workers_share_one_port(tmp_path, server_factory):
         "def plugboard_resolvers():\n"
         "    return {'Query.pid': pid}\n"
     )
-    root = write_settings(tmp_path / "proj", {"plugins": ["pbpid"]})
-    server = server_factory(root, "--workers", "2", env={"PYTHONPATH": str(module_dir)})
-    server.wait_ready()
+    root = write_project(tmp_path / "proj", {"plugins": ["pbpid"]})
+    server = plugboard_serve(root, "--workers", "2", env={"PYTHONPATH": str(module_dir)})
     pids = set()
     deadline = time.time() + 20
     while len(pids) < 2 and time.time() < deadline:
@@ -204,7 +116,7 @@ def test_workers_share_one_port(tmp_path, server_factory):
 
 
 def test_bad_settings_exit_2_without_traceback(tmp_path):
-    root = write_settings(tmp_path / "proj", {"server": {"port": "eighty"}})
+    root = write_project(tmp_path / "proj", {"server": {"port": "eighty"}})
     proc = run("serve", "--root", str(root))
     assert proc.returncode == 2
     assert "server.port = 'eighty'" in proc.stderr and "settings.yaml" in proc.stderr
@@ -212,21 +124,21 @@ def test_bad_settings_exit_2_without_traceback(tmp_path):
 
 
 def test_env_var_error_names_the_variable(tmp_path):
-    root = write_settings(tmp_path / "proj", {})
+    root = write_project(tmp_path / "proj", {})
     proc = run("check", "--root", str(root), env={"PLUGBOARD_GRAPHQL__MAX_BODY_SIZE": "10 MX"})
     assert proc.returncode == 2
     assert "graphql.max_body_size = '10 MX' (from env PLUGBOARD_GRAPHQL__MAX_BODY_SIZE)" in proc.stderr
 
 
 def test_unknown_key_in_section(tmp_path):
-    root = write_settings(tmp_path / "proj", {"graphql": {"graphiq": False}})
+    root = write_project(tmp_path / "proj", {"graphql": {"graphiq": False}})
     proc = run("check", "--root", str(root))
     assert proc.returncode == 2
     assert "graphql.graphiq" in proc.stderr and "unknown key" in proc.stderr
 
 
 def test_unknown_plugin_exit_2(tmp_path):
-    root = write_settings(tmp_path / "proj", {"plugins": ["nope_not_here"]})
+    root = write_project(tmp_path / "proj", {"plugins": ["nope_not_here"]})
     proc = run("check", "--root", str(root))
     assert proc.returncode == 2
     assert "unknown plugin 'nope_not_here'" in proc.stderr and "books" in proc.stderr
@@ -235,14 +147,14 @@ def test_unknown_plugin_exit_2(tmp_path):
 
 def test_unreachable_redis_fails_start_up(tmp_path):
     port = free_port()
-    root = write_settings(tmp_path / "proj", {})
+    root = write_project(tmp_path / "proj", {})
     proc = run("serve", "--root", str(root), "--port", str(free_port()), env={"REDIS_URL": f"redis://127.0.0.1:{port}/0"})
     assert proc.returncode == 2
     assert f"redis://127.0.0.1:{port}/0" in proc.stderr and "cannot reach" in proc.stderr
 
 
 def test_check_prints_plugin_table(tmp_path):
-    root = write_settings(tmp_path / "proj", {"plugins": ["books"]})
+    root = write_project(tmp_path / "proj", {"plugins": ["books"]})
     proc = run("check", "--root", str(root))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -259,7 +171,7 @@ def test_check_on_shipped_settings(tmp_path):
 
 
 def test_config_shows_sources_and_masks_secrets(tmp_path):
-    root = write_settings(tmp_path / "proj", {"server": {"port": 9001, "admin_token": "s3cret"}})
+    root = write_project(tmp_path / "proj", {"server": {"port": 9001, "admin_token": "s3cret"}})
     (root / "config").mkdir()
     (root / "config" / "staging.yaml").write_text("graphql:\n  max_files: 3\n")
     proc = run("config", "--root", str(root), env={"PLUGBOARD_ENV": "staging", "REDIS_URL": "redis://x:pw@h:1/0", "PLUGBOARD_GRAPHQL__BATCHING": "true"})
@@ -276,7 +188,7 @@ def test_config_shows_sources_and_masks_secrets(tmp_path):
 
 
 def test_plugins_lists_installed_and_enabled(tmp_path):
-    root = write_settings(tmp_path / "proj", {"plugins": [{"name": "books", "enabled": False}]})
+    root = write_project(tmp_path / "proj", {"plugins": [{"name": "books", "enabled": False}]})
     proc = run("plugins", "--root", str(root))
     assert proc.returncode == 0, proc.stderr
     books = next(line for line in proc.stdout.splitlines() if line.startswith("books"))
@@ -284,7 +196,7 @@ def test_plugins_lists_installed_and_enabled(tmp_path):
 
 
 def test_schema_prints_composed_sdl(tmp_path):
-    root = write_settings(tmp_path / "proj", {"plugins": ["books"]})
+    root = write_project(tmp_path / "proj", {"plugins": ["books"]})
     proc = run("schema", "--root", str(root))
     assert proc.returncode == 0, proc.stderr
     assert "plugboardVersion: String!" in proc.stdout and "createBook(input: CreateBookInput!): Book!" in proc.stdout
@@ -297,7 +209,7 @@ def test_bin_script_runs_the_same_cli():
 
 def test_seed_alias_for_a_plugin_not_enabled_is_ignored(tmp_path):
     """SMTP_HOST in the environment must not stop a deployment without the email plugin."""
-    root = write_settings(tmp_path / "proj", {"env_aliases": {"SMTP_HOST": "email.smtp.host"}})
+    root = write_project(tmp_path / "proj", {"env_aliases": {"SMTP_HOST": "email.smtp.host"}})
     proc = run("check", "--root", str(root), env={"SMTP_HOST": "mail.example.com"})
     assert proc.returncode == 0, proc.stderr
     proc = run("check", "--root", str(root), env={"PLUGBOARD_EMAIL__SMTP__HOST": "mail.example.com"})

@@ -28,6 +28,7 @@ from plugboard.providers.pubsub import PubSubOptions
 from plugboard.providers.memory_pubsub import MemoryPubSub
 from plugboard.providers.redis_pubsub import RedisPubSub
 from plugboard.providers.subscriptions import QueueSubscription
+from plugboard.testing import eventually
 from plugboard.testing_servers import RedisServer, free_port
 
 LOGGER = "plugboard.pubsub"
@@ -44,14 +45,6 @@ async def recv(sub: Subscription, timeout: float = WAIT) -> Any:
 async def ready(*subs: QueueSubscription) -> None:
     results = await asyncio.gather(*(s.wait_ready() for s in subs))
     assert all(results), results
-
-
-async def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def provider_tasks() -> list[asyncio.Task]:
@@ -320,7 +313,7 @@ async def test_close_ends_iterators_promptly(make_pubsub: MakePubSub) -> None:
 
     tasks = [asyncio.create_task(consume(s, r)) for s, r in zip(subs, received)]
     await pubsub.publish("t0", "x")
-    await wait_for(lambda: received[0] == ["x"] and received[2] == ["x"], what="first event")
+    await eventually(lambda: received[0] == ["x"] and received[2] == ["x"], what="first event")
     await asyncio.sleep(0.05)
     assert not any(t.done() for t in tasks)
     started = time.monotonic()
@@ -450,16 +443,19 @@ async def test_one_pubsub_connection_per_app(make_redis_pubsub: MakePubSub, redi
     async def remaining() -> list[bytes]:
         return sorted(await admin.pubsub_channels("plugboard:*"))
 
-    deadline = time.monotonic() + WAIT
-    while await remaining() != sorted(f"plugboard:topic.{i}".encode() for i in range(5, 10)):
-        assert time.monotonic() < deadline, await remaining()
-        await asyncio.sleep(0.01)
+    expected = sorted(f"plugboard:topic.{i}".encode() for i in range(5, 10))
+
+    async def only_expected() -> bool:
+        return await remaining() == expected
+
+    await eventually(only_expected, WAIT, what="only topics 5..9 subscribed on Redis")
     for sub in subs[45:]:
         await sub.close()
-    deadline = time.monotonic() + WAIT
-    while await remaining():
-        assert time.monotonic() < deadline, await remaining()
-        await asyncio.sleep(0.01)
+
+    async def none_left() -> bool:
+        return not await remaining()
+
+    await eventually(none_left, WAIT, what="no channel left on Redis")
     assert pubsub._topics == {}
 
 
@@ -472,10 +468,11 @@ async def test_redis_channels_stay_clean_after_many_cycles(make_redis_pubsub: Ma
             assert await sub.wait_ready()
         await sub.close()
     assert pubsub._topics == {}
-    deadline = time.monotonic() + WAIT
-    while await admin.pubsub_channels("plugboard:*"):
-        assert time.monotonic() < deadline, await admin.pubsub_channels("plugboard:*")
-        await asyncio.sleep(0.01)
+
+    async def none_left() -> bool:
+        return not await admin.pubsub_channels("plugboard:*")
+
+    await eventually(none_left, WAIT, what="no channel left on Redis")
     link = pubsub._link
     assert link is not None and link.sent == set() and link.unacked == {}
 
@@ -550,7 +547,7 @@ async def test_subscription_survives_a_redis_restart(redis_clients, pubsub_log) 
             # In a thread, so the event loop keeps running (and reconnecting)
             # while the server is down.
             await asyncio.to_thread(server.restart)
-            await wait_for(lambda: records(pubsub_log, "resubscribed"), what="resubscribe log")
+            await eventually(lambda: records(pubsub_log, "resubscribed"), what="resubscribe log")
             lost = records(pubsub_log, "redis connection lost")
             assert re.fullmatch(
                 r"pubsub: redis connection lost \(.+\); resubscribed 1 channel\(s\) after \d+\.\ds "
@@ -578,7 +575,7 @@ async def test_outage_publish_fails_then_delivery_resumes(redis_clients, pubsub_
             sub = pubsub.subscribe("notifications.u1")
             await ready(sub)
             await asyncio.to_thread(server.stop)
-            await wait_for(lambda: not pubsub.connected, what="the provider to notice the outage")
+            await eventually(lambda: not pubsub.connected, what="the provider to notice the outage")
 
             started = time.monotonic()
             with pytest.raises(ProviderError, match="cannot publish to 'notifications.u1': redis unavailable"):
@@ -598,7 +595,7 @@ async def test_outage_publish_fails_then_delivery_resumes(redis_clients, pubsub_
             assert not sub.closed and not late.closed
 
             await asyncio.to_thread(server.start)
-            await wait_for(lambda: records(pubsub_log, "resubscribed 2 channel(s)"), what="resubscribe log")
+            await eventually(lambda: records(pubsub_log, "resubscribed 2 channel(s)"), what="resubscribe log")
             gap = float(re.search(r"after (\d+\.\d)s", records(pubsub_log, "resubscribed")[-1].getMessage()).group(1))
             assert gap >= 0.6
             assert len(records(pubsub_log, "reconnecting")) == 1
@@ -624,7 +621,7 @@ async def test_recovers_when_redis_drops_the_connection(
     await ready(sub)
     # The server (or a proxy, or an admin) cuts the pub/sub connection only.
     assert await admin.execute_command("CLIENT", "KILL", "TYPE", "pubsub") == 1
-    await wait_for(lambda: records(pubsub_log, "resubscribed 1 channel(s)"), what="resubscribe log")
+    await eventually(lambda: records(pubsub_log, "resubscribed 1 channel(s)"), what="resubscribe log")
     await ready(sub)
     await pubsub.publish("t", "again")
     assert await recv(sub) == "again"

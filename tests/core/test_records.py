@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-import uuid
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
@@ -24,13 +23,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{tmp_path / 'records.db'}"
         return
     # Looked up lazily: SQLite-only runs never start PostgreSQL.
-    server = request.getfixturevalue("postgres_server")
-    name = f"t_{uuid.uuid4().hex[:12]}"
-    url = server.create_database(name)
-    try:
-        yield url
-    finally:
-        server.drop_database(name)
+    yield request.getfixturevalue("postgres_url")
 
 
 def notes_table(metadata: sa.MetaData) -> sa.Table:

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from plugboard.app import create_app
 from plugboard.settings import Settings
+from plugboard.testing import gql
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def client(request, tmp_path, aiohttp_client):
-    data = {"plugins": ["books"], "server": {"data_dir": str(tmp_path / "var")}}
-    cleanup = None
+async def client(request, tmp_path, plugboard_client):
+    data = {"plugins": ["books"]}
     if request.param == "postgresql":
-        server = request.getfixturevalue("postgres_server")
-        name = f"books_{uuid.uuid4().hex[:8]}"
-        data["records"] = {"url": server.create_database(name)}
-        cleanup = lambda: server.drop_database(name)  # noqa: E731
+        data["records"] = {"url": request.getfixturevalue("postgres_url")}
     (tmp_path / "settings.yaml").write_text("")
-    app = create_app(Settings.from_mapping(data, root=tmp_path))
-    client = await aiohttp_client(app)
+    client = await plugboard_client(data)
     yield client
-    if cleanup:
-        await client.close()  # release the pool before dropping the database
-        cleanup()
-
-
-async def gql(client, query, variables=None):
-    resp = await client.post("/graphql", json={"query": query, "variables": variables})
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
+    await client.close()  # release the pool before postgres_url drops the database
 
 
 CREATE = "mutation($t: String!, $a: String!, $y: Int) { createBook(input: {title: $t, authorName: $a, publishedYear: $y}) { id title publishedYear author { id name } createdAt } }"

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import time
-import uuid
 
 import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard import keys
-from plugboard.app import create_app
-from plugboard.graphql.context import Context
-from plugboard.graphql.operation import Operation
-from plugboard.settings import Settings
+from plugboard.testing import eventually, gql_data, subscribe
 from plugboard_books.resolvers import TOPIC
 
 # Only the pubsub of the realtime plugin is needed here, not its transports.
@@ -25,70 +20,41 @@ UPDATE = "mutation($id: ID!, $t: String!) { updateBook(id: $id, input: {title: $
 UPDATED = "subscription($id: ID) { bookUpdated(id: $id) { id title author { name } createdAt updatedAt } }"
 
 
-def build(tmp_path, plugins, records=None):
-    data = {"plugins": plugins, "server": {"data_dir": str(tmp_path / "var")}}
+def settings(plugins, records=None):
+    data = {"plugins": plugins}
     if "realtime" in plugins:
         data["realtime"] = REALTIME
     if records:
         data["records"] = {"url": records}
-    return create_app(Settings.from_mapping(data, root=tmp_path))
+    return data
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def client(request, tmp_path, aiohttp_client):
-    records, cleanup = None, None
-    if request.param == "postgresql":
-        server = request.getfixturevalue("postgres_server")
-        name = f"books_rt_{uuid.uuid4().hex[:8]}"
-        records = server.create_database(name)
-        cleanup = lambda: server.drop_database(name)  # noqa: E731
-    client = await aiohttp_client(build(tmp_path, ["books", "realtime"], records))
+async def client(request, plugboard_client):
+    records = request.getfixturevalue("postgres_url") if request.param == "postgresql" else None
+    client = await plugboard_client(settings(["books", "realtime"], records))
     yield client
-    if cleanup:
-        await client.close()  # release the pool before dropping the database
-        cleanup()
-
-
-async def gql(client, query, variables=None):
-    resp = await client.post("/graphql", json={"query": query, "variables": variables})
-    assert resp.status == 200, await resp.text()
-    result = await resp.json()
-    assert "errors" not in result, result
-    return result["data"]
-
-
-async def subscribe(app, variables):
-    context = Context(app=app, request=None, request_id="test", transport="ws")
-    op = Operation(query=UPDATED, variables=variables, operation_name=None, extensions=None, context=context, transport="ws")
-    app[keys.RUNNER].prepare(op, allowed_types=("subscription",))
-    return await app[keys.RUNNER].subscribe(op)
-
-
-async def until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+    await client.close()  # release the pool before postgres_url drops the database
 
 
 async def test_book_updated_follows_create_and_update(client):
     app = client.app
     pubsub = app[keys.PUBSUB]
-    dune = (await gql(client, CREATE, {"t": "Dune", "a": "Frank Herbert"}))["createBook"]
-    other = (await gql(client, CREATE, {"t": "Neuromancer", "a": "William Gibson"}))["createBook"]
+    dune = (await gql_data(client, CREATE, {"t": "Dune", "a": "Frank Herbert"}))["createBook"]
+    other = (await gql_data(client, CREATE, {"t": "Neuromancer", "a": "William Gibson"}))["createBook"]
 
-    one = await subscribe(app, {"id": dune["id"]})
-    every = await subscribe(app, {"id": None})
+    one = await subscribe(app, UPDATED, {"id": dune["id"]})
+    every = await subscribe(app, UPDATED, {"id": None})
     next_one, next_every = asyncio.ensure_future(anext(one)), asyncio.ensure_future(anext(every))
-    await until(lambda: pubsub.subscriber_counts().get(TOPIC) == 2)
+    await eventually(lambda: pubsub.subscriber_counts().get(TOPIC) == 2)
 
     # Another book's update reaches only the unfiltered subscriber.
-    await gql(client, UPDATE, {"id": other["id"], "t": "Neuromancer (1984)"})
+    await gql_data(client, UPDATE, {"id": other["id"], "t": "Neuromancer (1984)"})
     first_any = (await asyncio.wait_for(next_every, 5))["data"]["bookUpdated"]
     assert (first_any["id"], first_any["title"]) == (other["id"], "Neuromancer (1984)")
     assert not next_one.done()
 
-    updated = (await gql(client, UPDATE, {"id": dune["id"], "t": "Dune (1965)"}))["updateBook"]
+    updated = (await gql_data(client, UPDATE, {"id": dune["id"], "t": "Dune (1965)"}))["updateBook"]
     got = (await asyncio.wait_for(next_one, 5))
     assert "errors" not in got, got
     book = got["data"]["bookUpdated"]
@@ -101,17 +67,17 @@ async def test_book_updated_follows_create_and_update(client):
 
     # createBook publishes too.
     next_every = asyncio.ensure_future(anext(every))
-    created = (await gql(client, CREATE, {"t": "Hyperion", "a": "Dan Simmons"}))["createBook"]
+    created = (await gql_data(client, CREATE, {"t": "Hyperion", "a": "Dan Simmons"}))["createBook"]
     assert (await asyncio.wait_for(next_every, 5))["data"]["bookUpdated"]["id"] == created["id"]
 
     await one.aclose()
     await every.aclose()
-    await until(lambda: TOPIC not in pubsub.subscriber_counts())
+    await eventually(lambda: TOPIC not in pubsub.subscriber_counts())
 
 
 async def test_book_updated_bad_input(client):
     app = client.app
-    stream = await subscribe(app, {"id": "abc"})
+    stream = await subscribe(app, UPDATED, {"id": "abc"})
     with pytest.raises(TartifletteError) as e:
         await asyncio.wait_for(anext(stream), 5)
     assert e.value.extensions["code"] == "BAD_USER_INPUT"
@@ -124,14 +90,14 @@ async def test_book_updated_bad_input(client):
     await listener.close()
 
 
-async def test_without_realtime_the_core_pubsub_still_carries_updates(tmp_path, aiohttp_client):
+async def test_without_realtime_the_core_pubsub_still_carries_updates(plugboard_client):
     # The pubsub is the core's: books publish whether or not the realtime plugin is on.
-    client = await aiohttp_client(build(tmp_path, ["books"]))
+    client = await plugboard_client(settings(["books"]))
     pubsub = client.app[keys.PUBSUB]
-    book = (await gql(client, CREATE, {"t": "Dune", "a": "Frank Herbert"}))["createBook"]
-    stream = await subscribe(client.app, {"id": book["id"]})
+    book = (await gql_data(client, CREATE, {"t": "Dune", "a": "Frank Herbert"}))["createBook"]
+    stream = await subscribe(client.app, UPDATED, {"id": book["id"]})
     first = asyncio.ensure_future(anext(stream))
-    await until(lambda: pubsub.subscriber_counts().get(TOPIC) == 1)
-    assert (await gql(client, UPDATE, {"id": book["id"], "t": "Dune!"}))["updateBook"]["title"] == "Dune!"
+    await eventually(lambda: pubsub.subscriber_counts().get(TOPIC) == 1)
+    assert (await gql_data(client, UPDATE, {"id": book["id"], "t": "Dune!"}))["updateBook"]["title"] == "Dune!"
     assert (await asyncio.wait_for(first, 5))["data"]["bookUpdated"]["title"] == "Dune!"
     await stream.aclose()

@@ -10,25 +10,19 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from plugboard.app import create_app
-from plugboard.settings import Settings
-
 import pb_jobs_tasks
 
 
-def jobs_settings(tmp_path, data: dict | None = None) -> dict:
-    data = dict(data or {})
-    data.setdefault("plugins", ["realtime", "jobs"])
-    data.setdefault("server", {}).setdefault("data_dir", str(tmp_path / "var"))
-    jobs = data.setdefault("jobs", {})
-    jobs.setdefault("schedules", [])
+def jobs_settings(data: dict | None = None) -> dict:
+    data = {"plugins": ["realtime", "jobs"], **(data or {})}
+    data["jobs"] = {"schedules": [], **(data.get("jobs") or {})}
     return data
 
 
 @pytest.fixture
-def make_jobs_app(tmp_path):
+def make_jobs_app(plugboard_app):
     def make(data: dict | None = None, plugins=(pb_jobs_tasks,)):
-        return create_app(Settings.from_mapping(jobs_settings(tmp_path, data), root=tmp_path), plugins=list(plugins))
+        return plugboard_app(jobs_settings(data), plugins=plugins)
 
     return make
 

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
-from plugboard import keys
-from plugboard.graphql.operation import Operation
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import JobStatus
+from plugboard.testing import gql
+from plugboard.testing import subscribe as kit_subscribe
 
 FIELDS = "id type status progress attempts maxAttempts error result args createdAt startedAt completedAt"
 ENQUEUE = f"mutation($t: String!, $a: JSON) {{ enqueueJob(type: $t, args: $a) {{ {FIELDS} }} }}"
@@ -32,26 +32,16 @@ async def client(make_jobs_app, aiohttp_client):
     return await aiohttp_client(app)
 
 
-async def gql(client, query, variables=None, user="root", token=None):
-    headers = {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    elif user:
-        headers["Authorization"] = f"Bearer {user}"
-    resp = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
-    return await resp.json()
-
-
 def code(result) -> str:
     return result["errors"][0]["extensions"]["code"]
 
 
 async def test_enqueue_then_read_the_finished_job(client):
-    result = await gql(client, ENQUEUE, {"t": "add", "a": {"a": 2, "b": 5}})
+    result = await gql(client, ENQUEUE, {"t": "add", "a": {"a": 2, "b": 5}}, token="root")
     job = result["data"]["enqueueJob"]
     assert (job["type"], job["status"], job["args"], job["maxAttempts"]) == ("add", "PENDING", {"a": 2, "b": 5}, 4)
     await client.app[JOBS].wait(job["id"])
-    done = (await gql(client, JOB, {"id": job["id"]}))["data"]["job"]
+    done = (await gql(client, JOB, {"id": job["id"]}, token="root"))["data"]["job"]
     assert (done["status"], done["result"], done["progress"], done["attempts"], done["error"]) == ("COMPLETED", 7, 100, 1, None)
     assert done["createdAt"].endswith("+00:00") and done["completedAt"]
 
@@ -62,29 +52,29 @@ async def test_admin_token_works_as_well_as_the_admin_role(client):
 
 
 async def test_enqueue_errors(client):
-    assert code(await gql(client, ENQUEUE, {"t": "nope"})) == "BAD_USER_INPUT"
-    bad = await gql(client, ENQUEUE, {"t": "add", "a": {"a": "two"}})
+    assert code(await gql(client, ENQUEUE, {"t": "nope"}, token="root")) == "BAD_USER_INPUT"
+    bad = await gql(client, ENQUEUE, {"t": "add", "a": {"a": "two"}}, token="root")
     assert code(bad) == "BAD_USER_INPUT" and "'a' must be int" in bad["errors"][0]["message"]
-    assert code(await gql(client, ENQUEUE, {"t": "add", "a": [1]})) == "BAD_USER_INPUT"
-    assert code(await gql(client, ENQUEUE, {"t": "add", "a": {"a": 1}}, user="alice")) == "FORBIDDEN"
-    assert code(await gql(client, ENQUEUE, {"t": "add", "a": {"a": 1}}, user=None)) == "FORBIDDEN"
+    assert code(await gql(client, ENQUEUE, {"t": "add", "a": [1]}, token="root")) == "BAD_USER_INPUT"
+    assert code(await gql(client, ENQUEUE, {"t": "add", "a": {"a": 1}}, token="alice")) == "FORBIDDEN"
+    assert code(await gql(client, ENQUEUE, {"t": "add", "a": {"a": 1}}, token=None)) == "FORBIDDEN"
 
 
 async def test_admin_only_fields_are_forbidden_to_others(client):
     job = await client.app[JOBS].enqueue("add", {"a": 1})
     for query, variables in ((JOBS_Q, None), (COUNTS, None), (RETRY, {"id": job.id}), (CANCEL, {"id": job.id})):
-        assert code(await gql(client, query, variables, user="alice")) == "FORBIDDEN"
-        assert code(await gql(client, query, variables, user=None)) == "FORBIDDEN"
-    assert code(await gql(client, JOB, {"id": job.id}, user="alice")) == "FORBIDDEN"
-    types = (await gql(client, "{ jobTypes }", user=None))["data"]["jobTypes"]
+        assert code(await gql(client, query, variables, token="alice")) == "FORBIDDEN"
+        assert code(await gql(client, query, variables, token=None)) == "FORBIDDEN"
+    assert code(await gql(client, JOB, {"id": job.id}, token="alice")) == "FORBIDDEN"
+    types = (await gql(client, "{ jobTypes }", token=None))["data"]["jobTypes"]
     assert "add" in types and "sleep" in types
 
 
 async def test_the_owner_reads_and_watches_their_job(client):
     jobs = client.app[JOBS]
     job = await jobs.enqueue("sleep", {"seconds": 0.05, "steps": 2}, owner="alice")
-    assert (await gql(client, JOB, {"id": job.id}, user="alice"))["data"]["job"]["id"] == job.id
-    assert code(await gql(client, JOB, {"id": job.id}, user="bob")) == "FORBIDDEN"
+    assert (await gql(client, JOB, {"id": job.id}, token="alice"))["data"]["job"]["id"] == job.id
+    assert code(await gql(client, JOB, {"id": job.id}, token="bob")) == "FORBIDDEN"
     stream = await subscribe(client.app, UPDATED, {"id": job.id}, user="alice")
     seen = []
     async for result in stream:
@@ -112,42 +102,37 @@ async def test_list_and_counts(client):
     failed = await jobs.wait((await jobs.enqueue("permanent")).id)
     for job_id in ids:
         await jobs.wait(job_id)
-    page = (await gql(client, JOBS_Q, {"f": 2}))["data"]["jobs"]
+    page = (await gql(client, JOBS_Q, {"f": 2}, token="root"))["data"]["jobs"]
     assert [e["node"]["id"] for e in page["edges"]] == [failed.id, ids[2]]
     assert page["pageInfo"]["hasNextPage"] and page["totalCount"] == 4
-    rest = (await gql(client, JOBS_Q, {"f": 5, "a": page["pageInfo"]["endCursor"]}))["data"]["jobs"]
+    rest = (await gql(client, JOBS_Q, {"f": 5, "a": page["pageInfo"]["endCursor"]}, token="root"))["data"]["jobs"]
     assert [e["node"]["id"] for e in rest["edges"]] == [ids[1], ids[0]] and not rest["pageInfo"]["hasNextPage"]
-    only_failed = (await gql(client, JOBS_Q, {"s": "FAILED"}))["data"]["jobs"]
+    only_failed = (await gql(client, JOBS_Q, {"s": "FAILED"}, token="root"))["data"]["jobs"]
     assert [e["node"]["status"] for e in only_failed["edges"]] == ["FAILED"]
-    assert (await gql(client, JOBS_Q, {"t": "add"}))["data"]["jobs"]["totalCount"] == 3
-    assert code(await gql(client, JOBS_Q, {"f": 500})) == "BAD_USER_INPUT"
-    counts = {c["status"]: c["count"] for c in (await gql(client, COUNTS))["data"]["jobCounts"]}
+    assert (await gql(client, JOBS_Q, {"t": "add"}, token="root"))["data"]["jobs"]["totalCount"] == 3
+    assert code(await gql(client, JOBS_Q, {"f": 500}, token="root")) == "BAD_USER_INPUT"
+    counts = {c["status"]: c["count"] for c in (await gql(client, COUNTS, token="root"))["data"]["jobCounts"]}
     assert counts == {"PENDING": 0, "PROCESSING": 0, "COMPLETED": 3, "FAILED": 1, "RETRYING": 0, "CANCELLED": 0}
 
 
 async def test_retry_and_cancel(client):
     jobs = client.app[JOBS]
     failed = await jobs.wait((await jobs.enqueue("always-fails")).id)
-    retried = (await gql(client, RETRY, {"id": failed.id}))["data"]["retryJob"]
+    retried = (await gql(client, RETRY, {"id": failed.id}, token="root"))["data"]["retryJob"]
     assert retried == {"id": failed.id, "status": "PENDING", "maxAttempts": 4}
     await jobs.wait(failed.id)
     running = await jobs.enqueue("until-cancelled")
     await jobs.wait(running.id, statuses=frozenset({JobStatus.PROCESSING}))
-    assert (await gql(client, CANCEL, {"id": running.id}))["data"]["cancelJob"]["status"] == "CANCELLED"
-    conflict = await gql(client, CANCEL, {"id": running.id})
+    assert (await gql(client, CANCEL, {"id": running.id}, token="root"))["data"]["cancelJob"]["status"] == "CANCELLED"
+    conflict = await gql(client, CANCEL, {"id": running.id}, token="root")
     assert code(conflict) == "CONFLICT"
     done = await jobs.wait((await jobs.enqueue("add", {"a": 1})).id)
-    assert code(await gql(client, RETRY, {"id": done.id})) == "CONFLICT"
-    assert code(await gql(client, RETRY, {"id": UNKNOWN})) == "NOT_FOUND"
-    assert code(await gql(client, CANCEL, {"id": UNKNOWN})) == "NOT_FOUND"
-    assert (await gql(client, JOB, {"id": UNKNOWN}))["data"]["job"] is None
+    assert code(await gql(client, RETRY, {"id": done.id}, token="root")) == "CONFLICT"
+    assert code(await gql(client, RETRY, {"id": UNKNOWN}, token="root")) == "NOT_FOUND"
+    assert code(await gql(client, CANCEL, {"id": UNKNOWN}, token="root")) == "NOT_FOUND"
+    assert (await gql(client, JOB, {"id": UNKNOWN}, token="root"))["data"]["job"] is None
     await asyncio.wait_for(jobs.broker.wait_idle(), 2)
 
 
 async def subscribe(app, query, variables=None, user="root"):
-    params = {"authToken": user} if user else None
-    context = await app[keys.CONTEXT_BUILDER].build(app, None, request_id="test", transport="ws", connection_params=params)
-    op = Operation(query=query, variables=variables, operation_name=None, extensions=None, context=context, transport="ws")
-    runner = app[keys.RUNNER]
-    runner.prepare(op, allowed_types=("query", "mutation", "subscription"))
-    return await runner.subscribe(op)
+    return await kit_subscribe(app, query, variables, connection_params={"authToken": user} if user else None)

@@ -15,6 +15,8 @@ import pytest
 from jobs_testkit import Proc, write_project
 from pb_reliability_tasks import runs
 
+from plugboard.testing import TransportWS, eventually, gql_data
+
 TOKEN = "two-instances-admin-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 ENQUEUE = "mutation($type: String!, $args: JSON) { enqueueJob(type: $type, args: $args) { id status } }"
@@ -46,31 +48,22 @@ def cluster(tmp_path, redis_url):
             proc.close()
 
 
-async def gql(session: aiohttp.ClientSession, server: Proc, query: str, variables: dict | None = None) -> dict:
-    async with session.post(server.url + "/graphql", json={"query": query, "variables": variables}, headers=ADMIN) as resp:
-        body = await resp.json(content_type=None)
-        assert resp.status == 200 and "errors" not in body, body
-        return body["data"]
-
-
 async def test_a_job_enqueued_on_a_runs_once_and_streams_its_progress_to_b(cluster, tmp_path):
     a, b, w1, w2 = cluster
     log, release = str(tmp_path / "runs.log"), str(tmp_path / "release")
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(base_url=a.url) as to_a, aiohttp.ClientSession(base_url=b.url) as to_b:
         args = {"log": log, "steps": STEPS, "release": release}
-        job_id = (await gql(session, a, ENQUEUE, {"type": "stepped", "args": args}))["enqueueJob"]["id"]
-        async with session.ws_connect(b.url.replace("http", "ws") + "/graphql", protocols=("graphql-transport-ws",)) as ws:
-            await ws.send_json({"type": "connection_init", "payload": {"authorization": f"Bearer {TOKEN}"}})
-            assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
-            await ws.send_json({"id": "1", "type": "subscribe", "payload": {"query": WATCH, "variables": {"id": job_id}}})
+        job_id = (await gql_data(to_a, ENQUEUE, {"type": "stepped", "args": args}, headers=ADMIN))["enqueueJob"]["id"]
+        async with await TransportWS.connect(to_b, {"authorization": f"Bearer {TOKEN}"}) as ws:
+            await ws.subscribe("1", WATCH, {"id": job_id})
             seen = []
-            first = await ws.receive_json(timeout=5)  # the current state, then every change
+            first = await ws.receive()  # the current state, then every change
             assert first["type"] == "next", first
             seen.append(first["payload"]["data"]["jobUpdated"])
             Path(release).touch()
             async with asyncio.timeout(10):
                 while seen[-1]["status"] != "COMPLETED":
-                    message = await ws.receive_json()
+                    message = await ws.receive(timeout=None)
                     assert message["type"] == "next", message
                     seen.append(message["payload"]["data"]["jobUpdated"])
         assert all(update["id"] == job_id for update in seen)
@@ -82,19 +75,17 @@ async def test_a_job_enqueued_on_a_runs_once_and_streams_its_progress_to_b(clust
         # Exactly one execution, by one of the two workers; A and B report the same record.
         [(ran_id, pid, attempt)] = runs(log)
         assert ran_id == job_id and attempt == 1 and pid in (w1.pid, w2.pid)
-        for server in (a, b):
-            assert (await gql(session, server, JOB, {"id": job_id}))["job"] == {"status": "COMPLETED", "progress": 100, "attempts": 1, "result": pid}
+        for server in (to_a, to_b):
+            assert (await gql_data(server, JOB, {"id": job_id}, headers=ADMIN))["job"] == {"status": "COMPLETED", "progress": 100, "attempts": 1, "result": pid}
 
         # More jobs through A: every one runs exactly once, whichever worker takes it.
-        ids = [(await gql(session, a, ENQUEUE, {"type": "logged", "args": {"log": log}}))["enqueueJob"]["id"] for _ in range(20)]
-        async with asyncio.timeout(10):
-            while len(runs(log)) < 21:
-                await asyncio.sleep(0.05)
+        ids = [(await gql_data(to_a, ENQUEUE, {"type": "logged", "args": {"log": log}}, headers=ADMIN))["enqueueJob"]["id"] for _ in range(20)]
+        await eventually(lambda: len(runs(log)) >= 21, timeout=10)
         await asyncio.sleep(0.3)  # a duplicate would show up here
         executions = runs(log)[1:]
         assert sorted(j for j, _, _ in executions) == sorted(ids)
         assert {pid for _, pid, _ in executions} <= {w1.pid, w2.pid}
         for job_id in ids:
-            job = (await gql(session, b, JOB, {"id": job_id}))["job"]
+            job = (await gql_data(to_b, JOB, {"id": job_id}, headers=ADMIN))["job"]
             assert job["status"] == "COMPLETED", job
     assert w1.stop() == 0 and w2.stop() == 0, (w1.output(), w2.output())

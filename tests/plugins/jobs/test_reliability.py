@@ -22,6 +22,7 @@ from pb_reliability_tasks import runs
 from plugboard.plugins.jobs.errors import JobArgumentsError, UnknownTaskError
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import JobStatus
+from plugboard.testing import eventually
 from plugboard.testing_servers import RedisServer
 
 PLUGINS = ["realtime", "jobs", "pb_jobs_tasks", "pb_reliability_tasks"]
@@ -52,12 +53,6 @@ def files(tmp_path):
     return {name: str(tmp_path / name) for name in ("log", "started", "release")}
 
 
-async def until_exists(path: str, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not os.path.exists(path):
-            await asyncio.sleep(0.02)
-
-
 async def test_a_job_of_a_worker_killed_mid_job_runs_again_on_another(tmp_path, redis_url, make_jobs_app, start_app, files):
     project = write_project(tmp_path / "proj", settings(redis_url))
     jobs = (await start_app(make_jobs_app(local(redis_url), plugins=TASK_PLUGINS)))[JOBS]
@@ -65,7 +60,7 @@ async def test_a_job_of_a_worker_killed_mid_job_runs_again_on_another(tmp_path, 
         a.wait_ready()
         b.wait_ready()
         held = await jobs.enqueue("hold", files)
-        await until_exists(files["started"])
+        await eventually(Path(files["started"]).exists, timeout=10.0)
         [(job_id, victim_pid, attempt)] = runs(files["log"])
         assert (job_id, attempt) == (held.id, 1)
         victim, survivor = (a, b) if victim_pid == a.pid else (b, a)
@@ -99,7 +94,7 @@ async def test_queued_jobs_survive_a_redis_restart_and_the_worker_reconnects(tmp
         with Proc.worker(project, "--concurrency", "1") as worker:
             worker.wait_ready()
             held = await jobs.enqueue("hold", files)
-            await until_exists(files["started"])
+            await eventually(Path(files["started"]).exists, timeout=10.0)
             queued = [await jobs.enqueue("logged", {"log": files["log"]}) for _ in range(5)]
             server.restart()  # SIGTERM (Redis flushes its AOF), then the same port and folder
             Path(files["release"]).touch()
@@ -127,7 +122,7 @@ async def test_a_job_finishing_while_redis_is_down_is_recorded_once_it_is_back(t
         with Proc.worker(project) as worker:
             worker.wait_ready()
             held = await jobs.enqueue("hold", files)
-            await until_exists(files["started"])
+            await eventually(Path(files["started"]).exists, timeout=10.0)
             server.process.terminate()  # Redis goes away ...
             server.process.wait()
             Path(files["release"]).touch()  # ... the job ends meanwhile ...
@@ -261,7 +256,7 @@ async def test_sigterm_lets_the_running_job_finish_within_grace_and_exits_0(tmp_
     with Proc.worker(project) as worker:
         worker.wait_ready()
         job = await jobs.enqueue("hold", files)
-        await until_exists(files["started"])
+        await eventually(Path(files["started"]).exists, timeout=10.0)
         worker.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
         assert worker.proc.poll() is None  # waiting for the running job (grace: 5 s)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 
 import aiohttp
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from jobs_testkit import Proc, write_project
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import JobStatus
+from plugboard.testing import eventually
 
 
 def redis_settings(redis_url: str, **jobs) -> dict:
@@ -77,17 +77,13 @@ async def test_a_killed_workers_job_goes_to_another_worker(project, client_app, 
         first.wait_ready()
         job = await jobs.enqueue("record-pid", {"path": str(pids), "seconds": 30})
         await until_status(jobs, job.id, JobStatus.PROCESSING)
-        # PROCESSING is written before the task runs: kill only once it has recorded its pid.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not (pids.exists() and pids.read_text().split()):
-            await asyncio.sleep(0.02)
+        # PROCESSING is recorded just before the task runs: kill only once it wrote its pid.
+        await eventually(lambda: pids.exists() and pids.read_text().split(), timeout=10)
         first.kill()
     with Proc.worker(project) as second:
         second.wait_ready()
         # Idle for idle_timeout (1s), the entry is claimed by the idle worker.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and len(pids.read_text().split()) < 2:
-            await asyncio.sleep(0.05)
+        await eventually(lambda: len(pids.read_text().split()) >= 2, timeout=10, interval=0.05)
         assert pids.read_text().split() == [str(first.pid), str(second.pid)]
         running = await jobs.get(job.id)
         assert running.status is JobStatus.PROCESSING and running.attempts == 2
@@ -137,13 +133,13 @@ async def test_the_memory_broker_runs_jobs_inside_a_real_server(tmp_path):
             async with session.post(server.url + "/graphql", json={"query": enqueue}) as resp:
                 job = (await resp.json())["data"]["enqueueJob"]
             query = {"query": "query($id: ID!) { job(id: $id) { status progress result } }", "variables": {"id": job["id"]}}
-            deadline = time.monotonic() + 10
-            while True:
+
+            async def completed() -> dict | None:
                 async with session.post(server.url + "/graphql", json=query) as resp:
                     state = (await resp.json())["data"]["job"]
-                if state["status"] == "COMPLETED" or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(0.05)
+                return state if state["status"] == "COMPLETED" else None
+
+            state = await eventually(completed, timeout=10, interval=0.05)
         assert state["status"] == "COMPLETED" and state["progress"] == 100
         assert state["result"]["pid"] == server.pid
         assert server.stop() == 0, server.output()

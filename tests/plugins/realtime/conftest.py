@@ -14,9 +14,6 @@ import types
 
 import pytest
 
-from plugboard.app import create_app
-from plugboard.settings import Settings
-
 
 def token_auth_plugin() -> types.ModuleType:
     """The stand-in auth plugin (see pb_token_auth)."""
@@ -31,14 +28,12 @@ def token_auth():
 
 
 @pytest.fixture
-def make_realtime_app(tmp_path):
+def make_realtime_app(plugboard_app):
     """``make_realtime_app({"realtime": {...}}, plugins=[...])`` -> a web.Application with realtime enabled."""
 
     def make(data: dict | None = None, plugins=(), *, auth: bool = True):
-        data = dict(data or {})
-        data.setdefault("plugins", ["realtime"])
-        data.setdefault("server", {}).setdefault("data_dir", str(tmp_path / "var"))
+        data = {"plugins": ["realtime"], **(data or {})}
         extra = [token_auth_plugin(), *plugins] if auth else list(plugins)
-        return create_app(Settings.from_mapping(data, root=tmp_path), plugins=extra)
+        return plugboard_app(data, plugins=extra)
 
     return make

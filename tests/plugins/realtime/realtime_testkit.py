@@ -1,24 +1,13 @@
 """Helpers shared by the real-time feature tests (presence, chat, notifications).
 
 A module with its own name rather than conftest: ``from conftest import``
-would pick whichever conftest was imported first.
+would pick whichever conftest was imported first. HTTP requests and polling
+come from the test kit (``plugboard.testing.gql``/``eventually``).
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-
-from plugboard import keys
-from plugboard.graphql.operation import Operation
-
-
-async def gql(client, query, variables=None, user="alice"):
-    """POST a GraphQL request as ``user`` (anonymous when None); the JSON result."""
-    headers = {"Authorization": f"Bearer {user}"} if user else {}
-    resp = await client.post("/graphql", json={"query": query, "variables": variables}, headers=headers)
-    assert resp.status == 200, await resp.text()
-    return await resp.json()
+from plugboard.testing import subscribe as kit_subscribe
 
 
 def code(result) -> str:
@@ -27,17 +16,5 @@ def code(result) -> str:
 
 
 async def subscribe(app, query, variables=None, user="alice"):
-    """Start a subscription through the app's runner, as a transport would; the result stream."""
-    params = {"authToken": user} if user else None
-    context = await app[keys.CONTEXT_BUILDER].build(app, None, request_id="test", transport="ws", connection_params=params)
-    op = Operation(query=query, variables=variables, operation_name=None, extensions=None, context=context, transport="ws")
-    runner = app[keys.RUNNER]
-    runner.prepare(op, allowed_types=("query", "mutation", "subscription"))
-    return await runner.subscribe(op)
-
-
-async def until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
+    """The kit's in-process ``subscribe`` as ``user`` (``connection_init`` ``authToken``; anonymous when None)."""
+    return await kit_subscribe(app, query, variables, connection_params={"authToken": user} if user else None)

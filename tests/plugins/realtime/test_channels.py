@@ -26,6 +26,7 @@ from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.channels import CHANNELS, publish_event
 from plugboard.plugins.realtime.limiter import CONNECTION_LIMITER
 from plugboard.plugins.realtime.history import MemoryHistory, RedisHistory, parse_event_id
+from plugboard.testing import EventStream, eventually
 
 ID = re.compile(r"^\d+-\d+$")
 QUIET = {"presence": False, "chat": False, "notifications": False}
@@ -72,22 +73,9 @@ def authz_plugin(name: str, decide) -> types.SimpleNamespace:
 
 async def read_event(resp: aiohttp.ClientResponse, timeout: float = 5.0) -> dict[str, Any]:
     """The next SSE event (comments skipped) as ``{"id", "event", "data"}`` with data decoded."""
-    fields: dict[str, Any] = {}
-    async with asyncio.timeout(timeout):
-        while True:
-            raw = await resp.content.readline()
-            if not raw:
-                raise EOFError(f"the stream ended (partial event: {fields})")
-            line = raw.decode().rstrip("\r\n")
-            if not line:
-                if fields:
-                    fields["data"] = json.loads(fields["data"])
-                    return fields
-                continue
-            if line.startswith(":"):
-                continue
-            name, _, value = line.partition(": ")
-            fields[name] = value
+    stream = EventStream(resp)
+    name, data = await stream.event(timeout)
+    return {"id": stream.last_id, "event": name, "data": json.loads(data)}
 
 
 async def no_event(resp: aiohttp.ClientResponse, wait: float = 0.3) -> None:
@@ -125,16 +113,6 @@ async def ws_closed(ws: aiohttp.ClientWebSocketResponse, timeout: float = 5.0) -
 
 def key(event_id: str) -> tuple[int, int]:
     return parse_event_id(event_id)
-
-
-async def eventually(check, timeout: float = 5.0, interval: float = 0.02) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {check.__doc__ or check}")
-        await asyncio.sleep(interval)
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard import keys
-from realtime_testkit import code, gql, subscribe, until
+from plugboard.testing import TransportWS, eventually, gql
+from realtime_testkit import code, subscribe
 
 ISOLATED = {"websockets": False, "serverSentEvents": False, "channels": {"enabled": False}}
 
@@ -27,71 +28,71 @@ async def client(make_realtime_app, aiohttp_client):
 
 
 async def new_chat(client, name="team", members=("bob",), user="alice") -> str:
-    result = await gql(client, CREATE, {"n": name, "m": list(members)}, user=user)
+    result = await gql(client, CREATE, {"n": name, "m": list(members)}, token=user)
     return result["data"]["createChat"]["id"]
 
 
 async def test_create_chat_and_list_mine(client):
-    result = (await gql(client, CREATE, {"n": "  team  ", "m": ["bob", "bob", "carol"]}))["data"]["createChat"]
+    result = (await gql(client, CREATE, {"n": "  team  ", "m": ["bob", "bob", "carol"]}, token="alice"))["data"]["createChat"]
     # The creator is always a member; duplicates collapse; the name is trimmed.
     assert result["name"] == "team" and result["members"] == ["alice", "bob", "carol"]
     assert "T" in result["createdAt"]
     other = await new_chat(client, "bob and dave", ["dave"], user="bob")
 
-    assert [c["id"] for c in (await gql(client, "{ chats { id members } }", user="bob"))["data"]["chats"]] == [other, result["id"]]
-    alice = (await gql(client, "{ chats { id name members } }"))["data"]["chats"]
+    assert [c["id"] for c in (await gql(client, "{ chats { id members } }", token="bob"))["data"]["chats"]] == [other, result["id"]]
+    alice = (await gql(client, "{ chats { id name members } }", token="alice"))["data"]["chats"]
     assert alice == [{"id": result["id"], "name": "team", "members": ["alice", "bob", "carol"]}]
-    assert (await gql(client, "{ chats { id } }", user="erin"))["data"]["chats"] == []
+    assert (await gql(client, "{ chats { id } }", token="erin"))["data"]["chats"] == []
 
 
 async def test_create_chat_bad_input(client):
-    assert code(await gql(client, CREATE, {"n": "x", "m": []}, user=None)) == "UNAUTHENTICATED"
-    assert code(await gql(client, CREATE, {"n": "   ", "m": ["bob"]})) == "BAD_USER_INPUT"
-    assert code(await gql(client, CREATE, {"n": "x" * 201, "m": ["bob"]})) == "BAD_USER_INPUT"
-    assert code(await gql(client, CREATE, {"n": "x", "m": [" "]})) == "BAD_USER_INPUT"
-    assert code(await gql(client, CREATE, {"n": "x", "m": ["u" * 201]})) == "BAD_USER_INPUT"
-    too_many = await gql(client, CREATE, {"n": "x", "m": [f"u{i}" for i in range(1001)]})
+    assert code(await gql(client, CREATE, {"n": "x", "m": []}, token=None)) == "UNAUTHENTICATED"
+    assert code(await gql(client, CREATE, {"n": "   ", "m": ["bob"]}, token="alice")) == "BAD_USER_INPUT"
+    assert code(await gql(client, CREATE, {"n": "x" * 201, "m": ["bob"]}, token="alice")) == "BAD_USER_INPUT"
+    assert code(await gql(client, CREATE, {"n": "x", "m": [" "]}, token="alice")) == "BAD_USER_INPUT"
+    assert code(await gql(client, CREATE, {"n": "x", "m": ["u" * 201]}, token="alice")) == "BAD_USER_INPUT"
+    too_many = await gql(client, CREATE, {"n": "x", "m": [f"u{i}" for i in range(1001)]}, token="alice")
     assert code(too_many) == "BAD_USER_INPUT" and "at most 1000" in too_many["errors"][0]["message"]
     # Nothing was stored by the refused calls.
-    assert (await gql(client, "{ chats { id } }"))["data"]["chats"] == []
+    assert (await gql(client, "{ chats { id } }", token="alice"))["data"]["chats"] == []
 
 
 async def test_send_message_members_only(client):
     chat = await new_chat(client)
-    sent = (await gql(client, SEND, {"c": chat, "b": "hello"}, user="bob"))["data"]["sendMessage"]
+    sent = (await gql(client, SEND, {"c": chat, "b": "hello"}, token="bob"))["data"]["sendMessage"]
     assert sent["chatId"] == chat and sent["senderId"] == "bob" and sent["body"] == "hello" and "T" in sent["createdAt"]
 
-    outsider = await gql(client, SEND, {"c": chat, "b": "let me in"}, user="mallory")
+    outsider = await gql(client, SEND, {"c": chat, "b": "let me in"}, token="mallory")
     assert outsider["data"] is None and code(outsider) == "FORBIDDEN"
     assert outsider["errors"][0]["message"] == "not a member of this chat"
-    assert code(await gql(client, SEND, {"c": chat, "b": "hi"}, user=None)) == "UNAUTHENTICATED"
-    assert code(await gql(client, SEND, {"c": "999", "b": "hi"})) == "NOT_FOUND"
-    assert code(await gql(client, SEND, {"c": "abc", "b": "hi"})) == "BAD_USER_INPUT"
-    assert code(await gql(client, SEND, {"c": str(2**40), "b": "hi"})) == "BAD_USER_INPUT"
+    assert code(await gql(client, SEND, {"c": chat, "b": "hi"}, token=None)) == "UNAUTHENTICATED"
+    assert code(await gql(client, SEND, {"c": "999", "b": "hi"}, token="alice")) == "NOT_FOUND"
+    assert code(await gql(client, SEND, {"c": "abc", "b": "hi"}, token="alice")) == "BAD_USER_INPUT"
+    assert code(await gql(client, SEND, {"c": str(2**40), "b": "hi"}, token="alice")) == "BAD_USER_INPUT"
 
 
 async def test_message_body_limits(client):
     chat = await new_chat(client)
-    assert code(await gql(client, SEND, {"c": chat, "b": ""})) == "BAD_USER_INPUT"
-    assert code(await gql(client, SEND, {"c": chat, "b": " \n\t "})) == "BAD_USER_INPUT"
-    too_long = await gql(client, SEND, {"c": chat, "b": "é" * 4001})
+    assert code(await gql(client, SEND, {"c": chat, "b": ""}, token="alice")) == "BAD_USER_INPUT"
+    assert code(await gql(client, SEND, {"c": chat, "b": " \n\t "}, token="alice")) == "BAD_USER_INPUT"
+    too_long = await gql(client, SEND, {"c": chat, "b": "é" * 4001}, token="alice")
     assert code(too_long) == "BAD_USER_INPUT" and "4000" in too_long["errors"][0]["message"]
-    longest = (await gql(client, SEND, {"c": chat, "b": "é" * 4000}))["data"]["sendMessage"]
+    longest = (await gql(client, SEND, {"c": chat, "b": "é" * 4000}, token="alice"))["data"]["sendMessage"]
     assert len(longest["body"]) == 4000
-    edges = (await gql(client, PAGE, {"c": chat}))["data"]["messages"]["edges"]
+    edges = (await gql(client, PAGE, {"c": chat}, token="alice"))["data"]["messages"]["edges"]
     assert [len(e["node"]["body"]) for e in edges] == [4000]
 
 
 async def test_history_pages_newest_first(client):
     chat = await new_chat(client)
     other = await new_chat(client, "elsewhere")
-    await gql(client, SEND, {"c": other, "b": "not in this chat"})
+    await gql(client, SEND, {"c": other, "b": "not in this chat"}, token="alice")
     for i in range(5):
-        await gql(client, SEND, {"c": chat, "b": f"m{i}"}, user="alice" if i % 2 else "bob")
+        await gql(client, SEND, {"c": chat, "b": f"m{i}"}, token="alice" if i % 2 else "bob")
 
     seen, cursor, pages = [], None, 0
     while True:
-        page = (await gql(client, PAGE, {"c": chat, "f": 2, "b": cursor}, user="bob"))["data"]["messages"]
+        page = (await gql(client, PAGE, {"c": chat, "f": 2, "b": cursor}, token="bob"))["data"]["messages"]
         pages += 1
         seen += [e["node"]["body"] for e in page["edges"]]
         assert page["pageInfo"]["endCursor"] == page["edges"][-1]["cursor"]
@@ -100,13 +101,13 @@ async def test_history_pages_newest_first(client):
         cursor = page["pageInfo"]["endCursor"]
     assert seen == ["m4", "m3", "m2", "m1", "m0"] and pages == 3
 
-    default = (await gql(client, PAGE, {"c": chat}))["data"]["messages"]
+    default = (await gql(client, PAGE, {"c": chat}, token="alice"))["data"]["messages"]
     assert len(default["edges"]) == 5 and default["pageInfo"]["hasNextPage"] is False
-    empty = (await gql(client, PAGE, {"c": chat, "f": 0}))["data"]["messages"]
+    empty = (await gql(client, PAGE, {"c": chat, "f": 0}, token="alice"))["data"]["messages"]
     assert empty == {"edges": [], "pageInfo": {"hasNextPage": True, "endCursor": None}}
     # Past the oldest message: an empty last page.
     oldest = default["edges"][-1]["cursor"]
-    assert (await gql(client, PAGE, {"c": chat, "b": oldest}))["data"]["messages"] == {
+    assert (await gql(client, PAGE, {"c": chat, "b": oldest}, token="alice"))["data"]["messages"] == {
         "edges": [],
         "pageInfo": {"hasNextPage": False, "endCursor": None},
     }
@@ -114,17 +115,17 @@ async def test_history_pages_newest_first(client):
 
 async def test_history_bad_input(client):
     chat = await new_chat(client)
-    await gql(client, SEND, {"c": chat, "b": "secret"})
+    await gql(client, SEND, {"c": chat, "b": "secret"}, token="alice")
     forged = base64.urlsafe_b64encode(b"book:3").decode()
     for cursor in ("garbage!", "", forged, base64.urlsafe_b64encode(b"msg:-1").decode(), base64.urlsafe_b64encode(b"msg:1e99").decode()):
-        result = await gql(client, PAGE, {"c": chat, "b": cursor})
+        result = await gql(client, PAGE, {"c": chat, "b": cursor}, token="alice")
         assert code(result) == "BAD_USER_INPUT" and "cursor" in result["errors"][0]["message"], cursor
     for first in (-1, 101):
-        assert code(await gql(client, PAGE, {"c": chat, "f": first})) == "BAD_USER_INPUT"
-    outsider = await gql(client, PAGE, {"c": chat}, user="mallory")
+        assert code(await gql(client, PAGE, {"c": chat, "f": first}, token="alice")) == "BAD_USER_INPUT"
+    outsider = await gql(client, PAGE, {"c": chat}, token="mallory")
     assert outsider["data"] is None and code(outsider) == "FORBIDDEN"
-    assert code(await gql(client, PAGE, {"c": "12345"})) == "NOT_FOUND"
-    assert code(await gql(client, PAGE, {"c": chat}, user=None)) == "UNAUTHENTICATED"
+    assert code(await gql(client, PAGE, {"c": "12345"}, token="alice")) == "NOT_FOUND"
+    assert code(await gql(client, PAGE, {"c": chat}, token=None)) == "UNAUTHENTICATED"
 
 
 async def test_message_received_by_members(client):
@@ -135,20 +136,20 @@ async def test_message_received_by_members(client):
     bob = await subscribe(app, RECEIVED, {"c": chat}, user="bob")
     carol = await subscribe(app, RECEIVED, {"c": chat}, user="carol")
     to_bob, to_carol = asyncio.ensure_future(anext(bob)), asyncio.ensure_future(anext(carol))
-    await until(lambda: pubsub.subscriber_counts().get(f"chat.{chat}") == 2)
+    await eventually(lambda: pubsub.subscriber_counts().get(f"chat.{chat}") == 2)
 
-    await gql(client, SEND, {"c": elsewhere, "b": "wrong room"})
-    sent = (await gql(client, SEND, {"c": chat, "b": "hello both"}))["data"]["sendMessage"]
+    await gql(client, SEND, {"c": elsewhere, "b": "wrong room"}, token="alice")
+    sent = (await gql(client, SEND, {"c": chat, "b": "hello both"}, token="alice"))["data"]["sendMessage"]
     got_bob = (await asyncio.wait_for(to_bob, 5))["data"]["messageReceived"]
     got_carol = (await asyncio.wait_for(to_carol, 5))["data"]["messageReceived"]
     assert got_bob == got_carol == sent
     # Stored before it was published: history already has it.
-    history = (await gql(client, PAGE, {"c": chat, "f": 1}, user="bob"))["data"]["messages"]["edges"]
+    history = (await gql(client, PAGE, {"c": chat, "f": 1}, token="bob"))["data"]["messages"]["edges"]
     assert history[0]["node"]["id"] == got_bob["id"]
 
     await bob.aclose()
     await carol.aclose()
-    await until(lambda: f"chat.{chat}" not in pubsub.subscriber_counts())
+    await eventually(lambda: f"chat.{chat}" not in pubsub.subscriber_counts())
 
 
 async def test_message_received_refuses_outsiders(client):
@@ -184,33 +185,28 @@ async def test_message_received_over_websocket(make_realtime_app, aiohttp_client
     pubsub = client.app[keys.PUBSUB]
     chat = await new_chat(client)
 
-    async def connect(user):
-        ws = await client.ws_connect("/graphql", protocols=("graphql-transport-ws",))
-        await ws.send_json({"type": "connection_init", "payload": {"authToken": user}})
-        assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
-        return ws
-
-    bob, mallory = await connect("bob"), await connect("mallory")
-    await bob.send_json({"id": "m", "type": "subscribe", "payload": {"query": RECEIVED, "variables": {"c": chat}}})
-    await mallory.send_json({"id": "x", "type": "subscribe", "payload": {"query": RECEIVED, "variables": {"c": chat}}})
+    bob = await TransportWS.connect(client, {"authToken": "bob"})
+    mallory = await TransportWS.connect(client, {"authToken": "mallory"})
+    await bob.subscribe("m", RECEIVED, {"c": chat})
+    await mallory.subscribe("x", RECEIVED, {"c": chat})
 
     # The outsider gets a GraphQL error for the operation; the socket stays up.
-    refused = await mallory.receive_json(timeout=5)
+    refused = await mallory.receive()
     # A source that raises is an execution error: `next` with errors, then `complete`.
     assert refused["id"] == "x" and refused["type"] == "next", refused
     assert refused["payload"]["data"] is None
     assert refused["payload"]["errors"][0]["message"] == "not a member of this chat"
     assert refused["payload"]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
-    assert (await mallory.receive_json(timeout=5)) == {"id": "x", "type": "complete"}
-    await mallory.send_json({"type": "ping"})
-    assert (await mallory.receive_json(timeout=5))["type"] == "pong"
+    assert (await mallory.receive()) == {"id": "x", "type": "complete"}
+    await mallory.send({"type": "ping"})
+    assert (await mallory.receive())["type"] == "pong"
 
-    await until(lambda: pubsub.subscriber_counts().get(f"chat.{chat}") == 1)
-    sent = (await gql(client, SEND, {"c": chat, "b": "over the socket"}))["data"]["sendMessage"]
-    got = await bob.receive_json(timeout=5)
+    await eventually(lambda: pubsub.subscriber_counts().get(f"chat.{chat}") == 1)
+    sent = (await gql(client, SEND, {"c": chat, "b": "over the socket"}, token="alice"))["data"]["sendMessage"]
+    got = await bob.receive()
     assert got == {"id": "m", "type": "next", "payload": {"data": {"messageReceived": sent}}}
 
-    await bob.send_json({"id": "m", "type": "complete"})
-    await until(lambda: f"chat.{chat}" not in pubsub.subscriber_counts())
+    await bob.complete("m")
+    await eventually(lambda: f"chat.{chat}" not in pubsub.subscriber_counts())
     await bob.close()
     await mallory.close()

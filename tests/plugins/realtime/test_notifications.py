@@ -9,7 +9,8 @@ import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard import keys
-from realtime_testkit import code, gql, subscribe, until
+from plugboard.testing import eventually, gql
+from realtime_testkit import code, subscribe
 from plugboard.plugins.realtime.notifications import notify
 
 ISOLATED = {"websockets": False, "serverSentEvents": False, "channels": {"enabled": False}}
@@ -34,7 +35,7 @@ async def test_notify_stores_and_lists_mine(client):
     await notify(app, "bob", kind="chat.mention", title="for bob")
     second = await notify(app, "alice", kind="chat.mention", title="Mentioned")
 
-    mine = (await gql(client, LIST))["data"]["notifications"]
+    mine = (await gql(client, LIST, token="alice"))["data"]["notifications"]
     assert [n["id"] for n in mine] == [second["id"], first["id"]]  # newest first
     assert mine[1] == {
         "id": first["id"],
@@ -49,8 +50,8 @@ async def test_notify_stores_and_lists_mine(client):
     }
     assert dt.datetime.fromisoformat(mine[1]["createdAt"]) == first["createdAt"]
     assert mine[0]["body"] == "" and mine[0]["data"] is None
-    assert [n["title"] for n in (await gql(client, LIST, user="bob"))["data"]["notifications"]] == ["for bob"]
-    assert [n["id"] for n in (await gql(client, LIST, {"f": 1}))["data"]["notifications"]] == [second["id"]]
+    assert [n["title"] for n in (await gql(client, LIST, token="bob"))["data"]["notifications"]] == ["for bob"]
+    assert [n["id"] for n in (await gql(client, LIST, {"f": 1}, token="alice"))["data"]["notifications"]] == [second["id"]]
 
 
 async def test_notify_refuses_bad_arguments(client):
@@ -69,7 +70,7 @@ async def test_notify_refuses_bad_arguments(client):
         with pytest.raises(ValueError) as e:
             await notify(app, user_id, **kwargs)
         assert message in str(e.value), (user_id, kwargs)
-    assert (await gql(client, LIST))["data"]["notifications"] == []
+    assert (await gql(client, LIST, token="alice"))["data"]["notifications"] == []
 
 
 async def test_mark_read(client):
@@ -78,35 +79,35 @@ async def test_mark_read(client):
     two = await notify(app, "alice", kind="k", title="two")
     bobs = await notify(app, "bob", kind="k", title="bob's")
 
-    marked = (await gql(client, MARK, {"id": one["id"]}))["data"]["markNotificationRead"]
+    marked = (await gql(client, MARK, {"id": one["id"]}, token="alice"))["data"]["markNotificationRead"]
     assert marked["read"] is True and marked["readAt"] is not None
     # Idempotent: a second call keeps the first read time.
-    again = (await gql(client, MARK, {"id": one["id"]}))["data"]["markNotificationRead"]
+    again = (await gql(client, MARK, {"id": one["id"]}, token="alice"))["data"]["markNotificationRead"]
     assert again["readAt"] == marked["readAt"]
-    unread = (await gql(client, LIST, {"u": True}))["data"]["notifications"]
+    unread = (await gql(client, LIST, {"u": True}, token="alice"))["data"]["notifications"]
     assert [n["id"] for n in unread] == [two["id"]]
 
     # Someone else's notification is answered as if it did not exist.
-    other = await gql(client, MARK, {"id": bobs["id"]})
+    other = await gql(client, MARK, {"id": bobs["id"]}, token="alice")
     assert other["data"] is None and code(other) == "NOT_FOUND"
-    assert (await gql(client, LIST, user="bob"))["data"]["notifications"][0]["read"] is False
-    assert code(await gql(client, MARK, {"id": "99999"})) == "NOT_FOUND"
-    assert code(await gql(client, MARK, {"id": "abc"})) == "BAD_USER_INPUT"
-    assert code(await gql(client, MARK, {"id": str(2**40)})) == "BAD_USER_INPUT"
-    assert code(await gql(client, MARK, {"id": one["id"]}, user=None)) == "UNAUTHENTICATED"
+    assert (await gql(client, LIST, token="bob"))["data"]["notifications"][0]["read"] is False
+    assert code(await gql(client, MARK, {"id": "99999"}, token="alice")) == "NOT_FOUND"
+    assert code(await gql(client, MARK, {"id": "abc"}, token="alice")) == "BAD_USER_INPUT"
+    assert code(await gql(client, MARK, {"id": str(2**40)}, token="alice")) == "BAD_USER_INPUT"
+    assert code(await gql(client, MARK, {"id": one["id"]}, token=None)) == "UNAUTHENTICATED"
 
-    assert (await gql(client, MARK_ALL))["data"]["markAllNotificationsRead"] == 1
-    assert (await gql(client, MARK_ALL))["data"]["markAllNotificationsRead"] == 0
-    assert (await gql(client, LIST, {"u": True}))["data"]["notifications"] == []
-    assert (await gql(client, LIST, {"u": True}, user="bob"))["data"]["notifications"][0]["id"] == bobs["id"]
-    assert code(await gql(client, MARK_ALL, user=None)) == "UNAUTHENTICATED"
+    assert (await gql(client, MARK_ALL, token="alice"))["data"]["markAllNotificationsRead"] == 1
+    assert (await gql(client, MARK_ALL, token="alice"))["data"]["markAllNotificationsRead"] == 0
+    assert (await gql(client, LIST, {"u": True}, token="alice"))["data"]["notifications"] == []
+    assert (await gql(client, LIST, {"u": True}, token="bob"))["data"]["notifications"][0]["id"] == bobs["id"]
+    assert code(await gql(client, MARK_ALL, token=None)) == "UNAUTHENTICATED"
 
 
 async def test_list_bad_input(client):
     for first in (-1, 101):
-        result = await gql(client, LIST, {"f": first})
+        result = await gql(client, LIST, {"f": first}, token="alice")
         assert result["data"] is None and code(result) == "BAD_USER_INPUT"
-    assert code(await gql(client, LIST, user=None)) == "UNAUTHENTICATED"
+    assert code(await gql(client, LIST, token=None)) == "UNAUTHENTICATED"
 
 
 async def test_notification_received_only_by_its_user(client):
@@ -114,7 +115,7 @@ async def test_notification_received_only_by_its_user(client):
     pubsub = app[keys.PUBSUB]
     stream = await subscribe(app, RECEIVED, {"u": "alice"}, user="alice")
     pending = asyncio.ensure_future(anext(stream))
-    await until(lambda: pubsub.subscriber_counts().get("notifications.alice") == 1)
+    await eventually(lambda: pubsub.subscriber_counts().get("notifications.alice") == 1)
 
     await notify(app, "bob", kind="k", title="not for alice")
     sent = await notify(app, "alice", kind="invite", title="Join us", data={"chat": "7"})
@@ -122,7 +123,7 @@ async def test_notification_received_only_by_its_user(client):
     assert got["id"] == sent["id"] and got["title"] == "Join us" and got["data"] == {"chat": "7"}
     assert got["read"] is False and dt.datetime.fromisoformat(got["createdAt"]) == sent["createdAt"]
     await stream.aclose()
-    await until(lambda: "notifications.alice" not in pubsub.subscriber_counts())
+    await eventually(lambda: "notifications.alice" not in pubsub.subscriber_counts())
 
     for user, expected in (("mallory", "FORBIDDEN"), (None, "UNAUTHENTICATED")):
         refused = await subscribe(app, RECEIVED, {"u": "alice"}, user=user)

@@ -11,7 +11,8 @@ import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard import keys
-from realtime_testkit import code, gql, subscribe, until
+from plugboard.testing import TransportWS, eventually, gql
+from realtime_testkit import code, subscribe
 from plugboard.plugins.realtime import presence
 from plugboard.plugins.realtime.keys import PRESENCE
 
@@ -30,11 +31,11 @@ ONLINE_USERS = "{ onlineUsers { id online lastSeen } }"
 
 async def test_heartbeat_and_online_users(make_realtime_app, aiohttp_client):
     client = await aiohttp_client(make_realtime_app(settings()))
-    assert (await gql(client, "mutation { heartbeat }")) == {"data": {"heartbeat": True}}
-    assert (await gql(client, "mutation { heartbeat }", user="bob"))["data"]["heartbeat"] is True
+    assert (await gql(client, "mutation { heartbeat }", token="alice")) == {"data": {"heartbeat": True}}
+    assert (await gql(client, "mutation { heartbeat }", token="bob"))["data"]["heartbeat"] is True
     # A repeated heartbeat is accepted (and cheap).
-    assert (await gql(client, "mutation { heartbeat }"))["data"]["heartbeat"] is True
-    users = (await gql(client, ONLINE_USERS, user="carol"))["data"]["onlineUsers"]
+    assert (await gql(client, "mutation { heartbeat }", token="alice"))["data"]["heartbeat"] is True
+    users = (await gql(client, ONLINE_USERS, token="carol"))["data"]["onlineUsers"]
     assert [(u["id"], u["online"]) for u in users] == [("alice", True), ("bob", True)]
     seen = dt.datetime.fromisoformat(users[0]["lastSeen"])
     assert abs(seen.timestamp() - time.time()) < 5
@@ -42,16 +43,16 @@ async def test_heartbeat_and_online_users(make_realtime_app, aiohttp_client):
 
 async def test_presence_needs_identity(make_realtime_app, aiohttp_client):
     client = await aiohttp_client(make_realtime_app(settings()))
-    result = await gql(client, "mutation { heartbeat }", user=None)
+    result = await gql(client, "mutation { heartbeat }", token=None)
     assert result["data"] is None and code(result) == "UNAUTHENTICATED"
-    assert code(await gql(client, ONLINE_USERS, user=None)) == "UNAUTHENTICATED"
+    assert code(await gql(client, ONLINE_USERS, token=None)) == "UNAUTHENTICATED"
     stream = await subscribe(client.app, USER_ONLINE, user=None)
     with pytest.raises(TartifletteError) as e:
         await asyncio.wait_for(anext(stream), 5)
     assert e.value.extensions["code"] == "UNAUTHENTICATED"
     await stream.aclose()
     # Nobody became online through the refused calls.
-    assert (await gql(client, ONLINE_USERS))["data"]["onlineUsers"] == []
+    assert (await gql(client, ONLINE_USERS, token="alice"))["data"]["onlineUsers"] == []
 
 
 async def test_user_online_streams_online_then_offline_without_disconnect(make_realtime_app, aiohttp_client):
@@ -60,10 +61,10 @@ async def test_user_online_streams_online_then_offline_without_disconnect(make_r
     pubsub = app[keys.PUBSUB]
     stream = await subscribe(app, USER_ONLINE, user="watcher")
     first = asyncio.ensure_future(anext(stream))
-    await until(lambda: pubsub.subscriber_counts().get(presence.TOPIC) == 1)
+    await eventually(lambda: pubsub.subscriber_counts().get(presence.TOPIC) == 1)
 
     started = time.monotonic()
-    assert (await gql(client, "mutation { heartbeat }", user="alice"))["data"]["heartbeat"] is True
+    assert (await gql(client, "mutation { heartbeat }", token="alice"))["data"]["heartbeat"] is True
     online = (await asyncio.wait_for(first, 5))["data"]["userOnline"]
     assert online["id"] == "alice" and online["online"] is True and online["lastSeen"]
 
@@ -72,24 +73,24 @@ async def test_user_online_streams_online_then_offline_without_disconnect(make_r
     elapsed = time.monotonic() - started
     assert offline == {"id": "alice", "online": False, "lastSeen": online["lastSeen"]}
     assert 0.3 <= elapsed < 2.0
-    assert (await gql(client, ONLINE_USERS, user="watcher"))["data"]["onlineUsers"] == []
+    assert (await gql(client, ONLINE_USERS, token="watcher"))["data"]["onlineUsers"] == []
 
     # Coming back is a new online event.
-    await gql(client, "mutation { heartbeat }", user="alice")
+    await gql(client, "mutation { heartbeat }", token="alice")
     again = (await asyncio.wait_for(anext(stream), 5))["data"]["userOnline"]
     assert (again["id"], again["online"]) == ("alice", True)
 
     await stream.aclose()
     # The generators inside the engine's stream are closed by the event
     # loop's finalizer a few iterations later; the pubsub subscription with them.
-    await until(lambda: presence.TOPIC not in pubsub.subscriber_counts())
+    await eventually(lambda: presence.TOPIC not in pubsub.subscriber_counts())
 
 
 async def test_expired_user_is_not_listed_before_the_sweep(make_realtime_app, aiohttp_client):
     client = await aiohttp_client(make_realtime_app(settings(presence={"ttl": "200ms"})))
     tracker = client.app[PRESENCE]
-    await gql(client, "mutation { heartbeat }", user="alice")
-    assert [u["id"] for u in (await gql(client, ONLINE_USERS))["data"]["onlineUsers"]] == ["alice"]
+    await gql(client, "mutation { heartbeat }", token="alice")
+    assert [u["id"] for u in (await gql(client, ONLINE_USERS, token="alice"))["data"]["onlineUsers"]] == ["alice"]
     # Read straight from the store at a time past the TTL: expired even
     # if the sweeper has not run yet.
     assert await tracker.store.online(time.time() + 0.25) == []
@@ -101,7 +102,7 @@ async def test_touch_is_the_transport_hook(make_realtime_app, aiohttp_client):
     await presence.touch(app, "dave")
     await presence.touch(app, None)  # anonymous: nothing to record
     await presence.touch(app, {"id": "erin"})  # identities may be mappings
-    users = (await gql(client, ONLINE_USERS))["data"]["onlineUsers"]
+    users = (await gql(client, ONLINE_USERS, token="alice"))["data"]["onlineUsers"]
     assert [u["id"] for u in users] == ["dave", "erin"]
 
 
@@ -109,7 +110,7 @@ async def test_presence_switched_off(make_realtime_app, aiohttp_client):
     client = await aiohttp_client(make_realtime_app(settings(features={"presence": False})))
     assert PRESENCE not in client.app
     await presence.touch(client.app, "dave")  # a no-op, never an error
-    result = await gql(client, "{ onlineUsers { id } }")
+    result = await gql(client, "{ onlineUsers { id } }", token="alice")
     assert "data" not in result
     assert any("onlineUsers" in e["message"] for e in result["errors"]), result
 
@@ -136,16 +137,17 @@ async def test_presence_across_two_apps_on_one_redis(make_realtime_app, aiohttp_
     first = asyncio.ensure_future(anext(watch))
     redis_client = a.app[keys.REDIS]
     channel = "plugboard:" + presence.TOPIC
-    deadline = time.monotonic() + 5
-    while (await redis_client.pubsub_numsub(channel))[0][1] < 1:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
 
-    assert (await gql(a, "mutation { heartbeat }", user="alice"))["data"]["heartbeat"] is True
-    users = (await gql(b, ONLINE_USERS, user="bob"))["data"]["onlineUsers"]
+    async def subscribed() -> bool:
+        return (await redis_client.pubsub_numsub(channel))[0][1] >= 1
+
+    await eventually(subscribed, what="B's subscription on Redis")
+
+    assert (await gql(a, "mutation { heartbeat }", token="alice"))["data"]["heartbeat"] is True
+    users = (await gql(b, ONLINE_USERS, token="bob"))["data"]["onlineUsers"]
     assert [(u["id"], u["online"]) for u in users] == [("alice", True)]
     # A heartbeat on B for a user already online through A is no transition.
-    await gql(b, "mutation { heartbeat }", user="alice")
+    await gql(b, "mutation { heartbeat }", token="alice")
 
     online = (await asyncio.wait_for(first, 5))["data"]["userOnline"]
     assert (online["id"], online["online"]) == ("alice", True)
@@ -159,7 +161,7 @@ async def test_presence_across_two_apps_on_one_redis(make_realtime_app, aiohttp_
     with pytest.raises(asyncio.CancelledError):
         await extra
     await watch.aclose()
-    assert (await gql(a, ONLINE_USERS, user="bob"))["data"]["onlineUsers"] == []
+    assert (await gql(a, ONLINE_USERS, token="bob"))["data"]["onlineUsers"] == []
     assert await redis_client.zcard(presence.REDIS_KEY) == 0
 
 
@@ -173,24 +175,24 @@ async def test_redis_outage_is_logged_not_fatal(make_realtime_app, aiohttp_clien
         data = {**settings(presence={"ttl": "400ms"}), "redis": {"url": server.url}}
         client = await aiohttp_client(make_realtime_app(data))
         app = client.app
-        assert (await gql(client, "mutation { heartbeat }"))["data"]["heartbeat"] is True
+        assert (await gql(client, "mutation { heartbeat }", token="alice"))["data"]["heartbeat"] is True
 
         server.process.terminate()
         server.process.wait()
         caplog.clear()
         await presence.touch(app, "bob")  # what transports call: logs, never raises
         assert "heartbeat of user 'bob' not recorded" in caplog.text
-        failed = await gql(client, "mutation { heartbeat }", user="carol")
+        failed = await gql(client, "mutation { heartbeat }", token="carol")
         assert failed["data"] is None and code(failed) == "INTERNAL_SERVER_ERROR"
         # The sweeper keeps running through the outage and says so once.
         await asyncio.sleep(0.5)
         assert caplog.text.count("presence sweep failed") == 1
 
         server.restart()
-        assert (await gql(client, "mutation { heartbeat }", user="carol"))["data"]["heartbeat"] is True
-        users = (await gql(client, ONLINE_USERS, user="carol"))["data"]["onlineUsers"]
+        assert (await gql(client, "mutation { heartbeat }", token="carol"))["data"]["heartbeat"] is True
+        users = (await gql(client, ONLINE_USERS, token="carol"))["data"]["onlineUsers"]
         assert [u["id"] for u in users] == ["carol"]
-        await until(lambda: "presence sweep works again" in caplog.text)
+        await eventually(lambda: "presence sweep works again" in caplog.text)
     finally:
         if client is not None:
             await client.close()  # before the server goes: no outage at shutdown
@@ -199,10 +201,8 @@ async def test_redis_outage_is_logged_not_fatal(make_realtime_app, aiohttp_clien
 
 async def test_websocket_messages_are_heartbeats(make_realtime_app, aiohttp_client):
     client = await aiohttp_client(make_realtime_app())
-    async with client.ws_connect("/graphql", protocols=("graphql-transport-ws",)) as ws:
-        await ws.send_json({"type": "connection_init", "payload": {"authToken": "erin"}})
-        assert (await ws.receive_json(timeout=5))["type"] == "connection_ack"
-        await ws.send_json({"type": "ping"})
-        assert (await ws.receive_json(timeout=5))["type"] == "pong"
+    async with await TransportWS.connect(client, {"authToken": "erin"}) as ws:
+        await ws.send({"type": "ping"})
+        assert (await ws.receive())["type"] == "pong"
         resp = await client.post("/graphql", json={"query": "{ onlineUsers { id online } }"}, headers={"Authorization": "Bearer frank"})
         assert {"id": "erin", "online": True} in (await resp.json())["data"]["onlineUsers"]

@@ -11,7 +11,7 @@ import json
 import socket
 import time
 import types
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import pytest
@@ -23,6 +23,7 @@ from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime import sse
 from plugboard.plugins.realtime.limiter import CONNECTION_LIMITER
 from plugboard.plugins.realtime.sse import SEND_TIMEOUT, SSE_STATE, TOKEN_HEADER, SSETransport
+from plugboard.testing import EventStream, eventually
 
 SSE = "text/event-stream"
 JSON = "application/json"
@@ -166,61 +167,6 @@ def sse_transport(client) -> SSETransport:
     return next(t for t in client.app[keys.TRANSPORTS] if t.name == "sse")
 
 
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
-class EventReader:
-    """Parses a text/event-stream response body into events and comments."""
-
-    def __init__(self, resp) -> None:
-        self.resp = resp
-        self.comments: list[str] = []
-
-    async def event(self, timeout: float = 5.0) -> tuple[str, str]:
-        event: str | None = None
-        data: list[str] = []
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.resp.content.readline()
-                if not raw:
-                    raise EOFError("the stream ended")
-                line = raw.decode().rstrip("\r\n")
-                if line == "":
-                    if event is None and not data:
-                        continue  # the blank line after a comment
-                    return event or "message", "\n".join(data)
-                if line.startswith(":"):
-                    self.comments.append(line)
-                    continue
-                name, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
-                if name == "event":
-                    event = value
-                elif name == "data":
-                    data.append(value)
-
-    async def until_complete(self, timeout: float = 5.0) -> list[tuple[str, Any]]:
-        """Distinct mode: every event up to and including ``complete``; ``next`` data parsed."""
-        events = []
-        while True:
-            name, data = await self.event(timeout)
-            events.append((name, json.loads(data) if name == "next" else data))
-            if name == "complete":
-                return events
-
-    async def ended(self, timeout: float = 5.0) -> bool:
-        try:
-            await self.event(timeout)
-        except EOFError:
-            return True
-        return False
-
-
 async def post_stream(client, body: Any, *, headers: dict[str, str] | None = None, raw: str | None = None):
     hdrs = {"Accept": SSE, "Content-Type": JSON, **(headers or {})}
     return await client.post("/graphql", data=raw if raw is not None else json.dumps(body), headers=hdrs)
@@ -249,7 +195,7 @@ async def test_distinct_post_subscription_streams_next_then_complete(client, pro
     assert resp.content_type == SSE
     assert resp.headers["X-Request-ID"]
     assert resp.headers["X-Step"] == "ran"  # response headers an operation step asked for
-    reader = EventReader(resp)
+    reader = EventStream(resp)
     assert await reader.until_complete() == [
         ("next", {"data": {"countdown": 2}}),
         ("next", {"data": {"countdown": 1}}),
@@ -266,17 +212,17 @@ async def test_distinct_get_subscription_with_variables(client):
         {"query": "subscription Down($n: Int!) { countdown(from: $n) }", "variables": json.dumps({"n": 1}), "operationName": "Down"},
     )
     assert resp.status == 200
-    events = await EventReader(resp).until_complete()
+    events = await EventStream(resp).until_complete()
     assert events == [("next", {"data": {"countdown": 1}}), ("next", {"data": {"countdown": 0}}), ("complete", "")]
 
 
 async def test_distinct_query_and_mutation_give_one_next(client, probe):
     resp = await post_stream(client, {"query": "{ greeting whoami }"}, headers={"Authorization": "Bearer alice"})
-    assert await EventReader(resp).until_complete() == [("next", {"data": {"greeting": "hello", "whoami": "alice"}}), ("complete", "")]
+    assert await EventStream(resp).until_complete() == [("next", {"data": {"greeting": "hello", "whoami": "alice"}}), ("complete", "")]
     resp = await get_stream(client, {"query": "{ greeting }"})
-    assert await EventReader(resp).until_complete() == [("next", {"data": {"greeting": "hello"}}), ("complete", "")]
+    assert await EventStream(resp).until_complete() == [("next", {"data": {"greeting": "hello"}}), ("complete", "")]
     resp = await post_stream(client, {"query": "mutation { bump(by: 3) }"})
-    assert await EventReader(resp).until_complete() == [("next", {"data": {"bump": 3}}), ("complete", "")]
+    assert await EventStream(resp).until_complete() == [("next", {"data": {"bump": 3}}), ("complete", "")]
     assert probe.counter == 3
 
 
@@ -288,7 +234,7 @@ async def test_wire_format(client):
 
 async def test_subscription_raising_mid_stream_sends_errors_then_complete(client):
     resp = await post_stream(client, {"query": "subscription { boom }"})
-    events = await EventReader(resp).until_complete()
+    events = await EventStream(resp).until_complete()
     assert events[0] == ("next", {"data": {"boom": 1}})
     name, result = events[1]
     assert name == "next"
@@ -298,7 +244,7 @@ async def test_subscription_raising_mid_stream_sends_errors_then_complete(client
     assert events[2] == ("complete", "")
     # The server keeps serving after the failure.
     resp = await post_stream(client, {"query": "{ greeting }"})
-    assert (await EventReader(resp).until_complete())[0] == ("next", {"data": {"greeting": "hello"}})
+    assert (await EventStream(resp).until_complete())[0] == ("next", {"data": {"greeting": "hello"}})
 
 
 @pytest.mark.parametrize(
@@ -369,7 +315,7 @@ async def test_subscriptions_switched_off_are_rejected(sse_client, probe):
     assert "subscription operations are not allowed" in await error_of(resp, 400)
     assert probe.started == 0
     resp = await post_stream(client, {"query": "{ greeting }"})
-    assert (await EventReader(resp).until_complete())[0] == ("next", {"data": {"greeting": "hello"}})
+    assert (await EventStream(resp).until_complete())[0] == ("next", {"data": {"greeting": "hello"}})
 
 
 async def test_sse_switched_off_leaves_the_path_to_plain_http(sse_client):
@@ -385,7 +331,7 @@ async def test_sse_switched_off_leaves_the_path_to_plain_http(sse_client):
 async def test_works_with_every_realtime_default(make_realtime_app, aiohttp_client, probe):
     client = await aiohttp_client(ProductionTestServer(make_realtime_app(plugins=[sse_test_plugin(probe)])))
     resp = await post_stream(client, {"query": "subscription { countdown(from: 0) }"})
-    assert await EventReader(resp).until_complete() == [("next", {"data": {"countdown": 0}}), ("complete", "")]
+    assert await EventStream(resp).until_complete() == [("next", {"data": {"countdown": 0}}), ("complete", "")]
 
 
 # ---------------------------------------------------------------------------
@@ -422,7 +368,7 @@ async def send_op(client, token: str, query: str, op_id: str | None, *, headers:
     return await client.post("/graphql", data=json.dumps(body), headers=hdrs)
 
 
-async def read_single(reader: EventReader, count: int) -> list[tuple[str, Any]]:
+async def read_single(reader: EventStream, count: int) -> list[tuple[str, Any]]:
     out = []
     for _ in range(count):
         name, data = await reader.event()
@@ -433,7 +379,7 @@ async def read_single(reader: EventReader, count: int) -> list[tuple[str, Any]]:
 async def test_single_connection_mode_end_to_end(client, probe):
     token = await reserve(client, {"Authorization": "Bearer alice"})
     resp = await open_stream(client, token)
-    reader = EventReader(resp)
+    reader = EventStream(resp)
     auth = {"Authorization": "Bearer alice"}
     r = await send_op(client, token, "subscription($n: Int!) { countdown(from: $n) }", "sub-1", headers=auth, variables={"n": 1})
     assert r.status == 202
@@ -463,7 +409,7 @@ async def test_single_mode_token_in_url_and_operations_before_the_stream_opens(c
     token = await reserve(client)
     r = await send_op(client, token, "subscription { countdown(from: 1) }", "early")
     assert r.status == 202
-    reader = EventReader(await open_stream(client, token, in_query=True))
+    reader = EventStream(await open_stream(client, token, in_query=True))
     assert await read_single(reader, 3) == [
         ("next", {"id": "early", "payload": {"data": {"countdown": 1}}}),
         ("next", {"id": "early", "payload": {"data": {"countdown": 0}}}),
@@ -473,7 +419,7 @@ async def test_single_mode_token_in_url_and_operations_before_the_stream_opens(c
 
 async def test_single_mode_errors_mid_stream_keep_the_stream_up(client):
     token = await reserve(client)
-    reader = EventReader(await open_stream(client, token))
+    reader = EventStream(await open_stream(client, token))
     assert (await send_op(client, token, "subscription { boom }", "b")).status == 202
     events = await read_single(reader, 3)
     assert events[0] == ("next", {"id": "b", "payload": {"data": {"boom": 1}}})
@@ -485,7 +431,7 @@ async def test_single_mode_errors_mid_stream_keep_the_stream_up(client):
 
 async def test_delete_stops_one_operation(client, probe):
     token = await reserve(client)
-    reader = EventReader(await open_stream(client, token))
+    reader = EventStream(await open_stream(client, token))
     # Different tags: the core would otherwise share one source between the two.
     assert (await send_op(client, token, 'subscription { forever(tag: "1") }', "f1")).status == 202
     assert (await send_op(client, token, 'subscription { forever(tag: "2") }', "f2")).status == 202
@@ -509,10 +455,10 @@ async def test_delete_stops_one_operation(client, probe):
 
 async def test_delete_while_the_operation_is_still_starting(client, probe):
     token = await reserve(client)
-    reader = EventReader(await open_stream(client, token))
+    reader = EventStream(await open_stream(client, token))
     body = {"query": "subscription { forever }", "extensions": {"operationId": "s", "slowStart": 0.3}}
     post = asyncio.ensure_future(client.post("/graphql", data=json.dumps(body), headers={"Content-Type": JSON, TOKEN_HEADER: token}))
-    await until(lambda: "s" in client.app[SSE_STATE].reservations[token].operations)
+    await eventually(lambda: "s" in client.app[SSE_STATE].reservations[token].operations)
     r = await client.delete("/graphql", params={"operationId": "s"}, headers={TOKEN_HEADER: token})
     assert r.status == 200
     assert (await post).status == 202
@@ -555,7 +501,7 @@ async def test_single_mode_error_statuses(client, probe):
     assert await error_of(resp, 404)
     assert probe.started == 1 and probe.finished == 0
     stream_resp.close()
-    await until(lambda: probe.finished == 1)
+    await eventually(lambda: probe.finished == 1)
 
 
 async def test_reserved_token_expires_when_never_opened(client, probe):
@@ -564,11 +510,11 @@ async def test_reserved_token_expires_when_never_opened(client, probe):
     assert (await send_op(client, token, "subscription { forever }", "f")).status == 202
     state = client.app[SSE_STATE]
     assert token in state.reservations
-    await until(lambda: token not in state.reservations)
+    await eventually(lambda: token not in state.reservations)
     resp = await client.get("/graphql", headers={"Accept": SSE, TOKEN_HEADER: token})
     assert await error_of(resp, 404)
     # The operation sent before the stream opened was stopped with it.
-    await until(lambda: probe.finished == 1)
+    await eventually(lambda: probe.finished == 1)
     assert not client.app[CONNECTION_LIMITER].open("sse")
 
 
@@ -577,11 +523,11 @@ async def test_token_is_freed_when_its_stream_closes_and_cannot_be_reused(sse_cl
     token = await reserve(client)
     resp = await open_stream(client, token)
     assert (await send_op(client, token, "subscription { forever }", "f")).status == 202
-    await EventReader(resp).event()
+    await EventStream(resp).event()
     resp.close()
     state = client.app[SSE_STATE]
-    await until(lambda: token not in state.reservations and not state.live)
-    await until(lambda: probe.finished == 1)
+    await eventually(lambda: token not in state.reservations and not state.live)
+    await eventually(lambda: probe.finished == 1)
     resp = await client.get("/graphql", headers={"Accept": SSE, TOKEN_HEADER: token})
     assert await error_of(resp, 404)
     assert await error_of(await send_op(client, token, "{ greeting }", "g"), 404)
@@ -598,7 +544,7 @@ async def test_reservations_per_ip_are_limited(sse_client):
     resp = await open_stream(client, first)
     resp.close()
     state = client.app[SSE_STATE]
-    await until(lambda: first not in state.reservations)
+    await eventually(lambda: first not in state.reservations)
     await reserve(client)
 
 
@@ -644,7 +590,7 @@ async def test_operations_per_stream_are_limited(sse_client):
 async def test_keepalive_comments_arrive(sse_client):
     client = await sse_client(sse={"keepalive": "200ms"})
     resp = await post_stream(client, {"query": "subscription { forever }"})
-    reader = EventReader(resp)
+    reader = EventStream(resp)
     assert await reader.event() == ("next", json.dumps({"data": {"forever": 1}}, separators=(",", ":")))
     with pytest.raises(TimeoutError):
         await reader.event(timeout=0.75)
@@ -658,10 +604,10 @@ async def test_one_task_per_app_pings_every_open_stream(sse_client):
     readers = []
     for i in range(3):
         resp = await post_stream(client, {"query": "subscription($t: String) { forever(tag: $t) }", "variables": {"t": str(i)}})
-        readers.append(EventReader(resp))
+        readers.append(EventStream(resp))
         await readers[-1].event()
     token = await reserve(client)
-    readers.append(EventReader(await open_stream(client, token)))
+    readers.append(EventStream(await open_stream(client, token)))
     # Idle streams, both modes: each gets a comment every keep-alive interval.
     await asyncio.sleep(0.7)
     for reader in readers:
@@ -681,7 +627,7 @@ async def test_a_stream_limits_how_long_sent_data_may_stay_unacknowledged(client
     if tcp_user_timeout is None:
         pytest.skip("TCP_USER_TIMEOUT is Linux only")
     resp = await post_stream(client, {"query": "subscription { forever }"})
-    await EventReader(resp).event()
+    await EventStream(resp).event()
     (stream,) = client.app[SSE_STATE].live
     sock = stream.request.transport.get_extra_info("socket")
     # A peer that vanished is then found by the next ping (or event).
@@ -692,7 +638,7 @@ async def test_a_stream_limits_how_long_sent_data_may_stay_unacknowledged(client
 async def test_subscription_ends_when_the_identity_expires(client, probe):
     expires = time.time() + 0.4
     resp = await post_stream(client, {"query": "subscription { forever }"}, headers={"Authorization": f"Bearer alice@{expires}"})
-    events = await EventReader(resp).until_complete()
+    events = await EventStream(resp).until_complete()
     assert events[0] == ("next", {"data": {"forever": 1}})
     assert events[1][1]["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     assert events[2] == ("complete", "")
@@ -722,10 +668,10 @@ async def test_slow_reader_drop_oldest_keeps_memory_bounded(sse_client, probe):
     resp = await post_stream(client, {"query": "subscription { flood(size: 16384) }"})
     assert resp.status == 200
     state = client.app[SSE_STATE]
-    await until(lambda: len(state.live) == 1)
+    await eventually(lambda: len(state.live) == 1)
     (stream,) = state.live
     # The client never reads: the socket buffers fill, then the queue, then drops begin.
-    await until(lambda: stream.dropped > 100, timeout=20)
+    await eventually(lambda: stream.dropped > 100, timeout=20)
     for _ in range(20):
         assert len(stream) <= 8
         transport = stream.request.transport
@@ -734,7 +680,7 @@ async def test_slow_reader_drop_oldest_keeps_memory_bounded(sse_client, probe):
         await asyncio.sleep(0.02)
         assert stream.dropped > before  # the producer is not blocked by the slow reader
     resp.close()
-    await until(lambda: probe.finished == 1 and not state.live)
+    await eventually(lambda: probe.finished == 1 and not state.live)
 
 
 async def test_slow_reader_overflow_close_ends_the_stream(sse_client, probe):
@@ -742,9 +688,9 @@ async def test_slow_reader_overflow_close_ends_the_stream(sse_client, probe):
     resp = await post_stream(client, {"query": "subscription { flood(size: 16384) }"})
     assert resp.status == 200
     state = client.app[SSE_STATE]
-    await until(lambda: len(state.live) == 1)
+    await eventually(lambda: len(state.live) == 1)
     (stream,) = state.live
-    await until(lambda: probe.finished == 1 and not state.live, timeout=20)
+    await eventually(lambda: probe.finished == 1 and not state.live, timeout=20)
     assert stream.overflowed
     assert stream.dropped == 0
     # The connection was aborted: what reached the client ends without a complete event.
@@ -762,7 +708,7 @@ async def test_a_client_that_takes_nothing_is_aborted(sse_client, probe, monkeyp
     state = client.app[SSE_STATE]
     # The client never reads: the socket buffers fill, a write waits, and the
     # watcher aborts the connection once that write has waited SEND_TIMEOUT.
-    await until(lambda: probe.finished == 1 and not state.live, timeout=10)
+    await eventually(lambda: probe.finished == 1 and not state.live, timeout=10)
     with pytest.raises(aiohttp.ClientPayloadError):
         await resp.read()
     resp.close()
@@ -774,9 +720,9 @@ async def test_vanished_client_frees_the_subscription(sse_client, probe):
     for i in range(100):
         # Distinct variables: each is its own source (the core shares equal ones).
         resp = await post_stream(client, {"query": "subscription($t: String) { forever(tag: $t) }", "variables": {"t": str(i)}})
-        await EventReader(resp).event()
+        await EventStream(resp).event()
         resp.close()  # drops the connection without ending the stream
-    await until(lambda: probe.finished == 100 and not state.live)
+    await eventually(lambda: probe.finished == 100 and not state.live)
     await asyncio.sleep(0.05)
     assert stream_tasks() == []
 
@@ -794,9 +740,9 @@ def stream_tasks() -> list[str]:
 async def test_shutdown_ends_open_streams(sse_client, probe):
     client = await sse_client()
     distinct = await post_stream(client, {"query": 'subscription { forever(tag: "distinct") }'})
-    await EventReader(distinct).event()
+    await EventStream(distinct).event()
     token = await reserve(client)
-    single = EventReader(await open_stream(client, token))
+    single = EventStream(await open_stream(client, token))
     assert (await send_op(client, token, "subscription { forever }", "f")).status == 202
     await single.event()
     reserved_only = await reserve(client)

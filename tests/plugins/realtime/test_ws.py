@@ -24,6 +24,7 @@ from plugboard import hookimpl
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.limiter import CONNECTION_LIMITER
 from plugboard.plugins.realtime.ws import WS_STATE, choose_subprotocol
+from plugboard.testing import eventually
 
 TWS = "graphql-transport-ws"
 LEGACY = "graphql-ws"
@@ -218,13 +219,6 @@ async def until_complete(ws, op_id: str) -> list[dict]:
         out.append(message)
         if message["type"] in ("complete", "error"):
             return out
-
-
-async def eventually(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,9 @@ import time
 import aiohttp
 import pytest
 
-from test_ws import LEGACY, WS_STATE, closed_with, connect, eventually, probe, recv, start  # noqa: F401 (fixtures)
+from plugboard.testing import eventually
+
+from test_ws import LEGACY, WS_STATE, closed_with, connect, probe, recv, start  # noqa: F401 (fixtures)
 
 
 def start_msg(op_id: str, query: str, variables: dict | None = None) -> dict:

@@ -13,6 +13,7 @@ from plugboard.plugins.jobs.builtin.datasets import flatten, rows_at
 from plugboard.plugins.jobs.builtin.report import render_markdown, summarize
 from plugboard.providers.storage import LocalStorage
 from plugboard.tasks import PermanentError
+from plugboard.testing import gql_data
 
 BOOKS = [
     ("Dune", "Frank Herbert", 1965),
@@ -23,13 +24,6 @@ BOOKS = [
 ]
 
 
-async def _gql(client, query: str, variables=None) -> dict:
-    resp = await client.post("/graphql", json={"query": query, "variables": variables or {}})
-    body = await resp.json()
-    assert not body.get("errors"), body
-    return body["data"]
-
-
 @pytest.fixture
 async def books_app(make_builtin_app, aiohttp_client):
     async def make(jobs=None):
@@ -37,7 +31,7 @@ async def books_app(make_builtin_app, aiohttp_client):
         app, tasks = make_builtin_app(books=True, jobs=jobs)
         client = await aiohttp_client(app)
         for title, author, year in BOOKS:
-            await _gql(
+            await gql_data(
                 client,
                 "mutation($i: CreateBookInput!) { createBook(input: $i) { id } }",
                 {"i": {"title": title, "authorName": author, "publishedYear": year}},

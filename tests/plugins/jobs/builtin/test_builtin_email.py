@@ -91,11 +91,11 @@ async def test_smtp_delivers(make_builtin_app, start_app, smtp_server):
     assert result["accepted"] == ["ann@example.com", "carl@example.com", "dora@example.com"]
     assert result["refused"] == {}
     [got] = smtp_server.messages
-    assert got["from"] == "noreply@localhost"
-    assert got["to"] == ["ann@example.com", "carl@example.com", "dora@example.com"]
-    assert got["message"]["Subject"] == "Hi"
-    assert got["message"]["Bcc"] is None
-    assert got["message"].get_content().strip() == "Hello Ann"
+    assert got.mail_from == "noreply@localhost"
+    assert got.rcpt_tos == ["ann@example.com", "carl@example.com", "dora@example.com"]
+    assert got.message["Subject"] == "Hi"
+    assert got.message["Bcc"] is None
+    assert got.message.get_content().strip() == "Hello Ann"
 
 
 async def test_smtp_rejected_recipient_is_permanent(make_builtin_app, start_app, smtp_server):
@@ -112,7 +112,7 @@ async def test_smtp_partly_rejected_is_delivered_with_the_refusals(make_builtin_
     result = await tasks["send-email"](FakeJob(app), to=["ok@example.com", "reject@example.com"], subject="s", text="t")
     assert result["accepted"] == ["ok@example.com"]
     assert result["refused"]["reject@example.com"].startswith("550")
-    assert smtp_server.messages[0]["to"] == ["ok@example.com"]
+    assert smtp_server.messages[0].rcpt_tos == ["ok@example.com"]
 
 
 async def test_smtp_temporary_refusal_retries(make_builtin_app, start_app, smtp_server):

@@ -76,7 +76,7 @@ async def test_send_email_smtp_rejection_fails_without_retrying(running, smtp_se
     failed = await _done(app, rejected)
     assert failed.status == JobStatus.FAILED
     assert failed.attempts == 1 and "550" in failed.error and failed.error.startswith("PermanentError")
-    assert [m["to"] for m in smtp_server.messages] == [["ann@example.com"]]
+    assert [m.rcpt_tos for m in smtp_server.messages] == [["ann@example.com"]]
 
 
 async def test_send_email_bad_arguments_fail_at_enqueue(running):

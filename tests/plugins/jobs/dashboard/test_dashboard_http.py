@@ -18,6 +18,7 @@ from plugboard import keys
 from plugboard.plugins.jobs.dashboard import access
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import JobStatus
+from plugboard.testing import EventStream, eventually
 
 BROWSER_ACCEPT = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
 
@@ -32,16 +33,6 @@ async def login(client, token: str = TOKEN) -> str:
 
 def csp_of(resp) -> dict[str, str]:
     return dict(d.strip().split(" ", 1) for d in resp.headers["Content-Security-Policy"].split(";"))
-
-
-async def wait_for(predicate, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        await asyncio.sleep(0.02)
 
 
 # -- access -------------------------------------------------------------------------
@@ -340,24 +331,11 @@ async def test_retry_and_cancel(client, admin, tasks):
 
 async def read_events(resp, until, timeout: float = 10.0) -> list[tuple[str, dict]]:
     """Reads SSE events until ``until(events)`` is true."""
-    events: list[tuple[str, dict]] = []
-    event, data = None, []
-
-    async def read() -> None:
-        nonlocal event, data
+    stream, events = EventStream(resp), []
+    async with asyncio.timeout(timeout):
         while not until(events):
-            line = (await resp.content.readline()).decode()
-            assert line, "the stream ended"
-            line = line.rstrip("\r\n")
-            if line.startswith("event: "):
-                event = line[7:]
-            elif line.startswith("data: "):
-                data.append(line[6:])
-            elif line == "" and event is not None:
-                events.append((event, json.loads("\n".join(data))))
-                event, data = None, []
-
-    await asyncio.wait_for(read(), timeout)
+            name, data = await stream.event(timeout=None)
+            events.append((name, json.loads(data)))
     return events
 
 
@@ -385,7 +363,7 @@ async def test_events_stream_every_change_and_clean_up(client, admin, tasks):
     assert pubsub.subscriber_counts().get("jobs") == 1
     resp.close()
     # The server notices the disconnect and drops the subscription.
-    await wait_for(lambda: pubsub.subscriber_counts().get("jobs", 0) == 0)
+    await eventually(lambda: pubsub.subscriber_counts().get("jobs", 0) == 0)
 
 
 async def test_events_need_access(client):
