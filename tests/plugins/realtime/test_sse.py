@@ -562,17 +562,17 @@ async def test_distinct_streams_per_ip_are_limited_with_reservations(sse_client,
     # A request refused before its stream starts gives its place back.
     assert limiter.open("sse") == {"127.0.0.1": 2}
     first.close()
-    await until(lambda: limiter.count("sse", "127.0.0.1") == 1)
+    await eventually(lambda: limiter.count("sse", "127.0.0.1") == 1)
     second = await post_stream(client, {"query": "{ greeting }"})
     assert second.status == 200
-    await EventReader(second).until_complete()
-    await until(lambda: limiter.count("sse", "127.0.0.1") == 1)
+    await EventStream(second).until_complete()
+    await eventually(lambda: limiter.count("sse", "127.0.0.1") == 1)
     assert (await post_stream(client, {"query": "{ nope }"})).status == 400
     assert limiter.count("sse", "127.0.0.1") == 1
     resp = await open_stream(client, token)
     resp.close()
-    await until(lambda: not limiter.open("sse"))
-    await until(lambda: probe.finished == 1)
+    await eventually(lambda: not limiter.open("sse"))
+    await eventually(lambda: probe.finished == 1)
 
 
 async def test_operations_per_stream_are_limited(sse_client):
