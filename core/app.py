@@ -246,6 +246,8 @@ def _build_schema(app: web.Application, settings: Settings, pm: PluginManager, c
         options=EngineOptions(
             debug=core.server.debug,
             document_cache_size=core.graphql.document_cache_size,
+            document_cache_bytes=core.graphql.document_cache_bytes,
+            limits=core.graphql.limits,
             coerce_list_concurrently=core.graphql.coerce_list_concurrently,
             coerce_parent_concurrently=core.graphql.coerce_parent_concurrently,
         ),
