@@ -115,6 +115,23 @@ def check_document(source: str, limits: LimitsConfig) -> Shape:
     return shape
 
 
+def check_json_depth(value: object, limit: int, name: str) -> None:
+    """Raise GraphQLError when the JSON ``value`` nests deeper than ``limit`` (iterative)."""
+    if not limit or not isinstance(value, (dict, list)):
+        return
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            raise GraphQLError(
+                f"'{name}' is nested more than {limit} levels deep; the limit (graphql.limits.variables_depth) is {limit}",
+                "VARIABLES_TOO_DEEP",
+                extensions={"limit": limit},
+            )
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
 _DETAIL = {"depth": "levels of nesting", "fragments": "fragments (definitions, spreads and inline fragments)"}
 
 

@@ -20,6 +20,7 @@ import attrs
 from multidict import CIMultiDict
 
 from plugboard.graphql.errors import GraphQLError
+from plugboard.graphql.limits import check_json_depth
 from plugboard.graphql.shared_streams import SharedStreams
 
 if TYPE_CHECKING:
@@ -121,6 +122,12 @@ class OperationRunner:
 
     def prepare(self, op: Operation, *, allowed_types: tuple[str, ...] | None = None) -> None:
         """Parse and validate, choose the operation; raise OperationRejected on request errors."""
+        depth = self.engine.options.limits.variables_depth
+        try:
+            check_json_depth(op.variables, depth, "variables")
+            check_json_depth(op.extensions, depth, "extensions")
+        except GraphQLError as e:
+            raise OperationRejected(e.message, 400, errors=[e.formatted()]) from None
         parsed = self.engine.parse(op.query)
         if parsed.errors:
             raise OperationRejected(parsed.errors[0]["message"], 400, errors=parsed.errors)

@@ -175,7 +175,7 @@ class FileSigner:
         return f"expires={expires}&signature={self.signature(key, expires)}"
 
     def verify(self, key: str, expires: str | None, signature: str | None, *, now: float | None = None) -> bool:
-        if not expires or not signature or not expires.isdigit():
+        if not expires or not signature or not (expires.isascii() and expires.isdigit()) or len(expires) > 15:
             return False
         if int(expires) < (time.time() if now is None else now):
             return False
