@@ -133,7 +133,7 @@ def _build_operation_path(app: web.Application, pm: PluginManager, configs: dict
             _record(app, plugin, "operation_steps", getattr(step, "__name__", repr(step)))
     graphql = app[keys.CORE_CONFIG].graphql
     shared = SharedStreams(graphql.subscription_buffer) if graphql.share_subscriptions else None
-    app[keys.RUNNER] = OperationRunner(app[keys.ENGINE], steps, shared=shared)
+    app[keys.RUNNER] = OperationRunner(app[keys.ENGINE], steps, shared=shared, introspection=graphql.introspection)
 
 
 def _install_lifecycle(app: web.Application, pm: PluginManager, configs: dict[str, Any]) -> None:

@@ -77,3 +77,24 @@ async def while_responsive(client: Any, attack: Callable[[], Awaitable[Any]], bu
 
 def error_code(body: dict) -> str | None:
     return body["errors"][0].get("extensions", {}).get("code")
+
+
+def bearer_auth_plugin():
+    """``Authorization: Bearer <user>`` (or ``connection_init`` ``{"authToken": ...}``) -> ``context.identity``; ``root`` has the ``admin`` role."""
+    import types
+
+    from plugboard import hookimpl
+
+    def plugboard_context(context, request, connection_params):
+        token = None
+        if connection_params and isinstance(connection_params.get("authToken"), str):
+            token = connection_params["authToken"]
+        elif request is not None and request.headers.get("Authorization", "").startswith("Bearer "):
+            token = request.headers["Authorization"][7:]
+        if not token:
+            return None
+        return {"identity": token, "roles": ["admin"] if token == "root" else []}
+
+    plugin = types.SimpleNamespace(plugboard_name="bearer_auth", __name__="bearer_auth")
+    plugin.plugboard_context = hookimpl(plugboard_context)
+    return plugin
