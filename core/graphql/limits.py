@@ -93,8 +93,8 @@ def refuse(what: str, limit: int, actual: int | None = None, detail: str = "") -
     extensions = {"limit": limit}
     if actual is not None:
         extensions["actual"] = actual
-    shown = f"{actual} " if actual is not None else "more than "
-    message = f"the document has {shown}{detail or what}; the limit (graphql.limits.{what}) is {limit}"
+    shown = actual if actual is not None else f"more than {limit}"
+    message = f"the document has {shown} {detail or what}; the limit (graphql.limits.{what}) is {limit}"
     return GraphQLError(message, CODES[what], extensions=extensions)
 
 

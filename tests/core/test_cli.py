@@ -116,12 +116,14 @@ def server_factory():
 
 
 def test_serve_shipped_settings_and_query_books(tmp_path, server_factory):
-    root = write_settings(tmp_path / "proj", {"plugins": ["books"]})
+    # books' mutations need an identity or the operator's token.
+    root = write_settings(tmp_path / "proj", {"plugins": ["books"], "server": {"admin_token": "op"}})
     server = server_factory(root)
     server.wait_ready()
     status, body = post(
         server.url + "/graphql",
         {"query": 'mutation { createBook(input: {title: "Dune", authorName: "Frank Herbert", publishedYear: 1965}) { id title author { name } } }'},
+        {"Authorization": "Bearer op"},
     )
     assert status == 200, body
     assert body["data"]["createBook"]["author"] == {"name": "Frank Herbert"}

@@ -26,7 +26,7 @@ UPDATED = "subscription($id: ID) { bookUpdated(id: $id) { id title author { name
 
 
 def build(tmp_path, plugins, records=None):
-    data = {"plugins": plugins, "server": {"data_dir": str(tmp_path / "var")}}
+    data = {"plugins": plugins, "server": {"data_dir": str(tmp_path / "var"), "admin_token": TOKEN}}
     if "realtime" in plugins:
         data["realtime"] = REALTIME
     if records:
@@ -49,8 +49,12 @@ async def client(request, tmp_path, aiohttp_client):
         cleanup()
 
 
+# Mutations need an identity or the operator's token.
+TOKEN = "books-operator"
+
+
 async def gql(client, query, variables=None):
-    resp = await client.post("/graphql", json={"query": query, "variables": variables})
+    resp = await client.post("/graphql", json={"query": query, "variables": variables}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert resp.status == 200, await resp.text()
     result = await resp.json()
     assert "errors" not in result, result
@@ -118,7 +122,7 @@ async def test_book_updated_bad_input(client):
     await stream.aclose()
     # A failed update publishes nothing.
     listener = app[keys.PUBSUB].subscribe(TOPIC)
-    resp = await client.post("/graphql", json={"query": UPDATE, "variables": {"id": "999", "t": "x"}})
+    resp = await client.post("/graphql", json={"query": UPDATE, "variables": {"id": "999", "t": "x"}}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert (await resp.json())["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     assert listener.pending == 0
     await listener.close()
