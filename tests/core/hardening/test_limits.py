@@ -121,3 +121,19 @@ def test_nested_values_count_as_depth():
     with pytest.raises(GraphQLError) as e:
         check_document("{ books(first: " + "[" * 40 + "1" + "]" * 40 + ") { id } }", LimitsConfig())
     assert e.value.code == "QUERY_TOO_DEEP"
+
+
+def test_the_c_level_count_agrees_with_the_lexer():
+    from hypothesis import given, settings, strategies as st
+
+    from plugboard.graphql.document import tokenize
+    from plugboard.graphql.limits import count_tokens
+
+    pieces = st.sampled_from(["{", "}", "a", "_b1", "...", "#c", "\n", " ", ",", '"s"', '"""b"""', '"', "-1.5e3", "@", "$", "\\", "é"])
+
+    @settings(max_examples=300, deadline=None, database=None)
+    @given(st.lists(pieces, max_size=40).map("".join) | st.text(max_size=60))
+    def check(source):
+        assert count_tokens(source) == len(tokenize(source))
+
+    check()
