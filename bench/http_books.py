@@ -56,9 +56,9 @@ def wait_ready(url: str, timeout: float = 30.0) -> float:
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
-def post(url: str, query: str, variables: dict | None = None) -> dict:
+def post(url: str, query: str, variables: dict | None = None, headers: dict | None = None) -> dict:
     data = json.dumps({"query": query, "variables": variables}).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json", **(headers or {})})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return json.loads(resp.read())
 
@@ -103,7 +103,9 @@ def main() -> None:
 
     root = Path(tempfile.mkdtemp(prefix="plugboard-bench-"))
     plugins = all_plugins()
-    (root / "settings.yaml").write_text(json.dumps({"plugins": plugins, "server": {"data_dir": "var"}}))
+    # books' mutations need an identity or the operator's token (seeding only).
+    settings = {"plugins": plugins, "server": {"data_dir": "var", "admin_token": "bench-operator"}}
+    (root / "settings.yaml").write_text(json.dumps(settings))
     script = root / "post_books.lua"
     script.write_text(
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
@@ -120,6 +122,7 @@ def main() -> None:
                 f"http://127.0.0.1:{port}/graphql",
                 "mutation($t: String!, $a: String!) { createBook(input: {title: $t, authorName: $a, publishedYear: 1990}) { id } }",
                 {"t": f"Book {i}", "a": f"Author {i % 17}"},
+                {"Authorization": "Bearer bench-operator"},
             )
         stop(seed)
         for _ in range(args.rounds):

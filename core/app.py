@@ -135,7 +135,7 @@ def _build_operation_path(app: web.Application, pm: PluginManager, configs: dict
             _record(app, plugin, "operation_steps", getattr(step, "__name__", repr(step)))
     graphql = app[keys.CORE_CONFIG].graphql
     shared = SharedStreams(graphql.subscription_buffer) if graphql.share_subscriptions else None
-    app[keys.RUNNER] = OperationRunner(app[keys.ENGINE], steps, shared=shared)
+    app[keys.RUNNER] = OperationRunner(app[keys.ENGINE], steps, shared=shared, introspection=graphql.introspection)
 
 
 def _install_lifecycle(app: web.Application, pm: PluginManager, configs: dict[str, Any]) -> None:
@@ -248,6 +248,8 @@ def _build_schema(app: web.Application, settings: Settings, pm: PluginManager, c
         options=EngineOptions(
             debug=core.server.debug,
             document_cache_size=core.graphql.document_cache_size,
+            document_cache_bytes=core.graphql.document_cache_bytes,
+            limits=core.graphql.limits,
             coerce_list_concurrently=core.graphql.coerce_list_concurrently,
             coerce_parent_concurrently=core.graphql.coerce_parent_concurrently,
         ),

@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from plugboard import __version__
 from plugboard.errors import PlugboardError
+from plugboard.units import MaskURLsFilter, mask_urls
 
 EXIT_USAGE = 2
 
@@ -83,7 +84,7 @@ def _run(app: Any, host: str, port: int, *, reuse_port: bool) -> int:
             handle_signals=True,
         )
     except PlugboardError as e:
-        print(f"plugboard: {e}", file=sys.stderr)
+        print(f"plugboard: {mask_urls(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     return 0
 
@@ -200,15 +201,13 @@ def cmd_config(args: argparse.Namespace) -> int:
     for section, cls in classes.items():
         for key, _default, secret in iter_fields(cls, section):
             value = _lookup(instances[section], key.split(".")[1:])
-            shown = "'***'" if secret and value else repr(value)
-            rows.append((key, shown, settings.source(key)))
+            rows.append((key, _shown(value, secret), settings.source(key)))
     for decl in app[keys.SERVICES].declared():
         rows.append((f"{decl.key}.provider", repr(decl.provider), settings.source(f"{decl.key}.provider")))
         if decl.config is not None:
             for key, _default, secret in iter_fields(type(decl.config), decl.key):
                 value = _lookup(decl.config, key.split(".")[decl.key.count(".") + 1 :])
-                shown = "'***'" if secret and value else repr(value)
-                rows.append((key, shown, settings.source(key)))
+                rows.append((key, _shown(value, secret), settings.source(key)))
     if args.key:
         wanted = args.key.lower()
         rows = [r for r in rows if r[0] == wanted or r[0].startswith(wanted + ".")]
@@ -217,6 +216,13 @@ def cmd_config(args: argparse.Namespace) -> int:
             return EXIT_USAGE
     _print_table(("key", "value", "source"), rows)
     return 0
+
+
+def _shown(value: Any, secret: bool) -> str:
+    """A setting's value as printed: secrets as ``'***'``, passwords inside URLs masked."""
+    if secret and value:
+        return "'***'"
+    return mask_urls(repr(value))
 
 
 def _lookup(obj: Any, path: list[str]) -> Any:
@@ -364,19 +370,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if load_error is not None and wanted is not None:
         # The command may come from a plugin that could not be loaded: say
         # why, rather than argparse's "invalid choice".
-        print(f"plugboard: {load_error}", file=sys.stderr)
+        print(f"plugboard: {mask_urls(str(load_error))}", file=sys.stderr)
         return EXIT_USAGE
     try:
         parser = build_parser(extra)
     except PlugboardError as e:
-        print(f"plugboard: {e}", file=sys.stderr)
+        print(f"plugboard: {mask_urls(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     args = parser.parse_args(argv)
     logging.basicConfig(level=os.environ.get("PLUGBOARD_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(MaskURLsFilter())
     try:
         return args.func(args)
     except PlugboardError as e:
-        print(f"plugboard: {e}", file=sys.stderr)
+        print(f"plugboard: {mask_urls(str(e))}", file=sys.stderr)
         return EXIT_USAGE
 
 

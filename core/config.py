@@ -27,7 +27,7 @@ from typing import Any, Callable, Literal, Mapping, Union
 import attrs
 
 from plugboard.errors import ConfigError, ConfigProblem
-from plugboard.units import DurationMarker, SecretMarker, SizeMarker, parse_duration, parse_size
+from plugboard.units import DurationMarker, SecretMarker, SizeMarker, mask_urls, parse_duration, parse_size
 
 __all__ = ["MASK", "iter_fields", "normalize_key", "parse_bool", "structure", "unstructure"]
 
@@ -155,7 +155,7 @@ class _Walker:
         self.problems: list[ConfigProblem] = []
 
     def problem(self, key: str, value: Any, reason: str, *, secret: bool) -> None:
-        shown = MASK if secret and value is not None else value
+        shown = MASK if secret and value is not None else _mask_text(value)
         try:
             source = self.source_of(key)
         except Exception:  # noqa: BLE001 - a broken lookup must not hide the real problem
@@ -617,7 +617,12 @@ def _shown_unknown(key: str, value: Any) -> Any:
         return "{...}"
     if any(word in key.lower() for word in _SENSITIVE) and value is not None:
         return MASK
-    return value
+    return _mask_text(value)
+
+
+def _mask_text(value: Any) -> Any:
+    """Credentials inside URLs are secrets in any setting (``records.url``, ``redis.url``)."""
+    return mask_urls(value) if isinstance(value, str) else value
 
 
 def _message(error: BaseException) -> str:
@@ -652,4 +657,4 @@ def _unstructure(value: Any, mask: bool) -> Any:
         return {k: _unstructure(v, mask) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         return [_unstructure(v, mask) for v in value]
-    return value
+    return _mask_text(value) if mask else value

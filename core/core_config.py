@@ -10,6 +10,7 @@ from __future__ import annotations
 import attrs
 
 from plugboard.cors import CorsConfig
+from plugboard.graphql.limits import LimitsConfig
 from plugboard.providers.records import RecordsConfig
 from plugboard.providers.redis import RedisConfig
 from plugboard.units import Duration, Secret, Size
@@ -64,6 +65,11 @@ class GraphQLConfig:
     upload_spool_size: Size = attrs.field(default=1024 * 1024, validator=validators.positive)
     #: Parsed-and-validated documents kept in the LRU cache.
     document_cache_size: int = attrs.field(default=512, validator=validators.positive)
+    #: ... and their estimated memory (text and parsed form); documents that
+    #: fail to parse or validate are never kept.
+    document_cache_bytes: Size = attrs.field(default=64 * 1024 * 1024, validator=validators.positive)
+    #: Structural limits checked before a document is parsed (graphql/limits.py).
+    limits: LimitsConfig = LimitsConfig()
     #: Tartiflette resolves list items concurrently by default; sequential
     #: is much faster for lists of cheap items (the common case).
     coerce_list_concurrently: bool = False

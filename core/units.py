@@ -7,11 +7,15 @@ an ``int`` of bytes or a ``float`` of seconds and raise ``ValueError`` with a
 message that says what was expected. The :data:`Size`, :data:`Duration` and
 :data:`Secret` annotations mark attrs fields so :mod:`plugboard.config` knows
 to parse them (or, for secrets, to mask them as ``'***'`` wherever a value is
-shown); the marker objects carry no behaviour of their own.
+shown); the marker objects carry no behaviour of their own. Credentials inside
+URLs (``postgresql://user:pw@host/db``) are secrets too, in any setting:
+:func:`mask_url` and :func:`mask_urls` hide them wherever settings, errors or
+logs are shown, and :class:`MaskURLsFilter` does so for log records.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from decimal import Decimal, InvalidOperation
@@ -27,6 +31,9 @@ __all__ = [
     "SecretMarker",
     "Size",
     "SizeMarker",
+    "MaskURLsFilter",
+    "mask_url",
+    "mask_urls",
     "parse_duration",
     "parse_size",
 ]
@@ -151,3 +158,55 @@ def parse_duration(value: object) -> float:
         total += float(match.group(1)) * _DURATION_FACTORS[match.group(2).lower()]
         pos = match.end()
     return total
+
+
+# A URL with a scheme, up to whitespace, quotes or brackets around it.
+_URL_RE = re.compile(r"""[A-Za-z][A-Za-z0-9+.-]*://[^\s'"<>()\[\]{}]+""")
+_QUERY_PASSWORD_RE = re.compile(r"([?&](?:password|pass|pwd|secret|token)=)[^&#\s]*", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (and ``password=`` query values) replaced by ``***``.
+
+    Works on the text rather than re-serialising a parsed URL, so the rest of
+    the URL reads exactly as the user wrote it.
+    """
+    masked = url
+    scheme, sep, rest = url.partition("://")
+    if sep:
+        netloc = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        userinfo, at, hostport = netloc.rpartition("@")
+        if at and ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            masked = f"{scheme}://{user}:***@{hostport}{rest[len(netloc):]}"
+    # redis-py and others also take the password from the query string.
+    return _QUERY_PASSWORD_RE.sub(r"\1***", masked)
+
+
+def mask_urls(text: str) -> str:
+    """Every URL inside ``text`` (a message, a log line) passed through :func:`mask_url`."""
+    if "://" not in text:
+        return text
+    return _URL_RE.sub(lambda m: mask_url(m.group(0)), text)
+
+
+class MaskURLsFilter(logging.Filter):
+    """A logging filter (for handlers) that masks credentials in URLs of each record's message.
+
+    Libraries log connection failures with the URL they were given; this is
+    the one place that catches them all.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # noqa: BLE001 - a bad format string is logging's to report
+            return True
+        masked = mask_urls(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = mask_urls(logging.Formatter().formatException(record.exc_info))
+        elif record.exc_text:
+            record.exc_text = mask_urls(record.exc_text)
+        return True

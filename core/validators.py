@@ -18,6 +18,12 @@ def positive(instance: Any, attribute: attrs.Attribute, value: int | float) -> N
         raise ValueError("expected a positive number")
 
 
+def non_negative(instance: Any, attribute: attrs.Attribute, value: int | float) -> None:
+    """Zero or more (limits where 0 means off)."""
+    if value < 0:
+        raise ValueError("expected zero or a positive number")
+
+
 def port(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     """A TCP port; 0 lets the OS choose."""
     if not 0 <= value <= 65535:

@@ -14,6 +14,7 @@ guesses with ``getattr``: ``identity_expires_at``, ``roles``,
 
 from __future__ import annotations
 
+import hmac
 import inspect
 from typing import TYPE_CHECKING, Any, Collection, Hashable, Iterator, Mapping
 
@@ -114,4 +115,32 @@ class ContextBuilder:
         return context
 
 
-__all__ = ["Context", "ContextBuilder", "GraphQLError"]
+def is_admin(context: Any) -> bool:
+    """An operator: the ``admin`` role on the context, or ``server.admin_token`` as bearer.
+
+    Auth plugins put roles on the context as ``context.roles``; the token
+    comes as ``Authorization: Bearer <token>`` on the request (HTTP, SSE, the
+    WebSocket upgrade) or as ``{"authorization": "Bearer <token>"}`` in a
+    WebSocket ``connection_init``. The same rule as the jobs plugin's admins.
+    """
+    if context is None:
+        return False
+    roles = context.get("roles")
+    if roles and "admin" in roles:
+        return True
+    token = context.app[keys.CORE_CONFIG].server.admin_token
+    if not token:
+        return False
+    request = context.get("request")
+    sent = [request.headers.get("Authorization")] if request is not None else []
+    params = context.get("connection_params")
+    if isinstance(params, Mapping):
+        sent.append(params.get("authorization"))
+    for value in sent:
+        if isinstance(value, str) and value[:7].lower() == "bearer ":
+            if hmac.compare_digest(value[7:].strip().encode(), str(token).encode()):
+                return True
+    return False
+
+
+__all__ = ["Context", "ContextBuilder", "GraphQLError", "is_admin"]

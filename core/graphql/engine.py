@@ -14,12 +14,16 @@ import functools
 import inspect
 import logging
 import uuid
+from collections import OrderedDict
 from typing import Any, AsyncIterator, Callable, Mapping
 
 import attrs
+import cffi
 from tartiflette import Directive, Resolver, Scalar, Subscription, create_engine
 from tartiflette.constants import UNDEFINED_VALUE  # noqa: F401  (for scalars: nothing else imports Tartiflette)
-from tartiflette.engine import parse_and_validate_query
+from tartiflette.language.parsers.libgraphqlparser import parser as _libgraphqlparser
+from tartiflette.language.parsers.libgraphqlparser.transformers import document_from_ast_json
+from tartiflette.utils.errors import to_graphql_error
 from tartiflette.execution.execute import create_source_event_stream, execute
 from tartiflette.language import ast as gql
 from tartiflette.schema.registry import SchemaRegistry
@@ -29,6 +33,7 @@ from plugboard.errors import SchemaError
 from plugboard.graphql.document import MISSING, DirectiveTemplate, DocumentView, FieldTemplate, FragmentBody
 from plugboard.graphql.document import FragmentTemplate, Node, OperationTemplate, TypeRef, Var, tokenize
 from plugboard.graphql.errors import GraphQLError
+from plugboard.graphql.limits import LimitsConfig, Shape, check_document
 
 logger = logging.getLogger("plugboard.graphql")
 
@@ -45,6 +50,8 @@ class Contribution:
 class EngineOptions:
     debug: bool = False
     document_cache_size: int = 512
+    document_cache_bytes: int = 64 * 1024 * 1024
+    limits: LimitsConfig = LimitsConfig()
     coerce_list_concurrently: bool = False
     coerce_parent_concurrently: bool = False
 
@@ -174,6 +181,8 @@ class ParsedDocument:
     errors: list[dict[str, Any]] | None
     source: str = ""
     schema: Any = attrs.field(default=None, repr=False, eq=False)
+    #: What the structural limits measured (None for documents refused before).
+    shape: Shape | None = attrs.field(default=None, repr=False, eq=False)
     _derived: dict[Any, Any] = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     def operations(self) -> list[tuple[str | None, str]]:
@@ -186,6 +195,21 @@ class ParsedDocument:
             if op_type is not None:
                 ops.append((node.name.value if node.name else None, op_type))
         return ops
+
+    @property
+    def introspection(self) -> bool:
+        """The document selects ``__schema`` or ``__type`` (``__typename`` does not count)."""
+        return self.shape is not None and self.shape.introspection
+
+    @property
+    def weight(self) -> int:
+        """Estimated bytes this document holds in the cache (text and AST).
+
+        Tartiflette's AST takes about 300 bytes per token; views derived
+        later add to it, hence the margin.
+        """
+        tokens = self.shape.tokens if self.shape is not None else len(self.source) // 4
+        return 2 * len(self.source) + _BYTES_PER_TOKEN * tokens
 
     @property
     def normalized(self) -> str:
@@ -208,6 +232,48 @@ class ParsedDocument:
             tokens = tokenize(self.source)
             lexed = self._derived["lexed"] = (" ".join(tokens), len(tokens))
         return lexed
+
+
+_BYTES_PER_TOKEN = 400
+
+
+class DocumentCache:
+    """An LRU of parsed documents bounded by entry count and by estimated bytes.
+
+    Only documents that parsed and validated are kept: a failed one costs its
+    sender a parse every time, and cannot fill the memory of the server.
+    """
+
+    def __init__(self, max_entries: int, max_bytes: int) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: OrderedDict[str, ParsedDocument] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, source: str) -> ParsedDocument | None:
+        parsed = self._entries.get(source)
+        if parsed is not None:
+            self._entries.move_to_end(source)
+        return parsed
+
+    def put(self, source: str, parsed: ParsedDocument) -> None:
+        if parsed.errors or source in self._entries:
+            return
+        weight = parsed.weight
+        if weight > self.max_bytes:
+            return
+        self._entries[source] = parsed
+        self.bytes += weight
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            _, old = self._entries.popitem(last=False)
+            self.bytes -= old.weight
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
 
 
 class _TemplateBuilder:
@@ -352,7 +418,7 @@ class GraphQLEngine:
         self._scalars = scalars
         self._directives = directives
         self._engine: Any = None
-        self._parse: Callable[[str], ParsedDocument] | None = None
+        self.documents = DocumentCache(options.document_cache_size, options.document_cache_bytes)
 
     async def cook(self) -> None:
         name, debug = self.schema_name, self.options.debug
@@ -379,19 +445,36 @@ class GraphQLEngine:
         except Exception as e:
             self.drop()
             raise SchemaError(f"the composed schema does not build: {_first_line(e)}") from e
-        # Our own LRU over Tartiflette's parser: the document is needed before
-        # execution (operation type, complexity), and Tartiflette must then not
-        # parse the same text again. It holds ParsedDocuments, so what steps
-        # derive from a document (its view) is cached with it.
-        self._parse = functools.lru_cache(maxsize=self.options.document_cache_size)(self._parse_uncached)
 
     def parse(self, query: str) -> ParsedDocument:
-        return self._parse(query)
+        """The parsed and validated document, from the cache when it is there.
+
+        Our own cache over Tartiflette's parser: the document is needed before
+        execution (operation type, complexity), and Tartiflette must then not
+        parse the same text again. It holds ParsedDocuments, so what steps
+        derive from a document (its view) is cached with it. On a miss the
+        structural limits run first (one lexer pass), so Tartiflette never
+        sees a document that could stall the loop or its recursion.
+        """
+        parsed = self.documents.get(query)
+        if parsed is None:
+            parsed = self._parse_uncached(query)
+            self.documents.put(query, parsed)
+        return parsed
 
     def _parse_uncached(self, query: str) -> ParsedDocument:
+        try:
+            shape = check_document(query, self.options.limits)
+        except GraphQLError as e:
+            return ParsedDocument(None, [e.formatted()], query)
         schema = self._engine._schema
-        document, errors = parse_and_validate_query(query, schema)
-        return ParsedDocument(document, _format_errors(errors) if errors else None, query, schema)
+        try:
+            document, errors = _parse_and_validate(query, schema)
+        except RecursionError:
+            # The limits bound depth; a nesting they do not see (a value
+            # shape, a limit turned off) must still be a client error.
+            return ParsedDocument(None, [GraphQLError("the document is nested too deeply", "QUERY_TOO_DEEP").formatted()], query)
+        return ParsedDocument(document, _format_errors(errors) if errors else None, query, schema, shape)
 
     async def execute(
         self,
@@ -457,6 +540,38 @@ class GraphQLEngine:
         # The single sanctioned touch of Tartiflette's internals: remove only
         # this app's entry. SchemaRegistry.clean() would wipe every live app.
         SchemaRegistry._schemas.pop(self.schema_name, None)
+
+
+def _parse_and_validate(query: str, schema: Any) -> tuple[Any, list[Any] | None]:
+    """Tartiflette's ``parse_and_validate_query``, without its leak.
+
+    Tartiflette 1.4 never frees the JSON text ``graphql_ast_to_json`` returns
+    (libgraphqlparser ``strdup``s it): about 20 bytes of C heap per byte of
+    every document parsed, for good (tests/core/hardening/test_document_cache.py).
+    We make the same calls and free that text.
+    """
+    try:
+        with _libgraphqlparser._parse_context_manager(query) as parsed:
+            text = _libgraphqlparser._LIB.graphql_ast_to_json(parsed)
+            try:
+                ast_json = _libgraphqlparser._FFI.string(text)
+            finally:
+                _LIBC.free(_C_FFI.cast("void *", int(_libgraphqlparser._FFI.cast("uintptr_t", text))))
+        document = document_from_ast_json(schema.json_loader(ast_json), query, schema)
+    except TartifletteError as e:
+        return None, [e]
+    except RecursionError:
+        raise
+    except Exception as e:  # noqa: BLE001 - as Tartiflette: anything else is a server-side parse failure
+        return None, [to_graphql_error(e, message="Server encountered an error.")]
+    if document.validators.errors:
+        return None, document.validators.errors
+    return document, None
+
+
+_C_FFI = cffi.FFI()
+_C_FFI.cdef("void free(void *ptr);")
+_LIBC = _C_FFI.dlopen(None)
 
 
 def _as_tartiflette_error(e: Exception) -> TartifletteError:

@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mappi
 import attrs
 from multidict import CIMultiDict
 
+from plugboard.graphql.context import is_admin
 from plugboard.graphql.errors import GraphQLError
+from plugboard.graphql.limits import check_json_depth
 from plugboard.graphql.shared_streams import SharedStreams
 
 if TYPE_CHECKING:
@@ -105,9 +107,13 @@ class OperationRunner:
         steps: list[tuple[str, OperationStep]],
         *,
         shared: SharedStreams | None = None,
+        introspection: bool = True,
     ) -> None:
         self.engine = engine
         self.steps = steps
+        #: ``graphql.introspection``: when False only admins may select
+        #: ``__schema`` and ``__type`` (``__typename`` is always allowed).
+        self.introspection = introspection
         #: Groups of subscribers sharing one execution per event (None: off).
         self.shared = shared
         self._run_chain = self._compose(self._execute)
@@ -121,6 +127,12 @@ class OperationRunner:
 
     def prepare(self, op: Operation, *, allowed_types: tuple[str, ...] | None = None) -> None:
         """Parse and validate, choose the operation; raise OperationRejected on request errors."""
+        depth = self.engine.options.limits.variables_depth
+        try:
+            check_json_depth(op.variables, depth, "variables")
+            check_json_depth(op.extensions, depth, "extensions")
+        except GraphQLError as e:
+            raise OperationRejected(e.message, 400, errors=[e.formatted()]) from None
         parsed = self.engine.parse(op.query)
         if parsed.errors:
             raise OperationRejected(parsed.errors[0]["message"], 400, errors=parsed.errors)
@@ -145,11 +157,27 @@ class OperationRunner:
 
     async def run(self, op: Operation) -> dict[str, Any]:
         """Execute a prepared query or mutation through the step chain."""
+        self._check_introspection(op)
         return await self._run_chain(op)
 
     async def subscribe(self, op: Operation) -> AsyncIterator[dict[str, Any]]:
         """Start a prepared subscription through the step chain; returns the result stream."""
+        self._check_introspection(op)
         return await self._subscribe_chain(op)
+
+    def _check_introspection(self, op: Operation) -> None:
+        # Here rather than in prepare(): whether the client is an admin
+        # needs the context, which transports build after prepare().
+        if self.introspection or op.parsed is None or not op.parsed.introspection:
+            return
+        if is_admin(op.context):
+            return
+        error = GraphQLError(
+            "introspection is disabled on this server (graphql.introspection: false): "
+            "__schema and __type are for admins only",
+            "INTROSPECTION_DISABLED",
+        )
+        raise OperationRejected(error.message, 400, errors=[error.formatted()])
 
     async def _execute(self, op: Operation) -> dict[str, Any]:
         return await self.engine.execute(

@@ -18,6 +18,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 
 from plugboard.errors import ProviderError
+from plugboard.units import mask_url
 
 __all__ = ["RedisConfig", "connect_redis", "close_redis", "mask_url", "reconnecting"]
 
@@ -44,22 +45,6 @@ class RedisConfig:
     url: str | None = None
     connect_timeout: float = 5.0
     max_connections: int = 100
-
-
-def mask_url(url: str) -> str:
-    """``url`` with its password replaced by ``***`` (for messages and logs).
-
-    Works on the text rather than re-serialising a parsed URL, so the rest of
-    the URL reads exactly as the user wrote it.
-    """
-    masked = url
-    netloc = urlsplit(url).netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at and ":" in userinfo:
-        user = userinfo.split(":", 1)[0]
-        masked = masked.replace(f"//{netloc}", f"//{user}:***@{hostport}", 1)
-    # redis-py also takes the password from the query string (unix:// URLs).
-    return re.sub(r"([?&]password=)[^&#]*", r"\1***", masked)
 
 
 async def connect_redis(cfg: RedisConfig) -> redis.asyncio.Redis | None:

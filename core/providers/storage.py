@@ -175,7 +175,7 @@ class FileSigner:
         return f"expires={expires}&signature={self.signature(key, expires)}"
 
     def verify(self, key: str, expires: str | None, signature: str | None, *, now: float | None = None) -> bool:
-        if not expires or not signature or not expires.isdigit():
+        if not expires or not signature or not (expires.isascii() and expires.isdigit()) or len(expires) > 15:
             return False
         if int(expires) < (time.time() if now is None else now):
             return False
@@ -304,17 +304,25 @@ class LocalStorage:
         return await self.stat(key)
 
     def _commit(self, tmp: Path, path: Path, key: str, content_type: str) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        created = _make_dirs(path.parent)
         # The resolved parent must still be inside the root: a folder on the
         # way may be a symlink created since path() checked.
         if not path.parent.resolve().is_relative_to(self.root):
             raise InvalidKey(f"storage key {key!r} leads outside the storage folder")
         meta = self._meta_path(key)
-        meta.parent.mkdir(parents=True, exist_ok=True)
+        created += _make_dirs(meta.parent)
         meta_tmp = self.root / _TMP_DIR / f"{uuid.uuid4().hex}.meta"
-        meta_tmp.write_text(json.dumps({"content_type": content_type}))
+        with open(meta_tmp, "w") as f:
+            f.write(json.dumps({"content_type": content_type}))
+            _flush(f)
         os.replace(meta_tmp, meta)
         os.replace(tmp, path)
+        # A rename is durable only once its directory is: without this, a
+        # power cut after put() returned may leave the old file, or none
+        # (the file's own data was fsynced before the rename). Folders made
+        # for this key need their parents synced for the same reason.
+        for folder in {path.parent, meta.parent, *(d.parent for d in created)}:
+            _fsync_dir(folder)
 
     async def open(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
         path = self.path(key)
@@ -414,9 +422,28 @@ def _copy(src: BinaryIO, dst: BinaryIO) -> None:
         dst.write(chunk)
 
 
-def _flush(f: io.BufferedWriter) -> None:
+def _flush(f: io.IOBase) -> None:
     f.flush()
     os.fsync(f.fileno())
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """``mkdir -p folder``; returns the folders it created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for d in reversed(missing):
+        d.mkdir(exist_ok=True)
+    return list(reversed(missing))
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 __all__ = [

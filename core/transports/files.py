@@ -11,6 +11,7 @@ page of this origin.
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from aiohttp import web
 from plugboard import keys
 from plugboard.providers.storage import InvalidKey, LocalStorage, check_key, files_root
 
+_EXPIRES = re.compile(r"[0-9]{1,15}")
 _INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif"})
 
 
@@ -27,6 +29,11 @@ async def download(request: web.Request) -> web.StreamResponse:
         check_key(key)
     except InvalidKey as e:
         raise web.HTTPBadRequest(text=str(e))
+    expires = request.query.get("expires")
+    if expires is not None and not _EXPIRES.fullmatch(expires):
+        # str.isdigit() admits non-ASCII digits and int() refuses over 4,300
+        # digits: check the form here, so odd numbers are a 400, not a 500.
+        return web.json_response({"error": "'expires' must be a Unix time in ASCII digits"}, status=400)
     signer = request.app[keys.FILE_SIGNER]
     if not signer.verify(key, request.query.get("expires"), request.query.get("signature")):
         raise web.HTTPForbidden(text="missing, invalid or expired signature")

@@ -87,6 +87,8 @@ def url_params(request: web.Request) -> dict[str, Any]:
                 body[name] = json.loads(raw)
             except ValueError:
                 raise RequestError(f"'{name}' is not valid JSON") from None
+            except RecursionError:
+                raise RequestError(f"'{name}' is nested too deeply") from None
     return body
 
 
@@ -241,6 +243,10 @@ async def read_json_body(request: web.Request) -> Any:
         return json.loads(raw)
     except ValueError as e:
         raise RequestError(f"the request body is not valid JSON: {e}") from None
+    except RecursionError:
+        # json's decoder recurses per nesting level: 50,000 '[' must be the
+        # client's error, not a 500 with a long traceback.
+        raise RequestError("the request body is nested too deeply") from None
 
 
 async def _respond(request: web.Request, body: Any, media_type: str) -> web.Response:

@@ -32,11 +32,13 @@ def post(url: str, body: dict, headers: dict | None = None, timeout: float = 10)
 
 
 def test_serve_shipped_settings_and_query_books(tmp_path, plugboard_serve):
-    root = write_project(tmp_path / "proj", {"plugins": ["books"]})
+    # books' mutations need an identity or the operator's token.
+    root = write_project(tmp_path / "proj", {"plugins": ["books"], "server": {"admin_token": "op"}})
     server = plugboard_serve(root)
     status, body = post(
         server.url + "/graphql",
         {"query": 'mutation { createBook(input: {title: "Dune", authorName: "Frank Herbert", publishedYear: 1965}) { id title author { name } } }'},
+        {"Authorization": "Bearer op"},
     )
     assert status == 200, body
     assert body["data"]["createBook"]["author"] == {"name": "Frank Herbert"}

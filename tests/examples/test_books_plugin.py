@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 
 from plugboard.app import create_app
 from plugboard.settings import Settings
-from plugboard.testing import gql
+from plugboard.testing import gql as kit_gql
+
+# Mutations need an identity or the operator's token (see test_books_writers).
+TOKEN = "books-operator"
+gql = functools.partial(kit_gql, token=TOKEN)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def client(request, tmp_path, plugboard_client):
-    data = {"plugins": ["books"]}
+    data = {"plugins": ["books"], "server": {"admin_token": TOKEN}}
     if request.param == "postgresql":
         data["records"] = {"url": request.getfixturevalue("postgres_url")}
     (tmp_path / "settings.yaml").write_text("")
@@ -56,6 +62,20 @@ async def test_bad_input(client):
     assert "first must be between 0 and 100" in too_many["errors"][0]["message"]
     empty = await gql(client, CREATE, {"t": "  ", "a": "Someone"})
     assert empty["errors"][0]["message"] == "title must not be empty"
+    assert (await gql(client, "{ books { id } }"))["data"]["books"] == []
+    long_title = await gql(client, CREATE, {"t": "x" * 201, "a": "Someone"})
+    assert long_title["errors"][0]["extensions"] == {"code": "BAD_USER_INPUT", "maxLength": 200}
+    long_name = await gql(client, CREATE, {"t": "Fine", "a": "y" * 101})
+    assert long_name["errors"][0]["message"] == "authorName is longer than 100 characters"
+    assert (await gql(client, "{ books { id } }"))["data"]["books"] == []
+
+
+async def test_mutations_need_an_identity(client):
+    resp = await client.post("/graphql", json={"query": CREATE, "variables": {"t": "Dune", "a": "Frank Herbert"}})
+    body = await resp.json()
+    assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED" and body["data"] is None
+    resp = await client.post("/graphql", json={"query": CREATE, "variables": {"t": "Dune", "a": "F"}}, headers={"Authorization": "Bearer wrong"})
+    assert (await resp.json())["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
     assert (await gql(client, "{ books { id } }"))["data"]["books"] == []
 
 

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 
 import pytest
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard import keys
-from plugboard.testing import eventually, gql_data, subscribe
+from plugboard.testing import eventually, subscribe
+from plugboard.testing import gql_data as kit_gql_data
 from plugboard_books.resolvers import TOPIC
+
+# Mutations need an identity or the operator's token.
+TOKEN = "books-operator"
+gql_data = functools.partial(kit_gql_data, token=TOKEN)
 
 # Only the pubsub of the realtime plugin is needed here, not its transports.
 REALTIME = {"websockets": False, "serverSentEvents": False, "channels": {"enabled": False}}
@@ -21,7 +27,7 @@ UPDATED = "subscription($id: ID) { bookUpdated(id: $id) { id title author { name
 
 
 def settings(plugins, records=None):
-    data = {"plugins": plugins}
+    data = {"plugins": plugins, "server": {"admin_token": TOKEN}}
     if "realtime" in plugins:
         data["realtime"] = REALTIME
     if records:
@@ -84,7 +90,7 @@ async def test_book_updated_bad_input(client):
     await stream.aclose()
     # A failed update publishes nothing.
     listener = app[keys.PUBSUB].subscribe(TOPIC)
-    resp = await client.post("/graphql", json={"query": UPDATE, "variables": {"id": "999", "t": "x"}})
+    resp = await client.post("/graphql", json={"query": UPDATE, "variables": {"id": "999", "t": "x"}}, headers={"Authorization": f"Bearer {TOKEN}"})
     assert (await resp.json())["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     assert listener.pending == 0
     await listener.close()

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator
 import sqlalchemy as sa
 
 from plugboard import keys
+from plugboard.graphql.context import is_admin
 from plugboard.graphql.errors import GraphQLError
 from plugboard.providers import pubsub
 
@@ -114,32 +115,42 @@ async def resolve_author_books(parent: dict, args: dict, context: Any, info: Any
     return [_book(r) for r in rows]
 
 
+def _check_writer(context: Any) -> None:
+    """Mutations need someone to answer for them: an identity, or the operator."""
+    if context.identity is not None or _config(context).allow_anonymous_mutations or is_admin(context):
+        return
+    raise GraphQLError("sign in to add or change books", "UNAUTHENTICATED")
+
+
+def _check_text(value: str, what: str, limit: int) -> str:
+    value = value.strip()
+    if not value:
+        raise GraphQLError(f"{what} must not be empty", "BAD_USER_INPUT")
+    if len(value) > limit:
+        raise GraphQLError(f"{what} is longer than {limit} characters", "BAD_USER_INPUT", extensions={"maxLength": limit})
+    return value
+
+
 async def _author_id(conn: Any, authors: sa.Table, name: str) -> int:
-    name = name.strip()
-    if not name:
-        raise GraphQLError("authorName must not be empty", "BAD_USER_INPUT")
     found = (await conn.execute(sa.select(authors.c.id).where(authors.c.name == name))).scalar()
     if found is not None:
         return found
     return (await conn.execute(sa.insert(authors).values(name=name))).inserted_primary_key[0]
 
 
-def _check_title(title: str) -> str:
-    title = title.strip()
-    if not title:
-        raise GraphQLError("title must not be empty", "BAD_USER_INPUT")
-    return title
-
-
 async def resolve_create_book(parent: Any, args: dict, context: Any, info: Any) -> dict:
+    _check_writer(context)
+    config = _config(context)
     data = args["input"]
+    title = _check_text(data["title"], "title", config.max_title_length)
+    author_name = _check_text(data["authorName"], "authorName", config.max_author_name_length)
     authors, books = _tables(context)
     now = dt.datetime.now(dt.timezone.utc)
     async with context.app[keys.RECORDS].begin() as conn:
-        author_id = await _author_id(conn, authors, data["authorName"])
+        author_id = await _author_id(conn, authors, author_name)
         result = await conn.execute(
             sa.insert(books).values(
-                title=_check_title(data["title"]),
+                title=title,
                 author_id=author_id,
                 published_year=data.get("publishedYear"),
                 created_at=now,
@@ -154,15 +165,20 @@ async def resolve_create_book(parent: Any, args: dict, context: Any, info: Any) 
 
 
 async def resolve_update_book(parent: Any, args: dict, context: Any, info: Any) -> dict:
+    _check_writer(context)
+    config = _config(context)
     book_id = _parse_id(args["id"])
     data = args["input"]
     authors, books = _tables(context)
     values: dict[str, Any] = {"updated_at": dt.datetime.now(dt.timezone.utc)}
+    if data.get("title") is not None:
+        values["title"] = _check_text(data["title"], "title", config.max_title_length)
+    author_name = None
+    if data.get("authorName") is not None:
+        author_name = _check_text(data["authorName"], "authorName", config.max_author_name_length)
     async with context.app[keys.RECORDS].begin() as conn:
-        if data.get("title") is not None:
-            values["title"] = _check_title(data["title"])
-        if data.get("authorName") is not None:
-            values["author_id"] = await _author_id(conn, authors, data["authorName"])
+        if author_name is not None:
+            values["author_id"] = await _author_id(conn, authors, author_name)
         if "publishedYear" in data:
             values["published_year"] = data["publishedYear"]
         result = await conn.execute(sa.update(books).where(books.c.id == book_id).values(**values))

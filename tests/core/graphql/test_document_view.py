@@ -225,9 +225,13 @@ async def test_a_fragment_spread_twice_counts_twice(client, recorder):
     assert (view.counts.fields, view.counts.fragments, view.depth) == (6, 2, 2)
 
 
-async def test_nested_fragments_cost_no_more_than_the_document(client, recorder):
+async def test_nested_fragments_cost_no_more_than_the_document(make_app, aiohttp_client, recorder):
     # Each level spreads the next twice: 2**18 leaves once expanded. Counts
-    # and depth come from the shared fragment bodies, not from a walk.
+    # and depth come from the shared fragment bodies, not from a walk. The
+    # structural limits (on by default) refuse such a document; the view
+    # must cope with it when a deployer turns them off.
+    off = {"depth": 0, "aliases": 0, "fields": 0}
+    client = await aiohttp_client(make_app({"graphql": {"limits": off}}, plugins=[recorder.plugin()]))
     levels = 18
     fragments = [f"fragment F{i} on Person {{ books {{ author {{ ...F{i + 1} }} }} more: books {{ author {{ ...F{i + 1} }} }} }}" for i in range(levels)]
     fragments.append(f"fragment F{levels} on Person {{ name }}")

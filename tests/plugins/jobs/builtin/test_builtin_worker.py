@@ -24,6 +24,7 @@ async def test_export_made_by_a_worker_downloads_from_the_server(tmp_path, redis
         tmp_path / "proj",
         {
             "plugins": ["jobs", "books"],
+            "books": {"allow_anonymous_mutations": True},
             "redis": {"url": redis_url},
             "jobs": {"broker": "redis", "export": {"datasets": {"books": BOOKS_DATASET}}},
         },
