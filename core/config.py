@@ -17,17 +17,31 @@ from __future__ import annotations
 
 import collections.abc
 import enum
-import math
 import re
-import sys
 import types
 import typing
 from typing import Any, Callable, Literal, Mapping, Union
 
 import attrs
 
+from plugboard.config_types import (
+    TypeProblem,
+    choice,
+    enum_value,
+    error_message,
+    exact,
+    expected,
+    is_secret,
+    other,
+    strip_annotated,
+    takes_strings,
+    to_float,
+    to_int,
+    to_str,
+    type_hints,
+)
 from plugboard.errors import ConfigError, ConfigProblem
-from plugboard.units import DurationMarker, SecretMarker, SizeMarker, mask_urls, parse_duration, parse_size
+from plugboard.units import DurationMarker, SizeMarker, mask_urls, parse_duration, parse_size
 
 __all__ = ["MASK", "iter_fields", "normalize_key", "parse_bool", "structure", "unstructure"]
 
@@ -36,7 +50,6 @@ MASK = "***"
 
 _TRUE = frozenset({"true", "yes", "on", "1"})
 _FALSE = frozenset({"false", "no", "off", "0"})
-_INT_RE = re.compile(r"\s*[+-]?\d+\s*")
 _CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NULL_STRINGS = frozenset({"", "null", "none", "~"})
 
@@ -51,10 +64,6 @@ class _Invalid:
 
 
 _INVALID: Any = _Invalid()
-
-
-class _TypeProblem(Exception):
-    """A value does not fit a type; the message is the reason shown to the user."""
 
 
 def normalize_key(key: object) -> str:
@@ -130,17 +139,17 @@ def iter_fields(cls: type, prefix: str) -> list[tuple[str, Any, bool]]:
     default is ``attrs.NOTHING``.
     """
     rows: list[tuple[str, Any, bool]] = []
-    hints = _type_hints(cls)
+    hints = type_hints(cls)
     for field in attrs.fields(cls):
         if not field.init:
             continue
         tp = hints[field.name]
         key = _join(prefix, _field_key(field))
-        base = _strip_annotated(tp)
+        base = strip_annotated(tp)
         if attrs.has(base) and isinstance(base, type):
             rows.extend(iter_fields(base, key))
             continue
-        rows.append((key, _default_of(field), _is_secret(tp)))
+        rows.append((key, _default_of(field), is_secret(tp)))
     return rows
 
 
@@ -164,10 +173,10 @@ class _Walker:
 
     def convert(self, tp: Any, raw: Any, key: str, *, secret: bool) -> Any:
         """Convert ``raw`` to ``tp``; on failure record problems and return _INVALID."""
-        secret = secret or _is_secret(tp)
+        secret = secret or is_secret(tp)
         try:
             return self._convert(tp, raw, key, secret)
-        except _TypeProblem as e:
+        except TypeProblem as e:
             self.problem(key, raw, str(e), secret=secret)
             return _INVALID
 
@@ -185,26 +194,26 @@ class _Walker:
         if tp is type(None) or tp is None:
             if raw is None:
                 return None
-            raise _TypeProblem("expected null")
+            raise TypeProblem("expected null")
         if origin is Union or origin is types.UnionType:
             return self._union(typing.get_args(tp), raw, key, secret)
         if origin is Literal:
-            return _choice(typing.get_args(tp), raw)
+            return choice(typing.get_args(tp), raw)
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
-            return _enum(tp, raw)
+            return enum_value(tp, raw)
         if isinstance(tp, type) and attrs.has(tp):
             return self._attrs(tp, raw, key)
         if tp is bool:
             try:
                 return parse_bool(raw)
             except ValueError as e:
-                raise _TypeProblem(str(e)) from None
+                raise TypeProblem(str(e)) from None
         if tp is int:
-            return _to_int(raw)
+            return to_int(raw)
         if tp is float:
-            return _to_float(raw)
+            return to_float(raw)
         if tp is str:
-            return _to_str(raw)
+            return to_str(raw)
         if origin in (list, tuple, set, frozenset, collections.abc.Sequence, collections.abc.Set,
                       collections.abc.MutableSequence, collections.abc.MutableSet, collections.abc.Iterable):
             return self._sequence(origin, typing.get_args(tp), raw, key, secret)
@@ -213,14 +222,14 @@ class _Walker:
         if origin in (dict, collections.abc.Mapping, collections.abc.MutableMapping) or tp is dict:
             args = typing.get_args(tp) or (Any, Any)
             return self._mapping(args[0], args[1], raw, key, secret)
-        return _other(tp, raw)
+        return other(tp, raw)
 
     @staticmethod
     def _unit(parse: Callable[[Any], Any], raw: Any) -> Any:
         try:
             return parse(raw)
         except ValueError as e:
-            raise _TypeProblem(str(e)) from None
+            raise TypeProblem(str(e)) from None
 
     def _union(self, args: tuple[Any, ...], raw: Any, key: str, secret: bool) -> Any:
         optional = type(None) in args
@@ -228,15 +237,15 @@ class _Walker:
         if raw is None:
             if optional:
                 return None
-            raise _TypeProblem(_expected(arms))
+            raise TypeProblem(expected(arms))
         # An empty or "null" environment value means "unset" for a type that
         # cannot hold a string anyway.
         if optional and isinstance(raw, str) and raw.strip().lower() in _NULL_STRINGS:
-            if not any(_takes_strings(a) for a in arms):
+            if not any(takes_strings(a) for a in arms):
                 return None
         # Prefer the arm whose type the value already has, so that "5" stays a
         # string in `int | str` only when no exact match exists.
-        arms.sort(key=lambda a: not _exact(a, raw))
+        arms.sort(key=lambda a: not exact(a, raw))
         first_failure: list[ConfigProblem] | None = None
         for arm in arms:
             trial = _Walker(self.source_of)
@@ -248,15 +257,15 @@ class _Walker:
         if len(arms) == 1 and first_failure is not None:
             self.problems.extend(first_failure)
             return _INVALID
-        raise _TypeProblem(_expected(arms))
+        raise TypeProblem(expected(arms))
 
     def _sequence(self, origin: Any, args: tuple[Any, ...], raw: Any, key: str, secret: bool) -> Any:
         if isinstance(raw, (str, bytes)) or not isinstance(raw, (list, tuple, set, frozenset)):
-            raise _TypeProblem("expected a list")
+            raise TypeProblem("expected a list")
         items = list(raw)
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(items) != len(args):
-                raise _TypeProblem(f"expected a list of {len(args)} items")
+                raise TypeProblem(f"expected a list of {len(args)} items")
             types_ = list(args)
         else:
             item_tp = args[0] if args else Any
@@ -275,7 +284,7 @@ class _Walker:
 
     def _mapping(self, key_tp: Any, value_tp: Any, raw: Any, key: str, secret: bool) -> Any:
         if not isinstance(raw, Mapping):
-            raise _TypeProblem("expected a mapping")
+            raise TypeProblem("expected a mapping")
         before = len(self.problems)
         out = {}
         for k, v in raw.items():
@@ -291,8 +300,8 @@ class _Walker:
         if raw is None:
             raw = {}
         if not isinstance(raw, Mapping):
-            raise _TypeProblem("expected a mapping")
-        hints = _type_hints(cls)
+            raise TypeProblem("expected a mapping")
+        hints = type_hints(cls)
         fields = [f for f in attrs.fields(cls) if f.init]
         by_key = {_field_key(f): f for f in fields}
         before = len(self.problems)
@@ -310,7 +319,7 @@ class _Walker:
                 continue
             if name in given:
                 other = given[name][0]
-                field_secret = _is_secret(hints[by_key[name].name])
+                field_secret = is_secret(hints[by_key[name].name])
                 self.problem(
                     _join(prefix, name),
                     value,
@@ -327,7 +336,7 @@ class _Walker:
             if name in given:
                 kwargs[field.alias or field.name] = self.convert(tp, given[name][1], key, secret=False)
             elif field.default is attrs.NOTHING:
-                base = _strip_annotated(tp)
+                base = strip_annotated(tp)
                 if isinstance(base, type) and attrs.has(base):
                     # Expanding a required nested class names its own missing keys.
                     kwargs[field.alias or field.name] = self.convert(base, {}, key, secret=False)
@@ -386,187 +395,11 @@ class _Walker:
             except Exception as e:  # noqa: BLE001
                 name = _field_key(field)
                 shown = given[name][1] if name in given else values[field.name]
-                self.problem(_join(prefix, name), shown, _message(e), secret=_is_secret(hints[field.name]))
+                self.problem(_join(prefix, name), shown, error_message(e), secret=is_secret(hints[field.name]))
                 blamed = True
         if not blamed and construction_error is not None:
             # A converter or __attrs_post_init__ refused the combination.
-            self.problem(prefix or cls.__name__, "...", _message(construction_error), secret=False)
-
-
-# -- scalar conversions -------------------------------------------------------
-
-
-def _to_int(raw: Any) -> int:
-    if isinstance(raw, bool):  # an int subclass, but `port: true` is a mistake
-        raise _TypeProblem("expected an integer")
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float) and math.isfinite(raw) and raw.is_integer():
-        return int(raw)
-    if isinstance(raw, str) and _INT_RE.fullmatch(raw):
-        return int(raw)
-    raise _TypeProblem("expected an integer")
-
-
-def _to_float(raw: Any) -> float:
-    if isinstance(raw, bool):
-        raise _TypeProblem("expected a number")
-    if isinstance(raw, (int, float)):
-        value = float(raw)
-    elif isinstance(raw, str):
-        try:
-            value = float(raw)
-        except ValueError:
-            raise _TypeProblem("expected a number") from None
-    else:
-        raise _TypeProblem("expected a number")
-    if not math.isfinite(value):
-        raise _TypeProblem("expected a number")
-    return value
-
-
-def _to_str(raw: Any) -> str:
-    if isinstance(raw, str):
-        return raw
-    # YAML and dynaconf turn `password: 12345` into an int; it was meant as text.
-    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        return str(raw)
-    raise _TypeProblem("expected a string")
-
-
-def _choice(choices: tuple[Any, ...], raw: Any) -> Any:
-    for choice in choices:
-        if raw == choice and type(raw) is type(choice):
-            return choice
-    # Environment values arrive parsed or as text: match "5" to 5 and 5 to "5".
-    for choice in choices:
-        if not isinstance(choice, bool) and not isinstance(raw, bool) and str(raw) == str(choice):
-            return choice
-    raise _TypeProblem(f"expected one of {', '.join(repr(c) for c in choices)}")
-
-
-def _enum(cls: type[enum.Enum], raw: Any) -> enum.Enum:
-    if isinstance(raw, cls):
-        return raw
-    for member in cls:
-        if raw == member.value and type(raw) is type(member.value):
-            return member
-    for member in cls:
-        if isinstance(raw, str) and (raw == str(member.value) or raw.lower() == member.name.lower()):
-            return member
-    raise _TypeProblem(f"expected one of {', '.join(repr(m.value) for m in cls)}")
-
-
-def _other(tp: Any, raw: Any) -> Any:
-    if isinstance(tp, type):
-        if isinstance(raw, tp):
-            return raw
-        try:
-            return tp(raw)
-        except Exception as e:  # noqa: BLE001 - any constructor refusal is the reason
-            raise _TypeProblem(_message(e) or f"expected {tp.__name__}") from None
-    raise TypeError(f"plugboard.config cannot structure the type {tp!r}")
-
-
-# -- type helpers -------------------------------------------------------------
-
-
-def _type_hints(cls: type) -> dict[str, Any]:
-    """Field types with Annotated markers kept; string annotations resolved."""
-    try:
-        return typing.get_type_hints(cls, include_extras=True)
-    except Exception:  # noqa: BLE001 - fall back to attrs' own record, field by field
-        module = sys.modules.get(cls.__module__)
-        namespace = dict(vars(module)) if module else {}
-        hints = {}
-        for field in attrs.fields(cls):
-            tp = field.type
-            if isinstance(tp, str):
-                try:
-                    tp = eval(tp, namespace, dict(vars(cls)))  # noqa: S307 - a class's own annotation
-                except Exception as e:
-                    raise TypeError(f"cannot resolve the type of {cls.__name__}.{field.name}: {tp!r} ({e})") from e
-            hints[field.name] = Any if tp is None else tp
-        return hints
-
-
-def _strip_annotated(tp: Any) -> Any:
-    while typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp
-
-
-def _is_secret(tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        base, *meta = typing.get_args(tp)
-        return any(isinstance(m, SecretMarker) for m in meta) or _is_secret(base)
-    if origin is not None:
-        return any(_is_secret(a) for a in typing.get_args(tp) if a is not Ellipsis)
-    return False
-
-
-def _takes_strings(tp: Any) -> bool:
-    base = _strip_annotated(tp)
-    if base is str or base is Any:
-        return True
-    if typing.get_origin(base) is Literal:
-        return any(isinstance(c, str) for c in typing.get_args(base))
-    return isinstance(base, type) and issubclass(base, enum.Enum)
-
-
-def _exact(tp: Any, raw: Any) -> bool:
-    """True when ``raw`` is already of the plain type ``tp`` (no coercion needed)."""
-    base = _strip_annotated(tp)
-    if base is bool:
-        return isinstance(raw, bool)
-    if base is int:
-        return isinstance(raw, int) and not isinstance(raw, bool)
-    if base is float:
-        return isinstance(raw, float)
-    if base is str:
-        return isinstance(raw, str)
-    origin = typing.get_origin(base) or base
-    if origin in (list, tuple, collections.abc.Sequence):
-        return isinstance(raw, (list, tuple))
-    if origin in (dict, collections.abc.Mapping) or (isinstance(base, type) and attrs.has(base)):
-        return isinstance(raw, Mapping)
-    return False
-
-
-def _expected(arms: list[Any]) -> str:
-    words = []
-    for arm in arms:
-        base = _strip_annotated(arm)
-        meta = typing.get_args(arm)[1:] if typing.get_origin(arm) is typing.Annotated else ()
-        if any(isinstance(m, SizeMarker) for m in meta):
-            words.append("a size")
-        elif any(isinstance(m, DurationMarker) for m in meta):
-            words.append("a duration")
-        else:
-            words.append(_describe(base))
-    return "expected " + " or ".join(dict.fromkeys(words))
-
-
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is str:
-        return "a string"
-    if origin is Literal:
-        return "one of " + ", ".join(repr(c) for c in typing.get_args(tp))
-    if isinstance(tp, type) and issubclass(tp, enum.Enum):
-        return "one of " + ", ".join(repr(m.value) for m in tp)
-    if origin in (list, tuple, set, frozenset, collections.abc.Sequence) or tp in (list, tuple):
-        return "a list"
-    if origin in (dict, collections.abc.Mapping) or tp is dict or (isinstance(tp, type) and attrs.has(tp)):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp))
+            self.problem(prefix or cls.__name__, "...", error_message(construction_error), secret=False)
 
 
 # -- small helpers ------------------------------------------------------------
@@ -625,13 +458,6 @@ def _mask_text(value: Any) -> Any:
     return mask_urls(value) if isinstance(value, str) else value
 
 
-def _message(error: BaseException) -> str:
-    # attrs' own validators raise with (message, attribute, ...) as args.
-    if error.args and isinstance(error.args[0], str):
-        return error.args[0]
-    return str(error) or type(error).__name__
-
-
 def _plain(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {k: _plain(v) for k, v in value.items()}
@@ -642,11 +468,11 @@ def _plain(value: Any) -> Any:
 
 def _unstructure(value: Any, mask: bool) -> Any:
     if attrs.has(type(value)):
-        hints = _type_hints(type(value))
+        hints = type_hints(type(value))
         out = {}
         for field in attrs.fields(type(value)):
             item = getattr(value, field.name)
-            if mask and item is not None and _is_secret(hints[field.name]):
+            if mask and item is not None and is_secret(hints[field.name]):
                 out[field.name] = MASK
             else:
                 out[field.name] = _unstructure(item, mask)

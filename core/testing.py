@@ -41,7 +41,6 @@ from plugboard.testing_threaded import S3Server, SmtpMessage, SmtpServer
 
 if TYPE_CHECKING:
     from aiohttp import web
-    from aiohttp.test_utils import BaseTestServer
 
 try:
     # pytest-asyncio's decorator also works for plugin projects whose

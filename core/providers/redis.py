@@ -8,8 +8,6 @@ providers. When set, start-up PINGs the server and fails fast, naming the URL
 from __future__ import annotations
 
 import asyncio
-import re
-from urllib.parse import urlsplit
 
 import attrs
 import redis.asyncio
