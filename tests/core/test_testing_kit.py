@@ -171,10 +171,10 @@ async def test_eventually_returns_the_value_or_fails_in_time():
 async def test_plugboard_serve_runs_settings_and_keeps_the_output(plugboard_serve, tmp_path):
     import aiohttp
 
-    server = plugboard_serve({"plugins": ["books"]})
+    server = plugboard_serve({"plugins": ["books"], "server": {"admin_token": "op"}})
     assert server.proc.poll() is None and server.url.startswith("http://127.0.0.1:")
     async with aiohttp.ClientSession(base_url=server.url) as session:
-        data = await gql(session, 'mutation { createBook(input: {title: "Dune", authorName: "Frank Herbert"}) { title } }')
+        data = await gql(session, 'mutation { createBook(input: {title: "Dune", authorName: "Frank Herbert"}) { title } }', token="op")
         assert data == {"data": {"createBook": {"title": "Dune"}}}
     assert (tmp_path / "project-0" / "var" / "plugboard.db").exists()
     assert server.stop() == 0
