@@ -18,7 +18,7 @@ from aiohttp import WSMsgType, web
 from plugboard import keys
 from plugboard.graphql.errors import WS_CLOSE_FOR_CODE, GraphQLError
 from plugboard.middleware import REQUEST_ID, REQUEST_ID_HEADER
-from plugboard.plugins.realtime import presence
+from plugboard.plugins.realtime import presence, ws_messages
 from plugboard.plugins.realtime.channels.authorization import authorize, check_topic
 from plugboard.plugins.realtime.channels.connection import (
     ChannelError,
@@ -103,7 +103,8 @@ class WSClient(Connection):
     @staticmethod
     def _parse(text: str) -> dict:
         try:
-            message = json.loads(text)
+            # Depth-bounded: 50,000 '[' is an error message, not a RecursionError.
+            message = ws_messages.loads(text)
         except ValueError as e:
             raise ChannelError(f"invalid JSON: {e}") from None
         if not isinstance(message, dict):
