@@ -36,6 +36,8 @@ class ServerConfig:
     inspect: bool = False
     inspect_path: str = attrs.field(default="/_plugboard", validator=validators.url_path)
     access_log: bool = False
+    #: Believe X-Forwarded-Proto/-For (the last value) from the reverse proxy in front; only behind one.
+    trust_proxy_headers: bool = False
     #: Signs download URLs of locally stored files. Unset: a random key is made
     #: once and kept in ``<data_dir>/secret_key`` (mode 0600).
     secret_key: Secret | None = None

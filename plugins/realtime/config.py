@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -53,6 +53,22 @@ class ChannelOptions:
     #: How far back a reconnecting client (Last-Event-ID) can catch up.
     retention: Duration = attrs.field(default=300.0, validator=validators.positive)
     retention_max_events: int = attrs.field(default=1000, validator=validators.positive)
+    #: Who may publish from ``/ws`` when no ``plugboard_channel_authorize``
+    #: implementation decides, to a topic the default rule lets them read:
+    #: ``signed_in`` (clients with an identity), ``anyone`` (anonymous clients
+    #: too) or ``nobody`` (only the server, through ``publish_event``).
+    publish: Literal["signed_in", "anyone", "nobody"] = "signed_in"
+    #: Largest ``data`` a client may publish, measured as its JSON (UTF-8).
+    max_payload_size: Size = attrs.field(default=16 * 1024, validator=validators.positive)
+    #: Publishes one ``/ws`` connection may make per second (a burst of as many).
+    publish_rate: int = attrs.field(default=10, validator=validators.positive)
+    #: Memory history: topics kept for replay; past it, the topic published to
+    #: least recently is forgotten.
+    max_retained_topics: int = attrs.field(default=10_000, validator=validators.positive)
+    #: Memory history: what retained events may hold in all (their JSON plus
+    #: the bookkeeping per event and per topic); past it, the topics published
+    #: to least recently lose their oldest events first.
+    max_retained_bytes: Size = attrs.field(default=8 * 1024 * 1024, validator=validators.positive)
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -4,7 +4,8 @@ Owns the history behind ``Last-Event-ID``: every event published to a direct
 channel (``/events``, ``/ws``) is appended here first, and a client that
 reconnects with the id of the last event it saw gets everything after it,
 within the retention window (``realtime.channels.retention`` seconds and at
-most ``retention_max_events`` events per topic).
+most ``retention_max_events`` events per topic; in memory, also at most
+``max_retained_topics`` topics and ``max_retained_bytes`` in all).
 
 Event ids are ``<ms>-<seq>`` (the Redis stream id format) and are global and
 ordered across all topics of one app (memory) or of every instance sharing a
@@ -14,7 +15,9 @@ follows, and ids compare as ``(ms, seq)`` integer pairs.
 Two implementations:
 
 * :class:`MemoryHistory`: one ring buffer per topic in this process; ids
-  come from a per-app counter. Lost on restart, like the memory pubsub.
+  come from a per-app counter; bounded in topics and bytes, the topics
+  published to least recently giving way first. Lost on restart, like the
+  memory pubsub.
 * :class:`RedisHistory`: one Redis stream per topic
   (``<prefix>channels:<topic>``). A Lua script draws the id from one
   per-prefix counter (``<prefix>channels-last-id``) so ids stay globally
@@ -79,22 +82,58 @@ class EventHistory(Protocol):
         """Retained events of ``topics`` with an id greater than ``last_id``, oldest first."""
 
 
+#: What one retained event costs besides its JSON (the tuple, the str
+#: header, the deque slot), and one topic besides its events (its deque,
+#: the ordered dict's entry and link, the key): counted against
+#: ``max_bytes`` so a flood of tiny events is bounded too.
+EVENT_OVERHEAD = 160
+TOPIC_OVERHEAD = 1024
+
+
 class MemoryHistory:
     """Per-topic ring buffers in this process, with ids from one per-app counter.
 
+    Bounded four ways: ``retention`` seconds, ``max_events`` per topic,
+    ``max_topics`` topics and ``max_bytes`` in all. Events are kept as their
+    JSON text (decoded on replay), so what is counted is what is held. Past
+    either of the last two caps, the topic published to least recently gives
+    way first: its oldest events go, then the topic itself.
+
     :param retention: seconds an event stays replayable.
     :param max_events: events kept per topic (the oldest go first).
+    :param max_topics: topics kept.
+    :param max_bytes: the events' JSON (UTF-8) plus :data:`EVENT_OVERHEAD`
+        per event and :data:`TOPIC_OVERHEAD` per topic, all topics together.
     :param clock: returns the time in seconds (tests substitute their own).
     """
 
-    def __init__(self, *, retention: float, max_events: int, clock: Any = time.time) -> None:
+    def __init__(
+        self,
+        *,
+        retention: float,
+        max_events: int,
+        max_topics: int = 10_000,
+        max_bytes: int = 8 * 1024 * 1024,
+        clock: Any = time.time,
+    ) -> None:
         self.retention = retention
         self.max_events = max_events
+        self.max_topics = max_topics
+        self.max_bytes = max_bytes
         self._clock = clock
-        # topic -> deque of (ms, seq, event); ordered by id since ids only grow.
-        self._topics: dict[str, collections.deque[tuple[int, int, ChannelEvent]]] = {}
+        # topic -> deque of (ms, seq, data JSON, counted size); ordered by id
+        # since ids only grow. The dict is ordered by the last publish:
+        # least recently published first (an OrderedDict: moving a key to the
+        # end and reading the first are O(1)).
+        self._topics: collections.OrderedDict[str, collections.deque[tuple[int, int, str, int]]] = collections.OrderedDict()
+        self._bytes = 0
         self._last = (0, -1)
         self._next_sweep = 0.0
+
+    @property
+    def retained_bytes(self) -> int:
+        """What the retained events count for against ``max_bytes``."""
+        return self._bytes
 
     def _now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -105,13 +144,37 @@ class MemoryHistory:
         # Like Redis: never go backwards, even if the wall clock does.
         ms, seq = (now, 0) if now > last_ms else (last_ms, last_seq + 1)
         self._last = (ms, seq)
-        event = ChannelEvent(f"{ms}-{seq}", topic, json.loads(data_json))
+        size = len(data_json.encode("utf-8")) + EVENT_OVERHEAD
         buffer = self._topics.get(topic)
         if buffer is None:
-            buffer = self._topics[topic] = collections.deque(maxlen=self.max_events)
-        buffer.append((ms, seq, event))
+            buffer = self._topics[topic] = collections.deque()
+            self._bytes += TOPIC_OVERHEAD
+        else:
+            self._topics.move_to_end(topic)
+        buffer.append((ms, seq, data_json, size))
+        self._bytes += size
+        if len(buffer) > self.max_events:
+            self._bytes -= buffer.popleft()[3]
         self._expire(now)
-        return event.id
+        self._enforce_caps()
+        return f"{ms}-{seq}"
+
+    def _drop_topic(self, topic: str) -> None:
+        buffer = self._topics.pop(topic)
+        self._bytes -= TOPIC_OVERHEAD + sum(entry[3] for entry in buffer)
+
+    def _enforce_caps(self) -> None:
+        while len(self._topics) > self.max_topics:
+            self._drop_topic(next(iter(self._topics)))
+        while self._bytes > self.max_bytes and self._topics:
+            # The least recently published topic's oldest event; a hard cap,
+            # so even the event just appended goes if it alone is too big
+            # (live delivery does not depend on the history).
+            topic = next(iter(self._topics))
+            buffer = self._topics[topic]
+            self._bytes -= buffer.popleft()[3]
+            if not buffer:
+                self._drop_topic(topic)
 
     def _expire(self, now_ms: int) -> None:
         # Sweep every topic now and then (not on every append) so topics that
@@ -123,18 +186,18 @@ class MemoryHistory:
         for topic in list(self._topics):
             buffer = self._topics[topic]
             while buffer and buffer[0][0] < cutoff:
-                buffer.popleft()
+                self._bytes -= buffer.popleft()[3]
             if not buffer:
-                del self._topics[topic]
+                self._drop_topic(topic)
 
     async def after(self, last_id: str, topics: Sequence[str]) -> list[ChannelEvent]:
         start = parse_event_id(last_id)
         cutoff = self._now_ms() - self.retention * 1000
         found: list[tuple[int, int, ChannelEvent]] = []
         for topic in dict.fromkeys(topics):
-            for ms, seq, event in self._topics.get(topic, ()):
+            for ms, seq, data_json, _size in self._topics.get(topic, ()):
                 if (ms, seq) > start and ms >= cutoff:
-                    found.append((ms, seq, event))
+                    found.append((ms, seq, ChannelEvent(f"{ms}-{seq}", topic, json.loads(data_json))))
         found.sort(key=lambda item: (item[0], item[1]))
         return [event for _ms, _seq, event in found]
 

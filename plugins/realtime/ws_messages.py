@@ -25,6 +25,13 @@ CLOSE_TOO_MANY = 4429
 CLOSE_INTERNAL_ERROR = 4500
 
 ALLOWED_TYPES = ("query", "mutation", "subscription")
+#: Nesting a client message may have: the envelope (message, payload,
+#: variables) around the variables depth the core allows
+#: (``graphql.limits.variables_depth``), with room to spare. Deeper JSON is
+#: refused before anything recurses over it: json's decoder itself raises
+#: RecursionError somewhere under 1,000 levels, and code walking a value
+#: recursively fails far sooner.
+MAX_MESSAGE_DEPTH = 64
 # A close frame carries at most 125 bytes: two for the code, the rest reason.
 _MAX_REASON_BYTES = 123
 
@@ -63,6 +70,35 @@ def type_name(value: Any) -> str:
     return "object" if isinstance(value, dict) else type(value).__name__
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    # Iterative: the point is not to recurse.
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+def loads(text: str, max_depth: int = MAX_MESSAGE_DEPTH) -> Any:
+    """The JSON value of a client message, nested at most ``max_depth`` levels.
+
+    :raises ValueError: not JSON, or nested deeper (50,000 ``[`` included).
+    """
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {max_depth} levels deep") from None
+    # Counting brackets runs at C speed: only a message with that many of
+    # them (in strings or not) can be nested that deep, and only it is walked.
+    nested = isinstance(value, (dict, list)) and text.count("[") + text.count("{") > max_depth
+    if nested and _deeper_than(value, max_depth):
+        raise ValueError(f"JSON nested more than {max_depth} levels deep")
+    return value
+
+
 class InvalidMessage(Exception):
     """A client message that breaks the protocol (graphql-transport-ws: close 4400)."""
 
@@ -77,9 +113,11 @@ def parse(msg: Any) -> dict[str, Any]:
     else:
         text = msg.data
     try:
-        message = json.loads(text)
-    except ValueError:
+        message = loads(text)
+    except json.JSONDecodeError:
         raise InvalidMessage("Invalid message received: not valid JSON") from None
+    except ValueError as e:
+        raise InvalidMessage(f"Invalid message received: {e}") from None
     if not isinstance(message, dict):
         raise InvalidMessage(f"Invalid message received: expected an object, got {type_name(message)}")
     if "type" not in message:

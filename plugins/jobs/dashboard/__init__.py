@@ -11,7 +11,8 @@ Routes, under ``<path>`` (default ``/jobs``)::
 
     GET  <path>                       the page (or the login form, 401; or the locked notice, 403)
     POST <path>/login                 form field ``token``: sets the session cookie, redirects to the page
-    POST <path>/logout                clears it
+                                      (wrong tokens throttled per address: see :mod:`.guard`)
+    POST <path>/logout                revokes the session and clears the cookie
     GET  <path>/static/{name}         dashboard.js, dashboard.css
     GET  <path>/api/summary           {"counts": {status: n}, "total": n, "types": [...]}
     GET  <path>/api/jobs              ?status=&type=&first=&after= -> {"jobs", "endCursor", "hasNextPage", "totalCount"}

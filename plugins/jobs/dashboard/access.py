@@ -5,10 +5,15 @@ Three ways in, checked in this order:
 - ``Authorization: Bearer <server.admin_token>`` (API clients, scripts);
 - the session cookie the login form sets: ``<issued>.<nonce>.<signature>``,
   HMAC-SHA256-signed with a key derived from the admin token (never the token
-  itself), HttpOnly, SameSite=Strict, scoped to the dashboard's path, valid for
-  :data:`SESSION_MAX_AGE`. Changing the token ends every session;
+  itself), HttpOnly, SameSite=Strict, Secure when the client used HTTPS
+  (:func:`.guard.is_https`), scoped to the dashboard's path, valid for
+  :data:`SESSION_MAX_AGE`. Changing the token ends every session; logging out
+  ends that one (:class:`.guard.RevokedSessions`);
 - the ``admin`` role on the GraphQL context an auth plugin builds for the
   request (:func:`plugboard.plugins.jobs.auth.has_admin_role`).
+
+Wrong tokens (the login form, or a bearer no auth plugin accepts) are
+throttled per client address with backoff (:class:`.guard.LoginThrottle`).
 
 State-changing requests made with the cookie or the role also need the
 :data:`CSRF_HEADER`: for a session it is an HMAC of the session's nonce; for
@@ -23,9 +28,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import secrets
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 import yarl
@@ -35,6 +41,10 @@ from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.middleware import REQUEST_ID
 from plugboard.plugins.jobs.auth import bearer, has_admin_role, is_admin_token
+from plugboard.plugins.jobs.dashboard.guard import is_https
+
+if TYPE_CHECKING:
+    from plugboard.plugins.jobs.dashboard.guard import LoginGuard
 
 SESSION_COOKIE = "plugboard_jobs_session"
 CSRF_COOKIE = "plugboard_jobs_csrf"
@@ -54,6 +64,9 @@ class Access:
     csrf: str | None = None
     #: For ``role``: a new double-submit value to store in the CSRF cookie.
     new_csrf_cookie: str | None = None
+    #: For ``session``: its nonce (what a logout revokes) and when it expires.
+    session: str | None = None
+    session_until: float | None = None
 
 
 @attrs.frozen
@@ -63,6 +76,10 @@ class Refusal:
     status: int
     code: str
     message: str
+    #: The request carried an identity an auth plugin accepted (just not an admin's).
+    identified: bool = False
+    #: For 429: seconds until the client may try again.
+    retry_after: float | None = None
 
 
 NOT_CONFIGURED = Refusal(
@@ -98,21 +115,21 @@ def new_session(app: web.Application, now: float | None = None) -> str:
     return f"{payload}.{_mac(key, payload)}"
 
 
-def _session_nonce(app: web.Application, value: str | None, now: float | None = None) -> str | None:
-    """The nonce of a valid, unexpired session value, else None."""
+def _session(app: web.Application, value: str | None, now: float | None = None) -> tuple[str, int] | None:
+    """The nonce and issue time of a valid, unexpired session value, else None (revocation not checked)."""
     key = _signing_key(app)
     if key is None or not value:
         return None
     issued, _, rest = value.partition(".")
     nonce, _, signature = rest.partition(".")
-    if not issued.isdigit() or not nonce or not signature:
+    if not issued.isdigit() or len(issued) > 12 or not nonce or not signature:
         return None
     if not hmac.compare_digest(signature.encode(), _mac(key, f"{issued}.{nonce}").encode()):
         return None
     age = (now if now is not None else time.time()) - int(issued)
     if not -60 <= age < SESSION_MAX_AGE:
         return None
-    return nonce
+    return nonce, int(issued)
 
 
 def _session_csrf(app: web.Application, nonce: str) -> str:
@@ -138,14 +155,15 @@ async def _context_of(request: web.Request) -> Any:
         return None
 
 
-async def authenticate(request: web.Request) -> Access | Refusal:
-    """How the request gets in, or why it does not."""
+async def authenticate(request: web.Request, guard: "LoginGuard") -> Access | Refusal:
+    """How the request gets in, or why it does not (a session ``guard`` revoked does not)."""
     app = request.app
     if is_admin_token(app, bearer(request.headers.get("Authorization"))):
         return Access("bearer")
-    nonce = _session_nonce(app, request.cookies.get(SESSION_COOKIE))
-    if nonce is not None:
-        return Access("session", csrf=_session_csrf(app, nonce))
+    session = _session(app, request.cookies.get(SESSION_COOKIE))
+    if session is not None and not await guard.revoked.is_revoked(app, session[0]):
+        nonce, issued = session
+        return Access("session", csrf=_session_csrf(app, nonce), session=nonce, session_until=issued + SESSION_MAX_AGE)
     context = await _context_of(request)
     if has_admin_role(context):
         current = request.cookies.get(CSRF_COOKIE, "")
@@ -153,10 +171,22 @@ async def authenticate(request: web.Request) -> Access | Refusal:
             return Access("role", csrf=current)
         fresh = secrets.token_urlsafe(24)
         return Access("role", csrf=fresh, new_csrf_cookie=fresh)
+    identified = context is not None and context.get("identity") is not None
     if token_configured(app):
         # Whoever this is, an admin could still log in here with the token.
-        return LOGIN_REQUIRED
-    return NOT_CONFIGURED if context is None or context.get("identity") is None else NOT_ADMIN
+        return attrs.evolve(LOGIN_REQUIRED, identified=identified)
+    return NOT_ADMIN if identified else NOT_CONFIGURED
+
+
+def throttled(wait: float) -> Refusal:
+    """The refusal while an address waits after wrong tokens."""
+    seconds = max(1, math.ceil(wait))
+    return Refusal(
+        429,
+        "TOO_MANY_REQUESTS",
+        f"Too many wrong tokens from this address: try again in {seconds} s.",
+        retry_after=seconds,
+    )
 
 
 def csrf_ok(request: web.Request, access: Access) -> bool:
@@ -181,7 +211,9 @@ def set_cookie(request: web.Request, response: web.StreamResponse, name: str, va
         max_age=max_age,
         httponly=True,
         samesite="Strict",
-        secure=request.secure,
+        # Behind a TLS-terminating proxy request.secure is False: the proxy's
+        # X-Forwarded-Proto says, when server.trust_proxy_headers is on.
+        secure=is_https(request),
     )
 
 

@@ -3,8 +3,8 @@
 Everything goes through the jobs API (``app[JOBS]``). Errors are JSON
 ``{"error": {"code": ..., "message": ...}}`` with the matching status: 400 bad
 filter, 401 not logged in, 403 locked / not an admin / bad CSRF header, 404
-unknown job, 409 state conflict, 503 jobs not running or no pubsub for live
-updates.
+unknown job, 409 state conflict, 429 too many wrong tokens from this address
+(with ``Retry-After``), 503 jobs not running or no pubsub for live updates.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from typing import Any, Awaitable, Callable
 
 import attrs
@@ -19,8 +20,10 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from plugboard import keys
+from plugboard.plugins.jobs.auth import bearer
 from plugboard.plugins.jobs.dashboard import access
 from plugboard.plugins.jobs.dashboard.access import Access, Refusal
+from plugboard.plugins.jobs.dashboard.guard import LoginGuard, client_address
 from plugboard.plugins.jobs.dashboard.page import dashboard_page, locked_page, login_page
 from plugboard.plugins.jobs.errors import JobNotFound, JobsError, JobStateError
 from plugboard.plugins.jobs.keys import JOBS
@@ -76,7 +79,10 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 def _refused(refusal: Refusal) -> web.Response:
-    return _error(refusal.status, refusal.code, refusal.message)
+    response = _error(refusal.status, refusal.code, refusal.message)
+    if refusal.retry_after is not None:
+        response.headers["Retry-After"] = str(int(refusal.retry_after))
+    return response
 
 
 @attrs.define
@@ -84,8 +90,28 @@ class Dashboard:
     """The handlers, bound to the dashboard's base path (``jobs.dashboard_path`` without a trailing slash)."""
 
     base: str
+    #: Wrong tokens throttled, sessions revocable: per dashboard, so per app.
+    guard: LoginGuard = attrs.Factory(lambda: LoginGuard(access.SESSION_MAX_AGE))
 
     # -- helpers ---------------------------------------------------------
+
+    async def _authenticate(self, request: web.Request) -> Access | Refusal:
+        """:func:`access.authenticate`, with a bearer token that proves nothing counted as a wrong token."""
+        app = request.app
+        if bearer(request.headers.get("Authorization")) is None or not access.token_configured(app):
+            return await access.authenticate(request, self.guard)
+        address = client_address(request)
+        attempt = await self.guard.throttle.check(app, address)
+        if attempt.wait > 0:
+            return access.throttled(attempt.wait)
+        granted = await access.authenticate(request, self.guard)
+        if isinstance(granted, Refusal):
+            # A bearer some auth plugin took as an identity is no guess at the admin token.
+            if not granted.identified:
+                await self.guard.throttle.failed(app, address)
+        elif granted.via == "bearer" and attempt.failures:
+            await self.guard.throttle.succeeded(app, address)
+        return granted
 
     def _remember_csrf(self, request: web.Request, response: web.StreamResponse, granted: Access) -> None:
         if granted.new_csrf_cookie is not None:
@@ -95,7 +121,7 @@ class Dashboard:
         """Wrap an API handler with the access check (and the CSRF check for changes)."""
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            granted = await access.authenticate(request)
+            granted = await self._authenticate(request)
             if isinstance(granted, Refusal):
                 return _refused(granted)
             if changes and not access.csrf_ok(request, granted):
@@ -116,10 +142,12 @@ class Dashboard:
     # -- the page, login and logout ----------------------------------------
 
     async def page(self, request: web.Request) -> web.StreamResponse:
-        granted = await access.authenticate(request)
+        granted = await self._authenticate(request)
         if isinstance(granted, Refusal):
             if granted.status == 401:
                 return login_page(self.base)
+            if granted.status == 429:
+                return _throttled_login(self.base, granted)
             return locked_page(self.base, granted.message, granted.status)
         response = dashboard_page(self.base, granted.csrf or "")
         self._remember_csrf(request, response, granted)
@@ -133,6 +161,12 @@ class Dashboard:
             return locked_page(self.base, access.NOT_CONFIGURED.message)
         if not access.same_origin(request):
             return locked_page(self.base, "Cross-site login refused.")
+        # Checked before the form is read: while an address waits, the right
+        # token is refused too, or guessing would simply go on.
+        address = client_address(request)
+        attempt = await self.guard.throttle.check(request.app, address)
+        if attempt.wait > 0:
+            return _throttled_login(self.base, access.throttled(attempt.wait))
         if request.content_length is not None and request.content_length > _MAX_LOGIN_BODY:
             return login_page(self.base, status=400, error="That is not a login.")
         try:
@@ -141,7 +175,11 @@ class Dashboard:
             return login_page(self.base, status=400, error="That is not a login.")
         token = form.get("token")
         if not isinstance(token, str) or not access.is_admin_token(request.app, token.strip()):
-            return login_page(self.base, error="Wrong token.")
+            wait = await self.guard.throttle.failed(request.app, address)
+            later = f" Wait {max(1, math.ceil(wait))} s before trying again." if wait else ""
+            return login_page(self.base, error="Wrong token." + later)
+        if attempt.failures:
+            await self.guard.throttle.succeeded(request.app, address)
         response = web.Response(status=303, headers={"Location": self.base or "/", "Cache-Control": "no-store"})
         access.set_cookie(request, response, access.SESSION_COOKIE, access.new_session(request.app), self.base, access.SESSION_MAX_AGE)
         # Any earlier double-submit value is no longer the one the page gets.
@@ -149,9 +187,13 @@ class Dashboard:
         return response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
-        granted = await access.authenticate(request)
+        granted = await self._authenticate(request)
         if isinstance(granted, Access) and not access.csrf_ok(request, granted):
             return _error(403, "FORBIDDEN", f"missing or wrong {access.CSRF_HEADER} header")
+        if isinstance(granted, Access) and granted.session is not None and granted.session_until is not None:
+            # Clearing the cookie is not enough: a copy of it (a stolen one)
+            # would still work until it expires.
+            await self.guard.revoked.revoke(request.app, granted.session, granted.session_until)
         response = web.Response(status=204, headers={"Cache-Control": "no-store"})
         access.clear_cookie(response, access.SESSION_COOKIE, self.base)
         access.clear_cookie(response, access.CSRF_COOKIE, self.base)
@@ -235,6 +277,12 @@ class Dashboard:
             return response
         finally:
             await watching.__aexit__(None, None, None)
+
+
+def _throttled_login(base: str, refusal: Refusal) -> web.Response:
+    response = login_page(base, status=429, error=refusal.message)
+    response.headers["Retry-After"] = str(int(refusal.retry_after or 1))
+    return response
 
 
 async def _pump(changes: Any, response: Any) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from plugboard import keys
+from plugboard.plugins.realtime.channels.hub import CHANNELS
 from plugboard.plugins.realtime.identity import identity_id
 
 if TYPE_CHECKING:
@@ -39,12 +40,22 @@ def check_topic(topic: Any) -> str:
     return topic
 
 
-def default_authorization(context: "Context", topic: str) -> bool:
-    """The rule when no plugin decides: ``public.*`` for everyone, ``user.<id>`` for that user."""
-    if topic.startswith("public."):
-        return True
+def default_authorization(context: "Context", topic: str, action: str = "subscribe", publish: str = "signed_in") -> bool:
+    """The rule when no plugin decides.
+
+    Reading: ``public.*`` for everyone, ``user.<id>`` for that user.
+    Publishing is a separate permission, on top of reading:
+    ``realtime.channels.publish`` (``publish``) says whether anonymous
+    clients (``anyone``), signed-in ones only (``signed_in``, the default)
+    or no client at all (``nobody``) may publish where they may read.
+    """
     user = identity_id(context.identity)
-    return user is not None and topic == f"user.{user}"
+    readable = topic.startswith("public.") or (user is not None and topic == f"user.{user}")
+    if action != "publish" or not readable:
+        return readable
+    if publish == "anyone":
+        return True
+    return publish == "signed_in" and user is not None
 
 
 async def authorize(app: web.Application, context: "Context", topic: str, action: str) -> bool:
@@ -53,18 +64,20 @@ async def authorize(app: web.Application, context: "Context", topic: str, action
     Implementations are called one at a time (and awaited when async), so
     later ones are not even called once one has decided. A
     :class:`~plugboard.graphql.errors.GraphQLError` raised by one propagates
-    (the caller turns it into its own error form).
+    (the caller turns it into its own error form). When none decides,
+    :func:`default_authorization` with the app's ``realtime.channels.publish``.
     """
     pm = app[keys.PLUGIN_MANAGER]
-    if getattr(pm.hook, "plugboard_channel_authorize", None) is None:
-        return default_authorization(context, topic)
-    # ordered_impls: the plugins: list order, as the hookspec promises (a
-    # plain hook call would go last-registered-first).
-    for impl in pm.ordered_impls("plugboard_channel_authorize"):
-        given = {"context": context, "topic": topic, "action": action}
-        result = impl.function(**{name: given[name] for name in impl.argnames})
-        if inspect.isawaitable(result):
-            result = await result
-        if result is not None:
-            return bool(result)
-    return default_authorization(context, topic)
+    if getattr(pm.hook, "plugboard_channel_authorize", None) is not None:
+        # ordered_impls: the plugins: list order, as the hookspec promises (a
+        # plain hook call would go last-registered-first).
+        for impl in pm.ordered_impls("plugboard_channel_authorize"):
+            given = {"context": context, "topic": topic, "action": action}
+            result = impl.function(**{name: given[name] for name in impl.argnames})
+            if inspect.isawaitable(result):
+                result = await result
+            if result is not None:
+                return bool(result)
+    hub = app.get(CHANNELS)
+    publish = hub.config.channels.publish if hub is not None else "signed_in"
+    return default_authorization(context, topic, action, publish)

@@ -45,7 +45,12 @@ class ChannelHub:
                 client, prefix=prefix, retention=options.retention, max_events=options.retention_max_events
             )
         else:
-            self.history = MemoryHistory(retention=options.retention, max_events=options.retention_max_events)
+            self.history = MemoryHistory(
+                retention=options.retention,
+                max_events=options.retention_max_events,
+                max_topics=options.max_retained_topics,
+                max_bytes=options.max_retained_bytes,
+            )
 
     async def on_shutdown(self, app: web.Application) -> None:
         connections = list(self.connections)

@@ -20,7 +20,7 @@ from plugboard.plugins.realtime.channels.authorization import check_topic
 from plugboard.plugins.realtime.channels.hub import CHANNELS
 from plugboard.plugins.realtime.history import ChannelEvent
 
-__all__ = ["PUBSUB_NAMESPACE", "live_event", "publish_event"]
+__all__ = ["PUBSUB_NAMESPACE", "encode_data", "live_event", "publish_encoded", "publish_event"]
 
 logger = logging.getLogger("plugboard.realtime.channels")
 
@@ -35,20 +35,36 @@ async def publish_event(app: web.Application, topic: str, data: Any) -> str:
     can replay it), then published through ``app[keys.PUBSUB]``. Call it
     from resolvers, tasks or hooks of any plugin. Returns ``""`` and does
     nothing when direct channels are switched off
-    (``realtime.channels.enabled: false``).
+    (``realtime.channels.enabled: false``). The server is trusted: the
+    limits on what clients publish (size, rate) do not apply here; the
+    history's caps do.
 
     :raises ValueError: ``topic`` is not a valid topic name.
     :raises TypeError: ``data`` is not JSON-serializable.
     :raises RuntimeError: the app has not started.
     """
+    if app.get(CHANNELS) is None:
+        return ""
+    check_topic(topic)
+    return await publish_encoded(app, topic, data, encode_data(topic, data))
+
+
+def encode_data(topic: str, data: Any) -> str:
+    """The JSON text an event's ``data`` is stored and counted as.
+
+    :raises TypeError: ``data`` is not JSON-serializable.
+    """
+    try:
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"event data for topic {topic!r} is not JSON-serializable: {e}") from None
+
+
+async def publish_encoded(app: web.Application, topic: str, data: Any, data_json: str) -> str:
+    """:func:`publish_event` for a checked topic and ``data`` already encoded by :func:`encode_data`."""
     hub = app.get(CHANNELS)
     if hub is None:
         return ""
-    check_topic(topic)
-    try:
-        data_json = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except (TypeError, ValueError) as e:
-        raise TypeError(f"event data for topic {topic!r} is not JSON-serializable: {e}") from None
     if hub.history is None:
         raise RuntimeError("direct channels are not started: publish_event needs a running app")
     event_id = await hub.history.append(topic, data_json)

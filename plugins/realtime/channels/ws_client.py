@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiohttp import WSMsgType, web
@@ -18,7 +19,7 @@ from aiohttp import WSMsgType, web
 from plugboard import keys
 from plugboard.graphql.errors import WS_CLOSE_FOR_CODE, GraphQLError
 from plugboard.middleware import REQUEST_ID, REQUEST_ID_HEADER
-from plugboard.plugins.realtime import presence
+from plugboard.plugins.realtime import presence, ws_messages
 from plugboard.plugins.realtime.channels.authorization import authorize, check_topic
 from plugboard.plugins.realtime.channels.connection import (
     ChannelError,
@@ -30,7 +31,7 @@ from plugboard.plugins.realtime.channels.connection import (
     http_error,
 )
 from plugboard.plugins.realtime.channels.hub import CHANNELS, ChannelHub
-from plugboard.plugins.realtime.channels.publishing import live_event, publish_event
+from plugboard.plugins.realtime.channels.publishing import encode_data, live_event, publish_encoded
 from plugboard.plugins.realtime.history import ChannelEvent
 from plugboard.plugins.realtime.limiter import CHANNELS_WS, client_address
 
@@ -42,6 +43,7 @@ __all__ = ["WSClient", "ws_handler"]
 logger = logging.getLogger("plugboard.realtime.channels")
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY = 4429
 CLOSE_CONTEXT_FAILED = 4500
@@ -67,6 +69,9 @@ class WSClient(Connection):
         self.closer: asyncio.Task | None = None
         # Two keep-alive intervals, as for a client that stops answering pings.
         self.send_timeout = max(2 * float(self.config.websocket.keepalive), 1.0)
+        # A token bucket: publish_rate tokens a second, as many at most.
+        self._publish_tokens = float(self.config.channels.publish_rate)
+        self._publish_refilled = time.monotonic()
 
     async def serve(self) -> None:
         self.arm_expiry()
@@ -103,7 +108,8 @@ class WSClient(Connection):
     @staticmethod
     def _parse(text: str) -> dict:
         try:
-            message = json.loads(text)
+            # Depth-bounded: 50,000 '[' is an error message, not a RecursionError.
+            message = ws_messages.loads(text)
         except ValueError as e:
             raise ChannelError(f"invalid JSON: {e}") from None
         if not isinstance(message, dict):
@@ -193,6 +199,12 @@ class WSClient(Connection):
         except Exception:
             logger.exception("channels: the context hook failed on /ws auth")
             self.request_close(CLOSE_CONTEXT_FAILED, "Internal server error")
+            return
+        if context.identity is None:
+            # No plugboard_context implementation took the token: it proves
+            # nothing, so the client must not be told it is signed in.
+            await self.send_error("authentication failed: the token was not accepted")
+            self.request_close(CLOSE_UNAUTHORIZED, "Unauthorized: the token was not accepted")
             return
         remaining = expires_in(context)
         if remaining is not None and remaining <= 0:
@@ -287,15 +299,46 @@ class WSClient(Connection):
             await sub.close()
         await self.send({"type": "unsubscribed", "topic": topic})
 
+    def _take_publish_token(self) -> bool:
+        rate = self.config.channels.publish_rate
+        now = time.monotonic()
+        self._publish_tokens = min(float(rate), self._publish_tokens + (now - self._publish_refilled) * rate)
+        self._publish_refilled = now
+        if self._publish_tokens < 1.0:
+            return False
+        self._publish_tokens -= 1.0
+        return True
+
     async def _on_publish(self, message: dict) -> None:
         topic = self._topic(message)
         if "data" not in message:
             raise ChannelError("'publish' needs 'data' (any JSON value)", topic=topic)
+        options = self.config.channels
+        # Before the authorization hook: refused attempts cost a token too,
+        # so a flood of them does not reach the hook at full speed.
+        if not self._take_publish_token():
+            raise ChannelError(
+                f"publishing too fast: at most {options.publish_rate} per second on one connection "
+                "(realtime.channels.publish_rate)",
+                429,
+                "TOO_MANY_REQUESTS",
+                topic=topic,
+            )
         await self._authorize(topic, "publish")
         try:
-            event_id = await publish_event(self.app, topic, message["data"])
-        except (TypeError, ValueError) as e:
+            data_json = encode_data(topic, message["data"])
+        except TypeError as e:
             raise ChannelError(str(e), topic=topic) from None
+        size = len(data_json.encode("utf-8"))
+        if size > options.max_payload_size:
+            raise ChannelError(
+                f"'data' is {size} bytes of JSON; the limit (realtime.channels.max_payload_size) is {options.max_payload_size}",
+                413,
+                "PAYLOAD_TOO_LARGE",
+                topic=topic,
+            )
+        try:
+            event_id = await publish_encoded(self.app, topic, message["data"], data_json)
         except Exception as e:
             logger.warning("channels: publish to %r failed: %s", topic, e)
             raise ChannelError("could not publish the event; retry later", 503, "SERVICE_UNAVAILABLE", topic=topic) from None

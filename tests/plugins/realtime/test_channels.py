@@ -148,7 +148,8 @@ async def test_sse_delivers_live_events_with_ids(make_realtime_app, aiohttp_clie
 async def test_ws_delivers_live_events_and_publishes(make_realtime_app, aiohttp_client, backend):
     app = make_realtime_app(backend())
     client = await aiohttp_client(app)
-    async with client.ws_connect("/ws") as listener, client.ws_connect("/ws") as sender:
+    # Anonymous clients only read (realtime.channels.publish: signed_in): the sender signs in.
+    async with client.ws_connect("/ws") as listener, client.ws_connect("/ws", headers=bearer("bob")) as sender:
         await ws_subscribe(listener, "public.room")
         await sender.send_json({"type": "publish", "topic": "public.room", "data": {"text": "hi"}})
         ack = await ws_next(sender)
