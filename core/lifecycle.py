@@ -14,6 +14,7 @@ from typing import Any, AsyncIterator, Callable
 from aiohttp import web
 
 from plugboard import keys
+from plugboard.providers.batching import Batcher
 from plugboard.providers.records import SQLRecordsStore
 from plugboard.providers.redis import close_redis, connect_redis
 
@@ -28,7 +29,8 @@ async def await_me_maybe(value: Any) -> Any:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[keys.REDIS] = await connect_redis(app[keys.CORE_CONFIG].redis)
+    app[keys.REDIS] = client = await connect_redis(app[keys.CORE_CONFIG].redis)
+    app[keys.REDIS_BATCHER] = Batcher(client) if client is not None else None
     yield
     await close_redis(app[keys.REDIS])
 

@@ -60,10 +60,16 @@ class Job:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Job":
-        fields = {f.name for f in attrs.fields(cls)}
+        fields = _FIELDS.get(cls)
+        if fields is None:
+            fields = _FIELDS[cls] = frozenset(f.name for f in attrs.fields(cls))
         values = {k: v for k, v in data.items() if k in fields}
         values["status"] = JobStatus(values["status"])
         return cls(**values)
+
+
+#: Field names per class (Job and subclasses): from_dict runs twice per job in a worker.
+_FIELDS: dict[type, frozenset[str]] = {}
 
 
 def iso(ts: float | None) -> str | None:

@@ -139,7 +139,9 @@ class RedisPubSub:
         if client is None:
             raise ProviderError(_NO_CLIENT)
         self._client = client
-        self._batcher = Batcher(client)
+        # The shared client's batcher: a worker's job events go out with its record updates.
+        shared = self._app.get(keys.REDIS_BATCHER) if self._app is not None else None
+        self._batcher = shared if shared is not None else Batcher(client)
         self._closed = False
         try:
             link = await self._connect()
