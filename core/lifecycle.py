@@ -30,8 +30,10 @@ async def await_me_maybe(value: Any) -> Any:
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
     app[keys.REDIS] = client = await connect_redis(app[keys.CORE_CONFIG].redis)
-    app[keys.REDIS_BATCHER] = Batcher(client) if client is not None else None
+    app[keys.REDIS_BATCHER] = batcher = Batcher(client) if client is not None else None
     yield
+    if batcher is not None:
+        await batcher.aclose()
     await close_redis(app[keys.REDIS])
 
 

@@ -8,12 +8,13 @@ sends whatever callers queued while the previous batch was in flight as the
 next batch: an idle caller waits no longer than before (its command goes out
 at once), a busy worker pays one round trip per batch.
 
-A batch goes out on a connection borrowed from the client's pool, packed
-with the connection's own packer and its replies read back one by one, as a
-redis-py pipeline does, without the pipeline object: building, resetting and
-retrying a ``Pipeline`` (and its per-command bookkeeping) cost redis-py 8 more
-CPU than the round trip itself (issue 16). Replies are raw (no response
-callbacks): callers send commands whose reply is used as Redis sends it.
+A batch goes out on the batcher's own connection (made with the client's
+pool settings), packed in one write and its replies read back one by one,
+as a redis-py pipeline does, without the pipeline object: building,
+resetting and retrying a ``Pipeline``, borrowing a pooled connection and
+redis-py 8's per-write task and per-read timeout cost more CPU than the
+round trip itself (issue 16). Replies are raw (no response callbacks):
+callers send commands whose reply is used as Redis sends it.
 """
 
 from __future__ import annotations
@@ -31,13 +32,23 @@ class Batcher:
     One batcher per client, shared by everything that sends through that
     client (the core keeps the shared client's under
     :data:`plugboard.keys.REDIS_BATCHER`), so that a job's record update, its
-    acknowledgement and its event travel together.
+    acknowledgement and its event travel together. Close it with
+    :meth:`aclose` before its client.
     """
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._sending: asyncio.Task[None] | None = None
+        pool = client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        #: One batch is in flight at a time, so one connection of its own.
+        #: With a socket timeout set, redis-py starts a task per write
+        #: (asyncio.wait_for) and a timeout per reply read; a batch is timed
+        #: as a whole instead, with the client's socket timeout.
+        self._timeout: float | None = kwargs.get("socket_timeout")
+        kwargs["socket_timeout"] = None
+        self._conn = pool.connection_class(**kwargs)
 
     async def call(self, *command: Any) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -45,6 +56,10 @@ class Batcher:
         if self._sending is None:
             self._sending = asyncio.create_task(self._send())
         return await future
+
+    async def aclose(self) -> None:
+        """Close the batcher's connection (a later call opens it again)."""
+        await self._conn.disconnect()
 
     async def _send(self) -> None:
         try:
@@ -72,31 +87,62 @@ class Batcher:
     async def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and read their replies (an error reply is returned, not raised).
 
-        A dropped connection is retried by the connection's retry policy (as
-        redis-py retries a pipeline): the whole batch again, on a new connection.
+        A dropped connection (or a batch outlasting the socket timeout) is
+        retried by the connection's retry policy, as redis-py retries a
+        pipeline: the whole batch again, on a new connection.
         """
-        pool = self.client.connection_pool
-        conn = await pool.get_connection()
+        conn = self._conn
+
+        async def exchange() -> list[Any]:
+            try:
+                async with asyncio.timeout(self._timeout):
+                    await conn.send_packed_command(pack(commands) or conn.pack_commands(commands), check_health=False)
+                    replies: list[Any] = []
+                    for _ in commands:
+                        try:
+                            replies.append(await conn.read_response())
+                        except redis.exceptions.ResponseError as e:
+                            replies.append(e)
+                    return replies
+            except TimeoutError:  # asyncio's: the batch timed out (redis-py's is no subclass)
+                raise redis.exceptions.TimeoutError(f"Redis did not answer a batch within {self._timeout}s") from None
+
+        async def failed(_error: BaseException) -> None:
+            await conn.disconnect()
+
         try:
-
-            async def exchange() -> list[Any]:
-                await conn.send_packed_command(conn.pack_commands(commands))
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(await conn.read_response())
-                    except redis.exceptions.ResponseError as e:
-                        replies.append(e)
-                return replies
-
-            async def failed(_error: BaseException) -> None:
-                await conn.disconnect()
-
             return await conn.retry.call_with_retry(exchange, failed)
         except BaseException:
             # Cancelled or failed part-way: replies may still be on the
-            # socket, so the connection must not go back to the pool as is.
+            # socket, so the connection starts afresh next time.
             await conn.disconnect(nowait=True)
             raise
-        finally:
-            await pool.release(conn)
+
+
+def pack(commands: Sequence[tuple[Any, ...]]) -> bytes | None:
+    """``commands`` in the Redis protocol, or None when one has an argument
+    this fast path does not encode (then redis-py's packer does it all).
+
+    Our batched commands are single-word names with str, bytes and number
+    arguments; redis-py's general packer (an encoder call and several type
+    checks per argument) was a sixth of a worker's CPU with live updates on.
+    Encodes as redis-py's default encoder does: str as UTF-8, int and float
+    by ``repr``; a bool is not a Redis value (redis-py raises DataError).
+    """
+    out: list[bytes] = []
+    for command in commands:
+        if not command or not isinstance(command[0], str) or " " in command[0]:
+            return None  # "SCRIPT LOAD" style names: redis-py splits them
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            kind = type(arg)
+            if kind is str:
+                data = arg.encode()
+            elif kind is bytes:
+                data = arg
+            elif kind is int or kind is float:
+                data = repr(arg).encode()
+            else:
+                return None
+            out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)

@@ -97,6 +97,7 @@ class RedisBroker(RedisStreamBroker):
         self.delayed_key = f"{options.queue}:delayed"
         self._redis: Redis | None = None
         self.batcher: Batcher | None = None
+        self._own_batcher: Batcher | None = None
         self._move_due: Any = None
         #: Stream entry id -> job id of what this consumer holds.
         self._inflight: dict[bytes, str] = {}
@@ -106,7 +107,9 @@ class RedisBroker(RedisStreamBroker):
 
     async def start(self) -> None:
         self._redis = Redis(connection_pool=self.connection_pool)
-        self.batcher = Batcher(self._redis)
+        # Replaced by the job store's when both share Redis (runtime.lifespan);
+        # this one is closed with the broker either way.
+        self.batcher = self._own_batcher = Batcher(self._redis)
         try:
             await self.startup()
             self._move_due = await self._redis.script_load(_MOVE_DUE)
@@ -118,6 +121,8 @@ class RedisBroker(RedisStreamBroker):
         if self._heartbeat is not None:
             await cancel_until_done([self._heartbeat])
             self._heartbeat = None
+        if self._own_batcher is not None:
+            await self._own_batcher.aclose()
         await self.shutdown()
 
     async def check(self) -> None:

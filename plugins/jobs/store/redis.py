@@ -149,6 +149,7 @@ class RedisJobStore:
         self._update_sha = ""
         self._create_sha = ""
         self.batcher: Batcher | None = None
+        self._own_batcher = False
         p = self.options.prefix
         self._job = f"{p}:job:"
         self._idx = f"{p}:idx:"
@@ -165,9 +166,12 @@ class RedisJobStore:
         self._update_sha = await self._client.script_load(_UPDATE)
         self._create_sha = await self._client.script_load(_CREATE)
         shared = None if self._own or self._app is None else self._app.get(keys.REDIS_BATCHER)
+        self._own_batcher = shared is None
         self.batcher = shared if shared is not None else Batcher(self._client)
 
     async def close(self) -> None:
+        if self._own_batcher and self.batcher is not None:
+            await self.batcher.aclose()
         if self._own and self._client is not None:
             await self._client.aclose()
         self._client = None
