@@ -52,6 +52,9 @@ from pathlib import Path
 import redis
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # bench/versions.py
+from versions import print_report  # noqa: E402
+
 PY = sys.executable
 BIN = Path(PY).parent
 QUEUE = "plugboard:jobs"
@@ -298,6 +301,7 @@ def main() -> None:
         "--sides", default="baseline,plugboard", help="baseline, plugboard, plugboard-realtime (the jobs plugin publishing live updates)"
     )
     args = parser.parse_args()
+    print_report(["redis", "taskiq", "taskiq-redis", "taskiq-dependencies", "anyio", "pydantic"], redis=True)
     os.sched_setaffinity(0, {int(SIDE_CPU)})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOARD_") and k != "REDIS_URL"}
     env.update(PYTHONPATH=str(HERE), PLUGBOARD_LOG_LEVEL="WARNING")

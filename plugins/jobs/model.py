@@ -54,7 +54,11 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (status as its name): pubsub payloads and storage."""
-        data = attrs.asdict(self, recurse=False)
+        names = _NAMES.get(type(self))
+        if names is None:
+            names = _NAMES[type(self)] = tuple(f.name for f in attrs.fields(type(self)))
+        # attrs.asdict(recurse=False), without its per-field filter calls: events carry it twice per job.
+        data = {name: getattr(self, name) for name in names}
         data["status"] = self.status.value
         return data
 
@@ -68,8 +72,9 @@ class Job:
         return cls(**values)
 
 
-#: Field names per class (Job and subclasses): from_dict runs twice per job in a worker.
+#: Field names per class (Job and subclasses): to_dict and from_dict run twice per job in a worker.
 _FIELDS: dict[type, frozenset[str]] = {}
+_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def iso(ts: float | None) -> str | None:
