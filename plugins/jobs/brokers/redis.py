@@ -42,7 +42,7 @@ from plugboard.providers.redis import reconnecting
 from plugboard.providers.batching import Batcher
 from plugboard.plugins.jobs.brokers import BrokerOptions, encode
 from plugboard.plugins.jobs.cancelling import cancel_until_done
-from plugboard.plugins.jobs.store.redis import StreamAck
+from plugboard.plugins.jobs.store.redis import StreamAck, StreamMessage
 
 logger = logging.getLogger("plugboard.jobs.broker")
 
@@ -148,6 +148,12 @@ class RedisBroker(RedisStreamBroker):
 
     async def send(self, task: str, job_id: str) -> None:
         await self.kick(encode(self, task, job_id))
+
+    def message(self, task: str, job_id: str) -> StreamMessage:
+        """The job's message, for the job store to add with the record
+        (:meth:`RedisJobStore.create <plugboard.plugins.jobs.store.redis.RedisJobStore.create>`):
+        the same entry :meth:`send` adds."""
+        return StreamMessage(self.queue_name, encode(self, task, job_id).message)
 
     async def send_later(self, task: str, job_id: str, at: float) -> None:
         message = encode(self, task, job_id)

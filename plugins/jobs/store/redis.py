@@ -86,13 +86,25 @@ return {applied, '{' .. table.concat(parts, ',') .. '}'}
 """
 
 
-# KEYS[1] = the job hash, KEYS[2..] = its indexes. ARGV[1] = the id, then field, value, ...
-# One command instead of MULTI, HSET, four ZADDs and EXEC: half the enqueue time.
+# KEYS[1] = the job hash, KEYS[2..5] = its indexes, KEYS[6] (optional) = the
+# broker's stream. ARGV[1] = the id, ARGV[2] = the message ("" without a
+# stream), then field, value, ...
+# One command instead of MULTI, HSET, four ZADDs and EXEC: half the enqueue
+# time; with the stream, the job's message is added after its record.
 _CREATE = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-for i = 2, #KEYS do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+for i = 2, 5 do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
+if #KEYS > 5 then redis.call('XADD', KEYS[6], '*', 'data', ARGV[2], 'job', ARGV[1]) end
 return 1
 """
+
+
+@attrs.define(frozen=True)
+class StreamMessage:
+    """A broker message to add to a stream (fields ``data`` and ``job``) together with a new record."""
+
+    stream: str
+    data: bytes
 
 
 @attrs.define(frozen=True)
@@ -191,9 +203,14 @@ class RedisJobStore:
         i = self._idx
         return [f"{i}all", f"{i}status:{status}", f"{i}type:{type}", f"{i}st:{status}:{type}"]
 
-    async def create(self, job: Job) -> None:
+    async def create(self, job: Job, *, send: StreamMessage | None = None) -> None:
+        """:meth:`JobStore.create <plugboard.plugins.jobs.store.JobStore.create>`, and with ``send``
+        the broker's message for the job added to its stream in the same command, after the record."""
         keys = [self._job + job.id, *self._indexes(job.id, job.status.value, job.type)]
-        argv: list[str] = [job.id]
+        argv: list[Any] = [job.id, b""]
+        if send is not None:
+            keys.append(send.stream)
+            argv[1] = send.data
         for field in encode_fields(job.to_dict()).items():
             argv += field
         try:
