@@ -4,12 +4,15 @@ A worker running ten jobs at once issues ten record updates and ten
 acknowledgements at about the same moment, and publishes an event for each;
 sent one by one, each costs a round trip and its share of redis-py's
 per-call overhead (for a worker, most of its CPU per job). :class:`Batcher`
-sends whatever callers queued while the previous batch was in flight as the
-next batch: an idle caller waits no longer than before (its command goes out
-at once), a busy worker pays one round trip per batch.
+sends whatever callers queued while its batches were in flight as the next
+batch: an idle caller waits no longer than before (its command goes out at
+once), a busy worker pays one round trip per batch. Two batches may be in
+flight at once (``IN_FLIGHT``): with one, a worker of concurrency 10 spent a
+third of its time waiting on the batch ahead (drain throughput 1,414 against
+2,211 jobs/s with two, same CPU per job).
 
-A batch goes out on the batcher's own connection (made with the client's
-pool settings), packed in one write and its replies read back one by one,
+A batch goes out on one of the batcher's own connections (made with the
+client's pool settings), packed in one write and its replies read back one by one,
 as a redis-py pipeline does, without the pipeline object: building,
 resetting and retrying a ``Pipeline``, borrowing a pooled connection and
 redis-py 8's per-write task and per-read timeout cost more CPU than the
@@ -25,6 +28,9 @@ from typing import Any, Sequence
 import redis.asyncio
 import redis.exceptions
 
+#: Batches a batcher has on the wire at once (one connection each).
+IN_FLIGHT = 2
+
 
 class Batcher:
     """``await batcher.call("XACK", key, group, id)``: the command's reply, sent in a shared batch.
@@ -39,34 +45,36 @@ class Batcher:
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self.client = client
         self._queue: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._sending: asyncio.Task[None] | None = None
         pool = client.connection_pool
         kwargs = dict(pool.connection_kwargs)
-        #: One batch is in flight at a time, so one connection of its own.
         #: With a socket timeout set, redis-py starts a task per write
         #: (asyncio.wait_for) and a timeout per reply read; a batch is timed
         #: as a whole instead, with the client's socket timeout.
         self._timeout: float | None = kwargs.get("socket_timeout")
         kwargs["socket_timeout"] = None
-        self._conn = pool.connection_class(**kwargs)
+        #: Connections of its own: up to IN_FLIGHT batches at once, so that
+        #: commands queued while one batch waits on Redis go out at once.
+        self._conns = [pool.connection_class(**kwargs) for _ in range(IN_FLIGHT)]
+        self._idle = list(self._conns)
 
     async def call(self, *command: Any) -> Any:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
-        if self._sending is None:
-            self._sending = asyncio.create_task(self._send())
+        if self._idle:
+            asyncio.create_task(self._send(self._idle.pop()))
         return await future
 
     async def aclose(self) -> None:
-        """Close the batcher's connection (a later call opens it again)."""
-        await self._conn.disconnect()
+        """Close the batcher's connections (a later call opens them again)."""
+        for conn in self._conns:
+            await conn.disconnect()
 
-    async def _send(self) -> None:
+    async def _send(self, conn: Any) -> None:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
                 try:
-                    replies = await self._round_trip([command for command, _ in batch])
+                    replies = await self._round_trip(conn, [command for command, _ in batch])
                 except BaseException as e:  # a connection error fails the whole batch
                     for _, future in batch:
                         if not future.done():
@@ -82,17 +90,15 @@ class Batcher:
                     else:
                         future.set_result(reply)
         finally:
-            self._sending = None
+            self._idle.append(conn)
 
-    async def _round_trip(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    async def _round_trip(self, conn: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write and read their replies (an error reply is returned, not raised).
 
         A dropped connection (or a batch outlasting the socket timeout) is
         retried by the connection's retry policy, as redis-py retries a
         pipeline: the whole batch again, on a new connection.
         """
-        conn = self._conn
-
         async def exchange() -> list[Any]:
             try:
                 async with asyncio.timeout(self._timeout):
