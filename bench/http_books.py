@@ -27,6 +27,8 @@ import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from versions import print_report  # bench/versions.py: the script's folder is on sys.path
+
 HERE = Path(__file__).resolve().parent
 QUERY = "{ books(first: 20) { id title author { id name } } }"
 PYTHON = sys.executable
@@ -100,6 +102,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
+    print_report(["SQLAlchemy", "aiosqlite", "plugboard-books"])
+    print("wrk:", subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0:1], flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="plugboard-bench-"))
     plugins = all_plugins()

@@ -25,6 +25,8 @@ import urllib.request
 from importlib.metadata import entry_points
 from pathlib import Path
 
+from versions import print_report  # bench/versions.py: the script's folder is on sys.path
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -65,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
+    print_report(["SQLAlchemy", "aiosqlite", "plugboard-books"])
     plugins = sorted(ep.name for ep in entry_points(group="plugboard.plugins") if ep.dist and ep.dist.name == "plugboard")
     plugins.append("books")
     root = Path(tempfile.mkdtemp(prefix="plugboard-startup-"))

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import aiohttp
 
+from versions import print_report  # bench/versions.py: the script's folder is on sys.path
+
 HERE = Path(__file__).resolve().parent
 CHUNK = 1024 * 1024
 
@@ -66,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mb", type=int, default=1024)
     args = parser.parse_args()
+    print_report()
     root = Path(tempfile.mkdtemp(prefix="plugboard-upload-"))
     (root / "settings.yaml").write_text(
         json.dumps({"plugins": ["upload_sink"], "server": {"data_dir": "var"}, "graphql": {"max_file_size": "4GB"}})

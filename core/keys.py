@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from plugboard.graphql.context import ContextBuilder
     from plugboard.graphql.operation import OperationRunner
     from plugboard.graphql.sdl import ComposedSchema
+    from plugboard.providers.batching import Batcher
     from plugboard.providers.pubsub import PubSub
 
     from plugboard.core_config import CoreConfig
@@ -44,6 +45,10 @@ SERVICES: web.AppKey[Services] = web.AppKey("plugboard.services")
 RECORDS: web.AppKey[RecordsStore] = web.AppKey("plugboard.records")
 #: The shared redis.asyncio client, or None when ``redis.url`` is not set.
 REDIS: web.AppKey["redis.asyncio.Redis | None"] = web.AppKey("plugboard.redis")
+#: The shared client's command batcher (None without Redis): whatever sends
+#: through the shared client uses this one, so concurrent callers' commands
+#: (a job's record update, its acknowledgement, its event) share round trips.
+REDIS_BATCHER: web.AppKey["Batcher | None"] = web.AppKey("plugboard.redis_batcher")
 #: Task functions contributed through ``plugboard_tasks``: name -> (plugin, fn).
 TASKS: web.AppKey[dict] = web.AppKey("plugboard.tasks")
 SCHEDULES: web.AppKey[list] = web.AppKey("plugboard.schedules")

@@ -16,6 +16,7 @@ from aiohttp import web
 from plugboard import keys
 from plugboard.errors import SchemaError
 from plugboard.graphql.sdl import locate_fields
+from plugboard.providers.batching import Batcher
 from plugboard.providers.records import SQLRecordsStore
 from plugboard.providers.redis import close_redis, connect_redis
 
@@ -30,8 +31,11 @@ async def await_me_maybe(value: Any) -> Any:
 
 
 async def redis_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[keys.REDIS] = await connect_redis(app[keys.CORE_CONFIG].redis)
+    app[keys.REDIS] = client = await connect_redis(app[keys.CORE_CONFIG].redis)
+    app[keys.REDIS_BATCHER] = batcher = Batcher(client) if client is not None else None
     yield
+    if batcher is not None:
+        await batcher.aclose()
     await close_redis(app[keys.REDIS])
 
 

@@ -30,6 +30,9 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # bench/versions.py
+from versions import print_report  # noqa: E402
+
 PY = sys.executable
 
 
@@ -146,6 +149,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10)
     parser.add_argument("--burst", type=int, default=50)
     args = parser.parse_args()
+    print_report(["aiohttp-sse"])
     per_client = args.subscribers // 2
     env = dict(os.environ, PYTHONPATH=str(HERE), PLUGBOARD_LOG_LEVEL="WARNING")
     root = Path(tempfile.mkdtemp(prefix="plugboard-fanout-"))

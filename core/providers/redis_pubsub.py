@@ -116,6 +116,7 @@ class RedisPubSub:
         self._timeout = timeout
         self._client: redis.asyncio.Redis | None = None
         self._batcher: Batcher | None = None
+        self._own_batcher = False
         self._topics: dict[str, dict[QueueSubscription, None]] = {}
         self._link: _Link | None = None
         self._task: asyncio.Task | None = None
@@ -139,7 +140,10 @@ class RedisPubSub:
         if client is None:
             raise ProviderError(_NO_CLIENT)
         self._client = client
-        self._batcher = Batcher(client)
+        # The shared client's batcher: a worker's job events go out with its record updates.
+        shared = self._app.get(keys.REDIS_BATCHER) if self._app is not None else None
+        self._own_batcher = shared is None
+        self._batcher = shared if shared is not None else Batcher(client)
         self._closed = False
         try:
             link = await self._connect()
@@ -158,6 +162,8 @@ class RedisPubSub:
             for sub in subscribers:
                 sub.end()
         self._notify()
+        if self._own_batcher and self._batcher is not None:
+            await self._batcher.aclose()
 
     async def check(self) -> None:
         """Raise :class:`ProviderError` unless Redis answers PING and the pub/sub link is up."""

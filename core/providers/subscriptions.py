@@ -38,6 +38,10 @@ def check_topic(topic: object) -> str:
     return topic
 
 
+#: ``json.dumps`` with options builds a new encoder on every call; a worker publishes twice per job.
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
 def encode_payload(payload: Any) -> str:
     """The JSON text of ``payload``, as every provider sends it.
 
@@ -48,7 +52,7 @@ def encode_payload(payload: Any) -> str:
     :raises TypeError: ``payload`` is not JSON-serializable.
     """
     try:
-        return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return _encode(payload)
     except (TypeError, ValueError) as e:
         raise TypeError(f"pubsub payload is not JSON-serializable: {e}") from None
 

@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator, Mapping
 
 from aiohttp import web
 
+from plugboard import keys
 from plugboard.plugins.jobs import events
 from plugboard.plugins.jobs.arguments import check_arguments
 from plugboard.plugins.jobs.errors import JobArgumentsError, JobNotFound, JobsError, JobStateError, UnknownTaskError
@@ -74,6 +75,12 @@ class Jobs:
             created_at=now,
             updated_at=now,
         )
+        if self.runner.settle_with_final and self.app.get(keys.PUBSUB) is None:
+            # Store and broker on one Redis, and no event to publish in
+            # between: the record and the message are one command (a Lua
+            # script: the record exists before any worker can read the message).
+            await self.store.create(job, send=self.broker.message(type, job.id))
+            return job
         await self.store.create(job)
         await events.publish(self.app, job)
         await self.broker.send(type, job.id)

@@ -54,16 +54,27 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-compatible dict (status as its name): pubsub payloads and storage."""
-        data = attrs.asdict(self, recurse=False)
+        names = _NAMES.get(type(self))
+        if names is None:
+            names = _NAMES[type(self)] = tuple(f.name for f in attrs.fields(type(self)))
+        # attrs.asdict(recurse=False), without its per-field filter calls: events carry it twice per job.
+        data = {name: getattr(self, name) for name in names}
         data["status"] = self.status.value
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Job":
-        fields = {f.name for f in attrs.fields(cls)}
+        fields = _FIELDS.get(cls)
+        if fields is None:
+            fields = _FIELDS[cls] = frozenset(f.name for f in attrs.fields(cls))
         values = {k: v for k, v in data.items() if k in fields}
         values["status"] = JobStatus(values["status"])
         return cls(**values)
+
+
+#: Field names per class (Job and subclasses): to_dict and from_dict run twice per job in a worker.
+_FIELDS: dict[type, frozenset[str]] = {}
+_NAMES: dict[type, tuple[str, ...]] = {}
 
 
 def iso(ts: float | None) -> str | None:

@@ -103,8 +103,8 @@ class Runner:
         self.tasks = {
             name: TaskEntry(fn, retry_policy(fn), takes_context(fn)) for name, fn in tasks.items()
         }
-        #: Store and broker share one Redis (and its command batching): a final
-        #: state and the acknowledgement go out in one pipeline, in that order.
+        #: Store and broker share one Redis: a final state and the
+        #: acknowledgement are one command (the store's update with ``ack``).
         self.settle_with_final = False
         #: The asyncio tasks running deliveries right now (a stopping worker cancels what outlives its grace).
         self.active: set[asyncio.Task[Any]] = set()
@@ -181,15 +181,13 @@ class Runner:
         return await _persist(lambda: self._write_final(job, changes))
 
     async def _write_final(self, job: Job, changes: dict[str, Any]) -> tuple[Job | None, bool, bool]:
-        update = asyncio.ensure_future(self.store.update(job.id, changes, when=_RUNNING))
         if not self.settle_with_final:
-            return (*await update, False)
-        # Created after the update: its commands follow the update's in the pipeline.
-        settle = asyncio.ensure_future(self.broker.settle(job.id))
-        try:
-            done, applied = await update
-        finally:
-            await settle
+            return (*await self.store.update(job.id, changes, when=_RUNNING), False)
+        # One command: the final write, then the acknowledgement (a Lua
+        # script on the Redis both use; atomic, so never one without the other).
+        entries = self.broker.held(job.id)
+        done, applied = await self.store.update(job.id, changes, when=_RUNNING, ack=self.broker.acknowledgement(entries))
+        self.broker.acknowledged(entries)
         return done, applied, True
 
     async def _completed(self, job: Job, result: Any) -> bool:

@@ -150,9 +150,9 @@ async def lifespan(app: web.Application, config: JobsConfig) -> AsyncIterator[No
     )
     tasks = {name: fn for name, (_plugin, fn) in app[keys.TASKS].items()}
     runner = Runner(app, store, broker, tasks, RetrySettings(attempts=config.retries + 1, backoff=config.backoff, max_backoff=config.max_backoff))
-    # Same Redis for records and messages: the broker's acknowledgements go
-    # through the store's command batching, so a final write and its XACK
-    # share one pipeline on one connection, in that order.
+    # Same Redis for records and messages: a final write carries its
+    # acknowledgement (one Lua script), and the broker's other
+    # acknowledgements share the store's command batching.
     if config.store_name() == "redis" and config.broker == "redis" and not config.redis.resolved_url():
         broker.batcher = store.batcher
         runner.settle_with_final = True

@@ -42,11 +42,14 @@ from plugboard.providers.redis import reconnecting
 from plugboard.providers.batching import Batcher
 from plugboard.plugins.jobs.brokers import BrokerOptions, encode
 from plugboard.plugins.jobs.cancelling import cancel_until_done
+from plugboard.plugins.jobs.store.redis import StreamAck, StreamMessage
 
 logger = logging.getLogger("plugboard.jobs.broker")
 
 GROUP = "plugboard"
 _ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: Seconds between a busy consumer's upkeep turns (due retries moved, idle entries claimed).
+UPKEEP_INTERVAL = 0.1
 
 # KEYS[1] = the delayed set, KEYS[2] = the stream; ARGV[1] = now.
 # Members are "<job id>|<message>".
@@ -94,6 +97,7 @@ class RedisBroker(RedisStreamBroker):
         self.delayed_key = f"{options.queue}:delayed"
         self._redis: Redis | None = None
         self.batcher: Batcher | None = None
+        self._own_batcher: Batcher | None = None
         self._move_due: Any = None
         #: Stream entry id -> job id of what this consumer holds.
         self._inflight: dict[bytes, str] = {}
@@ -103,7 +107,9 @@ class RedisBroker(RedisStreamBroker):
 
     async def start(self) -> None:
         self._redis = Redis(connection_pool=self.connection_pool)
-        self.batcher = Batcher(self._redis)
+        # Replaced by the job store's when both share Redis (runtime.lifespan);
+        # this one is closed with the broker either way.
+        self.batcher = self._own_batcher = Batcher(self._redis)
         try:
             await self.startup()
             self._move_due = await self._redis.script_load(_MOVE_DUE)
@@ -115,6 +121,8 @@ class RedisBroker(RedisStreamBroker):
         if self._heartbeat is not None:
             await cancel_until_done([self._heartbeat])
             self._heartbeat = None
+        if self._own_batcher is not None:
+            await self._own_batcher.aclose()
         await self.shutdown()
 
     async def check(self) -> None:
@@ -141,14 +149,34 @@ class RedisBroker(RedisStreamBroker):
     async def send(self, task: str, job_id: str) -> None:
         await self.kick(encode(self, task, job_id))
 
+    def message(self, task: str, job_id: str) -> StreamMessage:
+        """The job's message, for the job store to add with the record
+        (:meth:`RedisJobStore.create <plugboard.plugins.jobs.store.redis.RedisJobStore.create>`):
+        the same entry :meth:`send` adds."""
+        return StreamMessage(self.queue_name, encode(self, task, job_id).message)
+
     async def send_later(self, task: str, job_id: str, at: float) -> None:
         message = encode(self, task, job_id)
         await self.redis.zadd(self.delayed_key, {job_id.encode() + b"|" + message.message: at})
 
     async def settle(self, job_id: str) -> None:
-        ids = [entry for entry, job in self._inflight.items() if job == job_id]
+        ids = self.held(job_id)
         if ids:
             await self._ack(ids)
+
+    def held(self, job_id: str) -> list[bytes]:
+        """The stream entries of ``job_id`` this consumer holds (read, not yet acknowledged)."""
+        return [entry for entry, job in self._inflight.items() if job == job_id]
+
+    def acknowledgement(self, entries: list[bytes]) -> StreamAck:
+        """``entries``' acknowledgement, for the job store to send with a final record update
+        (:meth:`RedisJobStore.update <plugboard.plugins.jobs.store.redis.RedisJobStore.update>`);
+        call :meth:`acknowledged` once it succeeded."""
+        return StreamAck(self.queue_name, GROUP, entries)
+
+    def acknowledged(self, entries: list[bytes]) -> None:
+        for entry in entries:
+            self._inflight.pop(entry, None)
 
     async def _ack(self, ids: list[bytes]) -> None:
         assert self.batcher is not None, "start() first"
@@ -172,14 +200,27 @@ class RedisBroker(RedisStreamBroker):
         if self._heartbeat is None:
             self._heartbeat = asyncio.create_task(self._beat(), name="plugboard.jobs.heartbeat")
         backoff = 0.1
+        # Moving due retries and claiming idle entries at most this often (and
+        # on every turn that found the stream idle): a busy worker reads every
+        # few jobs, and three commands per read were a fifth of its CPU.
+        upkeep_every = min(UPKEEP_INTERVAL, self.block / 1000)
+        next_upkeep = 0.0
         while True:
             free = max(1, self.concurrency - len(self._inflight))
+            now = time.monotonic()
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.evalsha(self._move_due, 2, self.delayed_key, self.queue_name, time.time())
-                pipe.xautoclaim(self.queue_name, GROUP, self.consumer_name, min_idle_time=self.idle_timeout, start_id="0-0", count=free)
-                pipe.xreadgroup(GROUP, self.consumer_name, {self.queue_name: ">"}, count=free, block=self.block)
-                _moved, claimed, fetched = await pipe.execute()
+                if now >= next_upkeep:
+                    pipe = self.redis.pipeline(transaction=False)
+                    pipe.evalsha(self._move_due, 2, self.delayed_key, self.queue_name, time.time())
+                    pipe.xautoclaim(self.queue_name, GROUP, self.consumer_name, min_idle_time=self.idle_timeout, start_id="0-0", count=free)
+                    pipe.xreadgroup(GROUP, self.consumer_name, {self.queue_name: ">"}, count=free, block=self.block)
+                    _moved, claimed, fetched = await pipe.execute()
+                    next_upkeep = now + upkeep_every
+                else:
+                    claimed = None
+                    fetched = await self.redis.xreadgroup(GROUP, self.consumer_name, {self.queue_name: ">"}, count=free, block=self.block)
+                    if not fetched:
+                        next_upkeep = 0.0  # idle: claim and move on the next turn
             except redis.exceptions.NoScriptError:
                 # Redis restarted and lost its script cache.
                 self._move_due = await self.redis.script_load(_MOVE_DUE)

@@ -13,7 +13,7 @@ from plugboard.plugins.jobs.ids import JobIds
 from plugboard.plugins.jobs.model import Job, JobStatus
 from plugboard.plugins.jobs.store import JobStore, StoreOptions
 from plugboard.plugins.jobs.store.records import RecordsJobStore, define_table
-from plugboard.plugins.jobs.store.redis import RedisJobStore
+from plugboard.plugins.jobs.store.redis import RedisJobStore, StreamAck, StreamMessage
 from plugboard.providers.records import SQLRecordsStore
 
 
@@ -135,3 +135,54 @@ async def test_delete_finished_before(store: JobStore):
     remaining = await store.list()
     assert {j.id for j in remaining.jobs} == {j.id for j in jobs[2:]} and remaining.total_count == 3
     assert (await store.counts())[JobStatus.COMPLETED] == 0
+
+
+# -- the redis store's one-command paths (store and broker on one Redis) -------
+
+
+@pytest.fixture
+async def redis_store(redis_url):
+    client = redis.asyncio.Redis.from_url(redis_url)
+    s = RedisJobStore(StoreOptions(prefix="t:jobs"), app={keys.REDIS: client})
+    await s.start()
+    yield s, client
+    await s.close()
+    await client.aclose()
+
+
+async def test_redis_create_adds_the_message_after_the_record(redis_store):
+    store, client = redis_store
+    job = new_job(JobIds(), args={"s": "é"})
+    await store.create(job, send=StreamMessage("t:stream", b"the message"))
+    assert await store.get(job.id) == job
+    [(_entry, fields)] = await client.xrange("t:stream")
+    assert fields == {b"data": b"the message", b"job": job.id.encode()}
+    # Without a message: no stream entry.
+    await store.create(new_job(JobIds()))
+    assert await client.xlen("t:stream") == 1
+
+
+async def test_redis_update_acknowledges_after_a_final_write_applied_or_not(redis_store):
+    store, client = redis_store
+    await client.xgroup_create("t:stream", "g", id="0", mkstream=True)
+    job = new_job(JobIds(), status=JobStatus.PROCESSING)
+    await store.create(job)
+    first = await client.xadd("t:stream", {"data": "m", "job": job.id})
+    second = await client.xadd("t:stream", {"data": "m", "job": job.id})
+    await client.xreadgroup("g", "c", {"t:stream": ">"})
+    assert (await client.xpending("t:stream", "g"))["pending"] == 2
+
+    done, applied = await store.update(
+        job.id, {"status": JobStatus.COMPLETED, "result": {"x": [1, "é"]}}, when={JobStatus.PROCESSING}, ack=StreamAck("t:stream", "g", [first])
+    )
+    assert applied and done is not None and done.status is JobStatus.COMPLETED and done.result == {"x": [1, "é"]}
+    assert done == await store.get(job.id)
+    assert (await client.xpending("t:stream", "g"))["pending"] == 1  # acknowledged ...
+    assert [e for e, _ in await client.xrange("t:stream")] == [second]  # ... and deleted
+
+    # Not applied (already final): the delivery is acknowledged all the same.
+    again, applied = await store.update(job.id, {"status": JobStatus.FAILED}, when={JobStatus.PROCESSING}, ack=StreamAck("t:stream", "g", [second]))
+    assert not applied and again is not None and again.status is JobStatus.COMPLETED
+    assert (await client.xpending("t:stream", "g"))["pending"] == 0
+    # An unknown job: nothing to update, the entries still acknowledged.
+    assert await store.update("00000000-0000-7000-8000-000000000000", {"progress": 1}, ack=StreamAck("t:stream", "g", [])) == (None, False)
