@@ -59,6 +59,11 @@ class _Sandbox(SandboxedEnvironment):
 
     intercepted_binops = frozenset({"*", "**"})
 
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        # Fail at once, also in the lenient checks at creation (whose
+        # undefined values would otherwise render as nothing).
+        raise jinja2.sandbox.SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "**":
             if isinstance(right, (int, float)) and abs(right) > 100:
@@ -166,6 +171,9 @@ class Renderer:
             raise TemplateError(f"missing variable: {e.message}") from None
         except jinja2.sandbox.SecurityError as e:
             raise TemplateError(f"the template did something not allowed: {e}") from None
+        except jinja2.TemplateNotFound as e:
+            # The message would name the server's folders: say only what is missing.
+            raise TemplateError(f"the template extends or includes {e.name!r}, which does not exist") from None
         except jinja2.TemplateError as e:
             raise TemplateError(f"cannot render the template: {e}") from None
         except (TypeError, ValueError, ArithmeticError, LookupError, AttributeError) as e:
