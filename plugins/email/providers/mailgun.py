@@ -8,6 +8,7 @@ webhook events.
 
 from __future__ import annotations
 
+import base64
 import email.utils
 from email.message import EmailMessage
 from typing import Iterable
@@ -20,11 +21,20 @@ from plugboard.plugins.email.providers.config import MailgunConfig
 from plugboard.plugins.email.providers.http import HttpMailer
 
 
-def form(message: EmailMessage, bcc: Iterable[str] = (), *, test_mode: bool = False) -> aiohttp.FormData:
+class _Form:
+    """multipart/form-data, as Mailgun's documentation sends it; a field may repeat (``to``)."""
+
+    def __init__(self) -> None:
+        self.writer = aiohttp.MultipartWriter("form-data")
+
+    def add_field(self, name: str, value: str) -> None:
+        part = self.writer.append(value, {"Content-Type": "text/plain; charset=utf-8"})
+        part.set_content_disposition("form-data", name=name)
+
+
+def form(message: EmailMessage, bcc: Iterable[str] = (), *, test_mode: bool = False) -> aiohttp.MultipartWriter:
     p = parts(message, bcc)
-    data = aiohttp.FormData(quote_fields=False, charset="utf-8")
-    # Always multipart/form-data, as Mailgun's documentation sends it.
-    data._is_multipart = True
+    data = _Form()
     data.add_field("from", email.utils.formataddr(p.sender))
     for field, items in (("to", p.to), ("cc", p.cc), ("bcc", p.bcc)):
         for item in items:
@@ -45,7 +55,7 @@ def form(message: EmailMessage, bcc: Iterable[str] = (), *, test_mode: bool = Fa
         data.add_field("o:tag", p.template)
     if test_mode:
         data.add_field("o:testmode", "yes")
-    return data
+    return data.writer
 
 
 class MailgunMailer(HttpMailer):
@@ -60,6 +70,6 @@ class MailgunMailer(HttpMailer):
         await self._post(
             self.config.url(),
             data=form(message, bcc, test_mode=self.config.test_mode),
-            auth=aiohttp.BasicAuth("api", self.config.api_key),
+            headers={"Authorization": "Basic " + base64.b64encode(f"api:{self.config.api_key}".encode()).decode()},
         )
         return SendResult(message_id=str(message["Message-ID"]), accepted=[a for _n, a in [*p.to, *p.cc, *p.bcc]])
