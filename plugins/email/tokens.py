@@ -32,7 +32,7 @@ class Signer:
         return hmac.new(self._secret, f"plugboard.email.{purpose}".encode(), hashlib.sha256).digest()
 
     def sign(self, purpose: str, data: dict[str, Any]) -> str:
-        payload = _b64(json.dumps({**data, "t": int(time.time())}, separators=(",", ":"), sort_keys=True).encode())
+        payload = _b64(json.dumps({**data, "iat": int(time.time())}, separators=(",", ":"), sort_keys=True).encode())
         signature = _b64(hmac.new(self._key(purpose), payload.encode(), hashlib.sha256).digest()[:20])
         return f"{payload}.{signature}"
 
@@ -50,6 +50,6 @@ class Signer:
             return None
         if not isinstance(data, dict):
             return None
-        if max_age and time.time() - data.get("t", 0) > max_age:
+        if max_age and time.time() - data.get("iat", 0) > max_age:
             return None
         return data

@@ -77,7 +77,7 @@ async def test_forged_or_altered_tokens_are_refused(client, tmp_path, case):
     token = token_url(read(outbox(tmp_path)[0])).rsplit("/", 1)[1]
     payload, signature = token.split(".")
     if case == "forged":
-        fake = base64.urlsafe_b64encode(b'{"a":"victim@example.com","l":"newsletter","t":1}').rstrip(b"=").decode()
+        fake = base64.urlsafe_b64encode(b'{"a":"victim@example.com","iat":1,"l":"newsletter"}').rstrip(b"=").decode()
         token = f"{fake}.{signature}"
     elif case == "altered":
         token = f"{payload}.{signature[:-2]}{'A' if signature[-2] != 'A' else 'B'}{signature[-1]}"
