@@ -283,8 +283,7 @@ class EmailService:
         address = check_address(to)
         variables = self._variables(variables)
         template = await self.template(template_id)
-        await self._check_suppressed(address, template.list)
-        await self._check_rate(address)
+        await self._check_recipient(address, template.list)
         rendered = self._render(template, variables, address)
         headers = {"X-Plugboard-Template": template.name}
         if template.list is not None:
@@ -311,7 +310,6 @@ class EmailService:
         jobs = self._jobs()
         if jobs is not None:
             job = await jobs.enqueue("send-email", args, owner=owner)
-            await self._update(key, job_id=job.id)
             return Outcome(key=key, status="queued", job_id=job.id)
         return await self._send_now(key, args)
 
@@ -359,33 +357,31 @@ class EmailService:
         except IntegrityError:
             async with self._engine().connect() as conn:
                 row = (await conn.execute(sa.select(table).where(table.c.key == key))).first()
-            return Outcome(key=key, status="sent" if row.status == "sent" else "queued", job_id=row.job_id, message_id=row.message_id)
+            return Outcome(key=key, status="sent" if row.status == "sent" else "queued", message_id=row.message_id)
 
     async def _update(self, key: str, **values: Any) -> None:
         table = store.table(self.app, "messages")
         async with self._engine().begin() as conn:
             await conn.execute(sa.update(table).where(table.c.key == key).values(updated_at=time.time(), **values))
 
-    async def _check_suppressed(self, address: str, list_name: str | None) -> None:
-        table = store.table(self.app, "suppressions")
+    async def _check_recipient(self, address: str, list_name: str | None) -> None:
+        """Refuse a suppressed (or unsubscribed) address, and one over the per-recipient cap."""
+        suppressions = store.table(self.app, "suppressions")
+        messages = store.table(self.app, "messages")
         scopes = ["*"] + ([list_name] if list_name else [])
+        limit = self.config.per_recipient_limit
         async with self._engine().connect() as conn:
-            row = (await conn.execute(sa.select(table).where(table.c.address == address, table.c.scope.in_(scopes)))).first()
+            row = (await conn.execute(sa.select(suppressions).where(suppressions.c.address == address, suppressions.c.scope.in_(scopes)))).first()
+            count = 0
+            if row is None and limit:
+                since = time.time() - self.config.rate_window
+                count = (await conn.execute(
+                    sa.select(sa.func.count()).select_from(messages).where(messages.c.address == address, messages.c.created_at >= since)
+                )).scalar_one()
         if row is not None:
             what = "unsubscribed from " + row.scope if row.scope != "*" else f"suppressed ({row.reason})"
             raise EmailError(f"{address} is {what}; nothing was sent", "EMAIL_SUPPRESSED")
-
-    async def _check_rate(self, address: str) -> None:
-        limit = self.config.per_recipient_limit
-        if not limit:
-            return
-        table = store.table(self.app, "messages")
-        since = time.time() - self.config.rate_window
-        async with self._engine().connect() as conn:
-            count = (await conn.execute(
-                sa.select(sa.func.count()).select_from(table).where(table.c.address == address, table.c.created_at >= since)
-            )).scalar_one()
-        if count >= limit:
+        if limit and count >= limit:
             raise EmailError(f"{address} has been sent {count} messages in the last {self.config.rate_window:g}s (the cap); try later", "TOO_MANY_REQUESTS")
 
     # -- SendGuard (the jobs plugin's send-email calls these) ---------------------------
@@ -424,16 +420,31 @@ class EmailService:
         return message
 
     async def finish(self, key: str, result: dict[str, Any] | None, error: MailerError | None) -> None:
+        """Record the outcome in one transaction: the ledger row, and with analytics the event and its count."""
+        table = store.table(self.app, "messages")
+        now = time.time()
         if result is not None:
-            await self._update(key, status="sent", message_id=result["message_id"], provider_id=result.get("provider_id"), error=None)
-            row = await self._message(key)
-            await self.record_event("plugboard", "sent", address=row.address if row else None, message_id=result["message_id"], template=row.template if row else None)
+            values: dict[str, Any] = {"status": "sent", "message_id": result["message_id"], "error": None}
+            event, detail = "sent", None
         elif error is not None:
-            status = "failed" if error.permanent else "retry"
-            await self._update(key, status=status, error=str(error))
-            if error.permanent:
-                row = await self._message(key)
-                await self.record_event("plugboard", "failed", address=row.address if row else None, template=row.template if row else None, detail=str(error))
+            values = {"status": "failed" if error.permanent else "retry", "error": str(error)}
+            event, detail = ("failed" if error.permanent else None), str(error)
+        else:
+            return
+        at = dt.datetime.now(dt.timezone.utc)
+        async with self._engine().begin() as conn:
+            await conn.execute(sa.update(table).where(table.c.key == key).values(updated_at=now, **values))
+            row = (await conn.execute(sa.select(table.c.address, table.c.template).where(table.c.key == key))).first() if event else None
+            if event and row is not None and self.config.features.analytics:
+                await conn.execute(sa.insert(store.table(self.app, "events")).values(
+                    provider="plugboard", event=event, address=row.address, message_id=values.get("message_id"), template=row.template, detail=detail, at=at
+                ))
+                await self._count(conn, row.template, at.date(), event)
+        if event and row is not None:
+            await pubsub.publish(self.app, TOPIC, {
+                "provider": "plugboard", "event": event, "address": row.address, "messageId": values.get("message_id"),
+                "template": row.template, "detail": detail, "at": at.isoformat(),
+            }, what="email event")
 
     async def _message(self, key: str) -> Any:
         table = store.table(self.app, "messages")

@@ -43,8 +43,6 @@ def define_tables(metadata: sa.MetaData) -> None:
         # queued -> sending -> sent | failed
         sa.Column("status", sa.String(16), nullable=False),
         sa.Column("message_id", sa.String(400)),
-        sa.Column("provider_id", sa.String(400)),
-        sa.Column("job_id", sa.String(64)),
         sa.Column("error", sa.Text),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),

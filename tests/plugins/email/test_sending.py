@@ -112,7 +112,7 @@ async def test_a_redelivered_job_never_sends_twice(make_email_app, start_app, sm
     assert len(smtp_server.handler.messages) == 1
     # Asking to send with the same key again queues nothing new.
     same = await app[EMAIL].send("ann@example.com", "welcome", WELCOME, key="order-17")
-    assert same.status == "sent" and same.job_id == outcome.job_id
+    assert same.status == "sent" and same.message_id == job.result["message_id"]
 
 
 async def test_a_send_interrupted_mid_flight_is_not_repeated(make_email_app, start_app, smtp_server):
