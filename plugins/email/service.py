@@ -283,7 +283,6 @@ class EmailService:
         address = check_address(to)
         variables = self._variables(variables)
         template = await self.template(template_id)
-        await self._check_recipient(address, template.list)
         rendered = self._render(template, variables, address)
         headers = {"X-Plugboard-Template": template.name}
         if template.list is not None:
@@ -295,7 +294,7 @@ class EmailService:
         key = key or uuid.uuid4().hex
         if not isinstance(key, str) or not 0 < len(key) <= 200:
             raise EmailError("idempotency key: 1 to 200 characters")
-        existing = await self._record(key, address, template.name)
+        existing = await self._record(key, address, template.name, template.list)
         if existing is not None:
             return existing
         args = {
@@ -346,12 +345,16 @@ class EmailService:
         await self.finish(key, result, None)
         return Outcome(key=key, status="sent", message_id=sent.message_id)
 
-    async def _record(self, key: str, address: str, template: str) -> Outcome | None:
-        """Insert the ledger row; an existing key returns its outcome (the same send, asked again)."""
+    async def _record(self, key: str, address: str, template: str, list_name: str | None) -> Outcome | None:
+        """Check the recipient and insert the ledger row, in one transaction.
+
+        An existing key returns its outcome (the same send, asked again).
+        """
         table = store.table(self.app, "messages")
         now = time.time()
         try:
             async with self._engine().begin() as conn:
+                await self._check_recipient(conn, address, list_name)
                 await conn.execute(sa.insert(table).values(key=key, address=address, template=template, status="queued", created_at=now, updated_at=now))
             return None
         except IntegrityError:
@@ -364,20 +367,19 @@ class EmailService:
         async with self._engine().begin() as conn:
             await conn.execute(sa.update(table).where(table.c.key == key).values(updated_at=time.time(), **values))
 
-    async def _check_recipient(self, address: str, list_name: str | None) -> None:
+    async def _check_recipient(self, conn: Any, address: str, list_name: str | None) -> None:
         """Refuse a suppressed (or unsubscribed) address, and one over the per-recipient cap."""
         suppressions = store.table(self.app, "suppressions")
         messages = store.table(self.app, "messages")
         scopes = ["*"] + ([list_name] if list_name else [])
         limit = self.config.per_recipient_limit
-        async with self._engine().connect() as conn:
-            row = (await conn.execute(sa.select(suppressions).where(suppressions.c.address == address, suppressions.c.scope.in_(scopes)))).first()
-            count = 0
-            if row is None and limit:
-                since = time.time() - self.config.rate_window
-                count = (await conn.execute(
-                    sa.select(sa.func.count()).select_from(messages).where(messages.c.address == address, messages.c.created_at >= since)
-                )).scalar_one()
+        row = (await conn.execute(sa.select(suppressions).where(suppressions.c.address == address, suppressions.c.scope.in_(scopes)))).first()
+        count = 0
+        if row is None and limit:
+            since = time.time() - self.config.rate_window
+            count = (await conn.execute(
+                sa.select(sa.func.count()).select_from(messages).where(messages.c.address == address, messages.c.created_at >= since)
+            )).scalar_one()
         if row is not None:
             what = "unsubscribed from " + row.scope if row.scope != "*" else f"suppressed ({row.reason})"
             raise EmailError(f"{address} is {what}; nothing was sent", "EMAIL_SUPPRESSED")
