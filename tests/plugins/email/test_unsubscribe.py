@@ -137,3 +137,24 @@ def test_start_up_says_when_dkim_would_not_cover_the_unsubscribe_headers(make_em
         make_email_app({"email": {"dkim": {"selector": "pb", "domain": "example.com"}}})
     with pytest.raises(ConfigError, match="transactional"):
         make_email_app({"email": {"unsubscribe": {"templates": ["newsletter", "password-reset"]}}})
+
+
+async def test_order_confirmation_carries_unsubscribe_only_when_configured(make_email_app, start_app, tmp_path):
+    order = {"username": "Ann", "orderNumber": "A-1", "items": [], "total": "$0"}
+    app = await start_app(make_email_app())
+    await app[EMAIL].send("ann@example.com", "order-confirmation", order)
+    assert read(outbox(tmp_path)[-1])["List-Unsubscribe"] is None
+    other = tmp_path / "other"
+    other.mkdir()
+    app = await start_app(make_email_app({"server": {"data_dir": str(other / "var")}, "email": {"unsubscribe": {"templates": ["newsletter", "order-confirmation"]}}}))
+    await app[EMAIL].send("ann@example.com", "order-confirmation", order)
+    [path] = sorted((other / "var" / "outbox").glob("*.eml"))
+    message = read(path)
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click" and "order-confirmation" in message["List-Id"]
+
+
+async def test_unsubscribe_is_off_with_the_feature(make_email_app, client_for, tmp_path):
+    client = await client_for(make_email_app({"email": {"features": {"unsubscribe": False}}}))
+    await client.server.app[EMAIL].send("ann@example.com", "newsletter", NEWS)
+    assert read(outbox(tmp_path)[0])["List-Unsubscribe"] is None
+    assert (await client.post("/email/unsubscribe/x.y")).status == 404
