@@ -84,5 +84,6 @@ async def plugboard_startup(app: Any, config: EmailConfig) -> None:
 
     from plugboard.plugins.email.keys import EMAIL
 
+    app[EMAIL].start()
     # Reads and checks every file template: a broken override stops start-up.
     await asyncio.to_thread(app[EMAIL].load_file_templates)

@@ -37,6 +37,8 @@ def check_config(app: Any, config: EmailConfig) -> Any:
     if jobs is not None and jobs.jobs.email and jobs.email.mailer != config.mailer:
         problem("jobs.email.mailer", jobs.email.mailer,
                 f"send-email must use the email plugin's mailer service {config.mailer!r} (email.mailer): one set of mail settings")
+    if config.ledger == "redis" and not app[keys.CORE_CONFIG].redis.url:
+        problem("email.ledger", config.ledger, "the redis ledger needs Redis: set redis.url (or REDIS_URL)")
     for i, name in enumerate(config.unsubscribe.templates):
         if name in TRANSACTIONAL:
             problem(f"email.unsubscribe.templates[{i}]", name, "password-reset and verification are transactional: they never carry List-Unsubscribe")

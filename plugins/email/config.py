@@ -153,6 +153,11 @@ class EmailConfig:
     #: Messages to one address per ``rate_window`` (0: no cap).
     per_recipient_limit: int = attrs.field(default=20, validator=_non_negative)
     rate_window: Duration = attrs.field(default=3600.0, validator=validators.positive)
+    #: Where the per-message ledger (idempotency keys, per-recipient counts) lives:
+    #: ``auto`` (Redis when ``redis.url`` is set, else the records store) | ``records`` | ``redis``.
+    ledger: Literal["auto", "records", "redis"] = "auto"
+    #: How long ledger entries are kept in Redis (a key reused later sends again).
+    ledger_retention: Duration = attrs.field(default=7 * 86400.0, validator=validators.positive)
     #: Rendered templates kept compiled.
     cache_size: int = attrs.field(default=256, validator=validators.positive)
     #: Signs unsubscribe and tracking tokens; null: ``server.secret_key``.

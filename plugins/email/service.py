@@ -108,12 +108,24 @@ class EmailService:
         self._signer: Signer | None = Signer(secret) if secret else None
         self._file_templates: dict[str, tuple[str, str]] = {}
         self.dkim = None
+        #: Set at start-up (the Redis client exists only then); see :meth:`start`.
+        self.ledger: Any = None
         from plugboard.plugins.email.webhooks import SnsVerifier
 
         hooks = config.webhooks
         self.sns = SnsVerifier(hooks.ses_cert_host, hooks.ses_topic_arns, str(root / hooks.ses_ca_file) if hooks.ses_ca_file else None)
 
     # -- set-up ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Choose the ledger: Redis with ``ledger: redis`` (or ``auto`` and a Redis client), else SQL."""
+        from plugboard.plugins.email.ledger import RedisLedger, SqlLedger
+
+        client = self.app.get(keys.REDIS)
+        if self.config.ledger == "redis" or (self.config.ledger == "auto" and client is not None):
+            self.ledger = RedisLedger(client, retention=self.config.ledger_retention, window=self.config.rate_window)
+        else:
+            self.ledger = SqlLedger(self.app)
 
     @property
     def signer(self) -> Signer:
@@ -346,70 +358,49 @@ class EmailService:
         return Outcome(key=key, status="sent", message_id=sent.message_id)
 
     async def _record(self, key: str, address: str, template: str, list_name: str | None) -> Outcome | None:
-        """Check the recipient and insert the ledger row, in one transaction.
+        """Check the recipient and reserve the key in the ledger; an existing key returns its outcome."""
 
-        An existing key returns its outcome (the same send, asked again).
-        """
-        table = store.table(self.app, "messages")
-        now = time.time()
-        try:
-            async with self._engine().begin() as conn:
-                await self._check_recipient(conn, address, list_name)
-                await conn.execute(sa.insert(table).values(key=key, address=address, template=template, status="queued", created_at=now, updated_at=now))
+        async def check(conn: Any) -> None:
+            await self._check_recipient(conn, address, list_name)
+
+        entry = await self.ledger.reserve(key, address, template, check)
+        if entry is None:
             return None
-        except IntegrityError:
-            async with self._engine().connect() as conn:
-                row = (await conn.execute(sa.select(table).where(table.c.key == key))).first()
-            return Outcome(key=key, status="sent" if row.status == "sent" else "queued", message_id=row.message_id)
-
-    async def _update(self, key: str, **values: Any) -> None:
-        table = store.table(self.app, "messages")
-        async with self._engine().begin() as conn:
-            await conn.execute(sa.update(table).where(table.c.key == key).values(updated_at=time.time(), **values))
+        return Outcome(key=key, status="sent" if entry.status == "sent" else "queued", message_id=entry.message_id)
 
     async def _check_recipient(self, conn: Any, address: str, list_name: str | None) -> None:
         """Refuse a suppressed (or unsubscribed) address, and one over the per-recipient cap."""
         suppressions = store.table(self.app, "suppressions")
-        messages = store.table(self.app, "messages")
         scopes = ["*"] + ([list_name] if list_name else [])
-        limit = self.config.per_recipient_limit
-        row = (await conn.execute(sa.select(suppressions).where(suppressions.c.address == address, suppressions.c.scope.in_(scopes)))).first()
-        count = 0
-        if row is None and limit:
-            since = time.time() - self.config.rate_window
-            count = (await conn.execute(
-                sa.select(sa.func.count()).select_from(messages).where(messages.c.address == address, messages.c.created_at >= since)
-            )).scalar_one()
+        query = sa.select(suppressions).where(suppressions.c.address == address, suppressions.c.scope.in_(scopes))
+        if conn is None:
+            async with self._engine().connect() as own:
+                row = (await own.execute(query)).first()
+        else:
+            row = (await conn.execute(query)).first()
         if row is not None:
             what = "unsubscribed from " + row.scope if row.scope != "*" else f"suppressed ({row.reason})"
             raise EmailError(f"{address} is {what}; nothing was sent", "EMAIL_SUPPRESSED")
-        if limit and count >= limit:
-            raise EmailError(f"{address} has been sent {count} messages in the last {self.config.rate_window:g}s (the cap); try later", "TOO_MANY_REQUESTS")
+        limit = self.config.per_recipient_limit
+        if limit:
+            count = await self.ledger.recent(conn, address, time.time() - self.config.rate_window)
+            if count >= limit:
+                raise EmailError(f"{address} has been sent {count} messages in the last {self.config.rate_window:g}s (the cap); try later", "TOO_MANY_REQUESTS")
 
     # -- SendGuard (the jobs plugin's send-email calls these) ---------------------------
 
     async def claim(self, key: str) -> dict[str, Any] | None:
-        table = store.table(self.app, "messages")
-        async with self._engine().begin() as conn:
-            result = await conn.execute(
-                sa.update(table).where(table.c.key == key, table.c.status.in_(("queued", "retry"))).values(status="sending", updated_at=time.time())
-            )
-            if result.rowcount == 1:
-                return None
-            row = (await conn.execute(sa.select(table).where(table.c.key == key))).first()
-            if row is None:
-                # A send-email job enqueued with a key outside this plugin.
-                now = time.time()
-                await conn.execute(sa.insert(table).values(key=key, address="", template="", status="sending", created_at=now, updated_at=now))
-                return None
-        if row.status == "sent":
-            return {"message_id": row.message_id, "accepted": [row.address], "refused": {}, "already_sent": True}
-        if row.status == "sending":
+        entry = await self.ledger.claim(key)
+        if entry is None:
+            return None
+        if entry.status == "sent":
+            return {"message_id": entry.message_id, "accepted": [entry.address], "refused": {}, "already_sent": True}
+        if entry.status == "sending":
             raise MailerError(
                 "an earlier attempt stopped while handing this message to the provider; it may have been delivered, so it is not sent again",
                 permanent=True,
             )
-        raise MailerError(f"this message failed for good earlier: {row.error}", permanent=True)
+        raise MailerError(f"this message failed for good earlier: {entry.error}", permanent=True)
 
     def message_id(self, key: str) -> str:
         return f"<{hashlib.sha256(key.encode()).hexdigest()[:32]}@{self._domain()}>"
@@ -422,36 +413,28 @@ class EmailService:
         return message
 
     async def finish(self, key: str, result: dict[str, Any] | None, error: MailerError | None) -> None:
-        """Record the outcome in one transaction: the ledger row, and with analytics the event and its count."""
-        table = store.table(self.app, "messages")
-        now = time.time()
+        """Record the outcome in the ledger; with analytics also the event and its count."""
         if result is not None:
-            values: dict[str, Any] = {"status": "sent", "message_id": result["message_id"], "error": None}
-            event, detail = "sent", None
+            entry = await self.ledger.finish(key, "sent", message_id=result["message_id"])
+            event, detail, message_id = "sent", None, result["message_id"]
         elif error is not None:
-            values = {"status": "failed" if error.permanent else "retry", "error": str(error)}
-            event, detail = ("failed" if error.permanent else None), str(error)
+            entry = await self.ledger.finish(key, "failed" if error.permanent else "retry", error=str(error))
+            event, detail, message_id = ("failed" if error.permanent else None), str(error), None
         else:
             return
+        if event is None or entry is None or not entry.address:
+            return
         at = dt.datetime.now(dt.timezone.utc)
-        async with self._engine().begin() as conn:
-            await conn.execute(sa.update(table).where(table.c.key == key).values(updated_at=now, **values))
-            row = (await conn.execute(sa.select(table.c.address, table.c.template).where(table.c.key == key))).first() if event else None
-            if event and row is not None and self.config.features.analytics:
+        if self.config.features.analytics:
+            async with self._engine().begin() as conn:
                 await conn.execute(sa.insert(store.table(self.app, "events")).values(
-                    provider="plugboard", event=event, address=row.address, message_id=values.get("message_id"), template=row.template, detail=detail, at=at
+                    provider="plugboard", event=event, address=entry.address, message_id=message_id, template=entry.template, detail=detail, at=at
                 ))
-                await self._count(conn, row.template, at.date(), event)
-        if event and row is not None:
-            await pubsub.publish(self.app, TOPIC, {
-                "provider": "plugboard", "event": event, "address": row.address, "messageId": values.get("message_id"),
-                "template": row.template, "detail": detail, "at": at.isoformat(),
-            }, what="email event")
-
-    async def _message(self, key: str) -> Any:
-        table = store.table(self.app, "messages")
-        async with self._engine().connect() as conn:
-            return (await conn.execute(sa.select(table).where(table.c.key == key))).first()
+                await self._count(conn, entry.template, at.date(), event)
+        await pubsub.publish(self.app, TOPIC, {
+            "provider": "plugboard", "event": event, "address": entry.address, "messageId": message_id,
+            "template": entry.template, "detail": detail, "at": at.isoformat(),
+        }, what="email event")
 
     # -- suppression ---------------------------------------------------------------------
 
@@ -484,13 +467,7 @@ class EmailService:
     # -- events and statistics ---------------------------------------------------------
 
     async def template_of(self, message_id: str | None) -> str | None:
-        if not message_id:
-            return None
-        table = store.table(self.app, "messages")
-        wanted = message_id if message_id.startswith("<") else f"<{message_id}>"
-        async with self._engine().connect() as conn:
-            row = (await conn.execute(sa.select(table.c.template).where(table.c.message_id.in_((wanted, message_id))))).first()
-        return row.template if row else None
+        return await self.ledger.template_of(message_id) if message_id else None
 
     async def record_event(
         self, provider: str, event: str, *, address: str | None = None, message_id: str | None = None,

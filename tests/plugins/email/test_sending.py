@@ -7,12 +7,9 @@ import asyncio
 import time
 
 import pytest
-import sqlalchemy as sa
 
-from plugboard import keys
 from plugboard.errors import ConfigError
 from plugboard.plugins.email.keys import EMAIL
-from plugboard.plugins.email import store
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import JobStatus
 from plugboard.providers.smtp import SmtpConfig
@@ -22,8 +19,20 @@ PLUGINS = ["realtime", "jobs", "email"]
 WELCOME = {"username": "Ann"}
 
 
-def smtp(server, **extra) -> dict:
-    return {"services": {"mailer": {"provider": "smtp", "host": server.host, "port": server.port, "timeout": "5s", **extra}}}
+@pytest.fixture(params=["records", "redis"])
+def ledger_settings(request) -> dict:
+    """Every test here runs with the ledger in the records store and in Redis."""
+    if request.param == "records":
+        return {"email": {"ledger": "records"}}
+    return {"redis": {"url": request.getfixturevalue("redis_url")}, "email": {"ledger": "redis"}}
+
+
+@pytest.fixture
+def smtp(ledger_settings):
+    def make(server, **extra) -> dict:
+        return {**ledger_settings, "services": {"mailer": {"provider": "smtp", "host": server.host, "port": server.port, "timeout": "5s", **extra}}}
+
+    return make
 
 
 async def wait_job(app, job_id: str, statuses=(JobStatus.COMPLETED, JobStatus.FAILED), timeout: float = 10.0):
@@ -46,7 +55,7 @@ class RedeliveredJob:
         return None
 
 
-async def test_queued_send_through_starttls_and_auth(make_email_app, start_app, smtp_factory, tls_files):
+async def test_queued_send_through_starttls_and_auth(make_email_app, start_app, smtp_factory, tls_files, smtp):
     server = smtp_factory(tls=True, auth=True)
     app = await start_app(make_email_app(smtp(server, user="mailer", password="s3cret", ca_file=str(tls_files.ca_cert)), PLUGINS))
     outcome = await app[EMAIL].send("ann@example.com", "welcome", WELCOME)
@@ -60,7 +69,7 @@ async def test_queued_send_through_starttls_and_auth(make_email_app, start_app, 
     assert received["message"]["Message-ID"] == app[EMAIL].message_id(outcome.key) == job.result["message_id"]
 
 
-async def test_credentials_never_travel_without_tls(make_email_app, start_app, smtp_factory):
+async def test_credentials_never_travel_without_tls(make_email_app, start_app, smtp_factory, smtp):
     with pytest.raises(ConfigError, match="would send the password without TLS"):
         make_email_app(smtp(smtp_factory(), user="mailer", password="s3cret", starttls=False), PLUGINS)
     # starttls: auto with a user requires STARTTLS: a server without it is a permanent failure.
@@ -74,7 +83,7 @@ async def test_credentials_never_travel_without_tls(make_email_app, start_app, s
     assert SmtpConfig(user="u", password="p", starttls=False, allow_plaintext_auth=True).start_tls() is False
 
 
-async def test_refused_recipient_fails_without_retry(make_email_app, start_app, smtp_server):
+async def test_refused_recipient_fails_without_retry(make_email_app, start_app, smtp_server, smtp):
     app = await start_app(make_email_app(smtp(smtp_server, starttls=False), PLUGINS))
     outcome = await app[EMAIL].send("reject@example.com", "welcome", WELCOME)
     job = await wait_job(app, outcome.job_id)
@@ -84,7 +93,7 @@ async def test_refused_recipient_fails_without_retry(make_email_app, start_app, 
     assert row.status == "failed" and "550" in row.error
 
 
-async def test_timeout_is_retried_with_backoff(make_email_app, start_app, smtp_server):
+async def test_timeout_is_retried_with_backoff(make_email_app, start_app, smtp_server, smtp):
     smtp_server.handler.delay = 3
     app = await start_app(make_email_app(smtp(smtp_server, starttls=False, timeout="0.5s"), PLUGINS))
     outcome = await app[EMAIL].send("ann@example.com", "welcome", WELCOME)
@@ -95,12 +104,10 @@ async def test_timeout_is_retried_with_backoff(make_email_app, start_app, smtp_s
 
 
 async def ledger(app, key):
-    table = store.table(app, "messages")
-    async with app[keys.RECORDS].connect() as conn:
-        return (await conn.execute(sa.select(table).where(table.c.key == key))).first()
+    return await app[EMAIL].ledger.get(key)
 
 
-async def test_a_redelivered_job_never_sends_twice(make_email_app, start_app, smtp_server):
+async def test_a_redelivered_job_never_sends_twice(make_email_app, start_app, smtp_server, smtp):
     app = await start_app(make_email_app(smtp(smtp_server, starttls=False), PLUGINS))
     outcome = await app[EMAIL].send("ann@example.com", "welcome", WELCOME, key="order-17")
     job = await wait_job(app, outcome.job_id)
@@ -115,13 +122,13 @@ async def test_a_redelivered_job_never_sends_twice(make_email_app, start_app, sm
     assert same.status == "sent" and same.message_id == job.result["message_id"]
 
 
-async def test_a_send_interrupted_mid_flight_is_not_repeated(make_email_app, start_app, smtp_server):
+async def test_a_send_interrupted_mid_flight_is_not_repeated(make_email_app, start_app, smtp_server, smtp):
     app = await start_app(make_email_app(smtp(smtp_server, starttls=False), PLUGINS))
     service = app[EMAIL]
     outcome = await service.send("ann@example.com", "welcome", WELCOME, key="k-1")
     job = await wait_job(app, outcome.job_id)
     # As if a worker claimed the key, handed the message over and died before recording it.
-    await service._update("k-1", status="sending")
+    await service.ledger.set_status("k-1", "sending")
     task = app[JOBS].runner.tasks["send-email"].fn
     with pytest.raises(PermanentError, match="not sent again"):
         await task(RedeliveredJob(app), **job.args)
@@ -132,3 +139,22 @@ async def test_jobs_must_use_the_same_mailer(make_email_app):
     data = {"services": {"mailer": {"default": {"provider": "outbox"}, "other": {"provider": "outbox", "dir": "o2"}}}, "jobs": {"email": {"mailer": "other"}}}
     with pytest.raises(ConfigError, match="jobs.email.mailer = 'other'.*one set of mail settings"):
         make_email_app(data, PLUGINS)
+
+
+async def test_per_recipient_cap_and_template_lookup(make_email_app, start_app, ledger_settings):
+    from plugboard.plugins.email.service import EmailError
+
+    app = await start_app(make_email_app({**ledger_settings, "email": {**ledger_settings["email"], "per_recipient_limit": 2}}))
+    service = app[EMAIL]
+    first = await service.send("cap@example.com", "welcome", WELCOME)
+    await service.send("cap@example.com", "welcome", WELCOME)
+    with pytest.raises(EmailError, match="the cap") as e:
+        await service.send("cap@example.com", "welcome", WELCOME)
+    assert e.value.code == "TOO_MANY_REQUESTS"
+    assert await service.template_of(first.message_id) == "welcome"
+    assert await service.template_of(first.message_id.strip("<>")) == "welcome"
+
+
+def test_the_redis_ledger_needs_redis(make_email_app):
+    with pytest.raises(ConfigError, match="email.ledger = 'redis'.*needs Redis"):
+        make_email_app({"email": {"ledger": "redis"}})
