@@ -415,13 +415,12 @@ class EmailService:
     async def finish(self, key: str, result: dict[str, Any] | None, error: MailerError | None) -> None:
         """Record the outcome in the ledger; with analytics also the event and its count."""
         if result is not None:
-            entry = await self.ledger.finish(key, "sent", message_id=result["message_id"])
-            event, detail, message_id = "sent", None, result["message_id"]
+            status, event, detail, message_id = "sent", "sent", None, result["message_id"]
         elif error is not None:
-            entry = await self.ledger.finish(key, "failed" if error.permanent else "retry", error=str(error))
-            event, detail, message_id = ("failed" if error.permanent else None), str(error), None
+            status, event, detail, message_id = ("failed" if error.permanent else "retry"), ("failed" if error.permanent else None), str(error), None
         else:
             return
+        entry = await self._finish_ledger(key, status, message_id=message_id, error=detail)
         if event is None or entry is None or not entry.address:
             return
         at = dt.datetime.now(dt.timezone.utc)
@@ -435,6 +434,28 @@ class EmailService:
             "provider": "plugboard", "event": event, "address": entry.address, "messageId": message_id,
             "template": entry.template, "detail": detail, "at": at.isoformat(),
         }, what="email event")
+
+    async def _finish_ledger(self, key: str, status: str, *, message_id: str | None, error: str | None) -> Any:
+        """Record the outcome, trying again while the store is busy (SQLite locked, Redis reconnecting).
+
+        After the provider accepted the message, failing here must not fail the
+        job (a retry would find the key ``sending`` and refuse): the outcome is
+        logged instead.
+        """
+        delay = 0.05
+        for attempt in range(6):
+            try:
+                return await self.ledger.finish(key, status, message_id=message_id, error=error)
+            except Exception as e:  # the store's own errors: sqlalchemy's, redis's
+                if attempt == 5:
+                    if status == "sent":
+                        logger.exception("email: message %s was sent but its ledger entry %r could not be updated", message_id, key)
+                        return None
+                    raise
+                logger.warning("email: ledger busy recording %r (%s: %s); trying again", key, type(e).__name__, e)
+                await asyncio.sleep(delay)
+                delay *= 2
+        return None
 
     # -- suppression ---------------------------------------------------------------------
 
