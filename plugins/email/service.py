@@ -24,7 +24,6 @@ import logging
 import time
 import uuid
 from email.message import EmailMessage
-from pathlib import Path
 from typing import Any, Mapping
 
 import attrs

@@ -70,7 +70,7 @@ class SesMailer:
         if self.config.configuration_set:
             request["ConfigurationSetName"] = self.config.configuration_set
         try:
-            answer = await self._client.send_email(**request)
+            await self._client.send_email(**request)
         except ClientError as e:
             error = e.response.get("Error", {})
             code = error.get("Code", "")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import pytest
 from email_fakes import MAILGUN_DOMAIN, MAILGUN_KEY, SENDGRID_KEY, MailgunFake, SendgridFake

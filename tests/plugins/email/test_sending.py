@@ -158,3 +158,37 @@ async def test_per_recipient_cap_and_template_lookup(make_email_app, start_app, 
 def test_the_redis_ledger_needs_redis(make_email_app):
     with pytest.raises(ConfigError, match="email.ledger = 'redis'.*needs Redis"):
         make_email_app({"email": {"ledger": "redis"}})
+
+
+class BusyLedger:
+    """The real ledger, whose finish() finds the store busy a given number of times."""
+
+    def __init__(self, inner, busy: int) -> None:
+        self.inner, self.busy = inner, busy
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    async def finish(self, *args, **kwargs):
+        if self.busy:
+            self.busy -= 1
+            from sqlalchemy.exc import OperationalError
+
+            raise OperationalError("UPDATE email_messages", {}, Exception("database is locked"))
+        return await self.inner.finish(*args, **kwargs)
+
+
+@pytest.mark.parametrize("busy", [2, 10])
+async def test_a_busy_ledger_never_fails_a_delivered_message(make_email_app, start_app, smtp_server, busy):
+    app = await start_app(make_email_app(
+        {"email": {"ledger": "records"}, "services": {"mailer": {"provider": "smtp", "host": smtp_server.host, "port": smtp_server.port, "starttls": False}}},
+        PLUGINS,
+    ))
+    app[EMAIL].ledger = BusyLedger(app[EMAIL].ledger, busy)
+    outcome = await app[EMAIL].send("ann@example.com", "welcome", WELCOME)
+    job = await wait_job(app, outcome.job_id, timeout=20)
+    assert job.status is JobStatus.COMPLETED and job.attempts == 1
+    assert len(smtp_server.handler.messages) == 1
+    entry = await app[EMAIL].ledger.inner.get(outcome.key)
+    # Recorded after two busy answers; still "sending" (never sent again) after ten.
+    assert entry.status == ("sent" if busy == 2 else "sending")
