@@ -112,7 +112,7 @@ class EmailService:
         from plugboard.plugins.email.webhooks import SnsVerifier
 
         hooks = config.webhooks
-        self.sns = SnsVerifier(hooks.ses_cert_host, hooks.ses_topic_arns, str(root / hooks.ses_ca_file) if hooks.ses_ca_file else None)
+        self.sns = SnsVerifier(hooks.ses_cert_host, hooks.ses_topic_arns, str(root / hooks.ses_ca_file) if hooks.ses_ca_file else None, hooks.max_age)
 
     # -- set-up ----------------------------------------------------------------------
 

@@ -193,7 +193,8 @@ def check_cert_url(url: Any, host_pattern: str) -> str:
 class SnsVerifier:
     """Checks SNS signatures; certificates are fetched once per URL and cached."""
 
-    def __init__(self, host_pattern: str, topics: list[str], ca_file: str | None = None) -> None:
+    def __init__(self, host_pattern: str, topics: list[str], ca_file: str | None = None, max_age: float = 300.0) -> None:
+        self.max_age = max_age
         self.host_pattern = host_pattern
         self.topics = topics
         self.ca_file = ca_file
@@ -238,6 +239,12 @@ class SnsVerifier:
             raise WebhookRejected("unknown SignatureVersion")
         url = check_cert_url(message.get("SigningCertURL"), self.host_pattern)
         to_sign = sns_string_to_sign(message)
+        try:
+            sent = dt.datetime.fromisoformat(str(message["Timestamp"]).replace("Z", "+00:00"))
+        except ValueError:
+            raise WebhookRejected("bad Timestamp") from None
+        # SNS retries an HTTP delivery within a few minutes; older messages are replays.
+        _fresh(sent.timestamp(), self.max_age)
         cert = await self._cert(url)
         try:
             cert.public_key().verify(base64.b64decode(message.get("Signature") or ""), to_sign, padding.PKCS1v15(), algorithm)

@@ -96,7 +96,7 @@ def sns_message(sns_cert, ses_event: dict, *, type_: str = "Notification", versi
 
     message = {
         "Type": type_, "MessageId": str(uuid.uuid4()), "TopicArn": topic, "Message": json.dumps(ses_event),
-        "Timestamp": "2026-12-04T12:00:00.000Z", "SignatureVersion": version, "SigningCertURL": sns_cert["url"], **extra,
+        "Timestamp": extra.pop("Timestamp", None) or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "SignatureVersion": version, "SigningCertURL": sns_cert["url"], **extra,
     }
     algorithm = hashes.SHA256() if version == "2" else hashes.SHA1()
     message["Signature"] = base64.b64encode(sns_cert["key"].sign(sns_string_to_sign(message), padding.PKCS1v15(), algorithm)).decode()
@@ -251,7 +251,7 @@ async def test_ses_subscription_confirmation(client, sns_cert):
     assert "confirm:tok-1" in sns_cert["fetched"]
 
 
-@pytest.mark.parametrize("case", ["altered", "bad-signature", "http-cert", "foreign-host", "other-topic", "unknown-version", "missing-signature", "other-signing-key"])
+@pytest.mark.parametrize("case", ["altered", "bad-signature", "http-cert", "foreign-host", "other-topic", "unknown-version", "missing-signature", "other-signing-key", "stale"])
 async def test_ses_bad_messages(client, sns_cert, tls_files, case):
     message = sns_message(sns_cert, SES_BOUNCE)
     if case == "altered":
@@ -268,6 +268,8 @@ async def test_ses_bad_messages(client, sns_cert, tls_files, case):
         message["SignatureVersion"] = "3"
     elif case == "missing-signature":
         del message["Signature"]
+    elif case == "stale":
+        message = sns_message(sns_cert, SES_BOUNCE, Timestamp="2026-01-01T00:00:00.000Z")
     elif case == "other-signing-key":
         # Signed by a key other than the certificate's.
         from cryptography.hazmat.primitives.asymmetric import rsa
