@@ -26,10 +26,12 @@ async def test_stats_count_sends_opens_and_clicks(client, tmp_path):
     await app[EMAIL].send("ann@example.com", "newsletter", NEWS)
     await app[EMAIL].send("bob@example.com", "newsletter", NEWS)
     await app[EMAIL].send("bob@example.com", "welcome", {"username": "Bob"})
-    html = [p.read_text() for p in outbox(tmp_path)][0]
-    import quopri
+    import email
+    import email.policy
 
-    body = quopri.decodestring(html.encode()).decode()
+    messages = [email.message_from_bytes(p.read_bytes(), policy=email.policy.default) for p in outbox(tmp_path)]
+    first = next(m for m in messages if m["X-Plugboard-Template"] == "newsletter")
+    body = first.get_body(("html",)).get_content()
     pixel = re.search(r'src="http://127.0.0.1:8000(/email/o/[^"]+\.gif)"', body).group(1)
     link = re.search(r'href="http://127.0.0.1:8000(/email/c/[^"]+)"', body).group(1)
     assert "/email/unsubscribe/" in body  # the unsubscribe link is not rewritten
