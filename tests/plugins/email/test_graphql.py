@@ -47,6 +47,8 @@ async def test_templates_crud_and_preview(client):
         ({"name": "has space"}, "without spaces"),
         ({"content": '{% extends "nope.mjml" %}'}, "'nope.mjml', which does not exist"),
         ({"content": '{% extends "../../../etc/passwd" %}'}, "does not exist"),
+        ({"content": "{% for a in range(100000) %}{% for b in range(100000) %}x{% endfor %}{% endfor %}"}, "longer than 2s and was stopped"),
+        ({"content": "<mjml><mj-body>{{ ''.__class__ }}</mj-body></mjml>"}, "not allowed"),
     ],
 )
 async def test_create_refuses_bad_templates(client, fields, message):
