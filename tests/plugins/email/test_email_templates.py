@@ -6,17 +6,12 @@ import time
 
 import pytest
 
+from email_testkit import VARIABLES
+
 from plugboard.plugins.email.keys import EMAIL
 from plugboard.plugins.email.service import EmailError
 from plugboard.plugins.email.templates import Renderer, TemplateError, html_to_text
 
-VARIABLES = {
-    "welcome": {"username": "Ann", "activationLink": "https://app.example.com/activate/t0k"},
-    "password-reset": {"username": "Ann", "resetLink": "https://app.example.com/reset/t0k"},
-    "verification": {"username": "Ann", "verificationLink": "https://app.example.com/verify/t0k", "code": "123456"},
-    "order-confirmation": {"username": "Ann", "orderNumber": "A-17", "items": [{"name": "Dune", "quantity": 2, "price": "$20"}], "total": "$40"},
-    "newsletter": {"title": "Spring news", "intro": "What is new.", "articles": [{"title": "Hello", "summary": "A story.", "url": "https://example.com/a"}]},
-}
 SUBJECTS = {
     "welcome": "Welcome, Ann!",
     "password-reset": "Reset your password",

@@ -6,7 +6,7 @@ import email
 import email.policy
 
 import pytest
-from conftest import gql, outbox
+from email_testkit import gql, outbox
 
 MJML = '{% extends "base.mjml" %}{% block content %}<mj-text>Hi {{ name }}</mj-text>{% endblock %}'
 CREATE = "mutation($i: EmailTemplateInput!) { createEmailTemplate(input: $i) { id name subject content builtin list } }"

@@ -6,7 +6,7 @@ Screenshots are written to tmp_path (kept by pytest for inspection).
 from __future__ import annotations
 
 import pytest
-from test_templates import VARIABLES
+from email_testkit import VARIABLES
 
 from plugboard.plugins.email.keys import EMAIL
 

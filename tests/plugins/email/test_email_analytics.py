@@ -7,7 +7,7 @@ import datetime as dt
 import re
 
 import pytest
-from conftest import ADMIN, gql, outbox
+from email_testkit import ADMIN, gql, outbox
 
 from plugboard.plugins.email.keys import EMAIL
 

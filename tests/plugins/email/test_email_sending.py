@@ -3,10 +3,11 @@ delivery with idempotency keys, permanent failures (no retry) and timeouts (retr
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import pytest
+
+from email_testkit import wait_job
 
 from plugboard.errors import ConfigError
 from plugboard.plugins.email.keys import EMAIL
@@ -33,16 +34,6 @@ def smtp(ledger_settings):
         return {**ledger_settings, "services": {"mailer": {"provider": "smtp", "host": server.host, "port": server.port, "timeout": "5s", **extra}}}
 
     return make
-
-
-async def wait_job(app, job_id: str, statuses=(JobStatus.COMPLETED, JobStatus.FAILED), timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = await app[JOBS].get(job_id)
-        if job is not None and job.status in statuses:
-            return job
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"job {job_id} is {job.status if job else None}")
 
 
 class RedeliveredJob:

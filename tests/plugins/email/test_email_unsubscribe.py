@@ -8,7 +8,7 @@ import email.policy
 import re
 
 import pytest
-from conftest import outbox
+from email_testkit import outbox
 
 from plugboard.errors import ConfigError
 from plugboard.plugins.email.keys import EMAIL
@@ -65,7 +65,7 @@ async def test_get_confirms_post_unsubscribes_idempotently(client, tmp_path):
     await app[EMAIL].send("ann@example.com", "welcome", {"username": "Ann"})
     rows = await app[EMAIL].suppressions()
     assert [(r.address, r.scope, r.reason) for r in rows] == [("ann@example.com", "newsletter", "unsubscribe")]
-    from test_webhooks import events
+    from email_testkit import events
 
     assert [e.event for e in await events(app)].count("unsubscribed") == 1
 

@@ -94,7 +94,7 @@ async def test_ses_unreachable_is_temporary():
 
 
 async def test_ses_as_the_mailer_service_through_the_queue(make_email_app, start_app, moto_url, ses_options):
-    from test_sending import wait_job
+    from email_testkit import wait_job
 
     await verify_identity(moto_url, "shop@example.com")
     app = await start_app(make_email_app(

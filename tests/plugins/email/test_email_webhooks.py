@@ -12,12 +12,9 @@ import time
 import uuid
 
 import pytest
-import sqlalchemy as sa
 from aiohttp import web
-from conftest import gql, make_cert
+from email_testkit import events, gql, make_cert
 
-from plugboard import keys
-from plugboard.plugins.email import store
 from plugboard.plugins.email.keys import EMAIL
 from plugboard.plugins.email.service import EmailError
 from plugboard.testing_servers import free_port
@@ -112,12 +109,6 @@ async def client(make_email_app, client_for, sendgrid_keys, tls_files):
                      "ses_ca_file": str(tls_files.ca_cert), "ses_topic_arns": ["arn:aws:sns:eu-west-1:123456789012:ses-events"]},
     }})
     return await client_for(app)
-
-
-async def events(app) -> list:
-    table = store.table(app, "events")
-    async with app[keys.RECORDS].connect() as conn:
-        return list((await conn.execute(sa.select(table).order_by(table.c.id))).all())
 
 
 SENDGRID_EVENTS = [
