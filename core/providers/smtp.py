@@ -27,10 +27,28 @@ class SmtpConfig:
     #: Implicit TLS from the first byte (port 465); excludes ``starttls: true``.
     tls: bool = False
     timeout: Duration = attrs.field(default=30.0, validator=validators.positive)
+    #: Send ``user``/``password`` over a connection without TLS (a local relay only).
+    #: Off: with credentials, STARTTLS is required unless ``tls`` is on.
+    allow_plaintext_auth: bool = False
+    #: A CA bundle the server's certificate must chain to (null: the system's).
+    ca_file: str | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.tls and self.starttls is True:
             raise ValueError("tls and starttls exclude each other: tls is for port 465, starttls for 587")
+        if self.user and not self.tls and self.starttls is False and not self.allow_plaintext_auth:
+            raise ValueError(
+                "starttls: false with a user would send the password without TLS; "
+                "use starttls (587) or tls (465), or set allow_plaintext_auth: true for a local relay"
+            )
+
+    def start_tls(self) -> bool | None:
+        """aiosmtplib's ``start_tls``: required whenever credentials would otherwise travel in clear."""
+        if self.tls:
+            return False
+        if self.user and not self.allow_plaintext_auth:
+            return True
+        return None if self.starttls == "auto" else bool(self.starttls)
 
 
 
@@ -51,7 +69,7 @@ class SmtpMailer:
         import aiosmtplib
 
         c = self.config
-        client = aiosmtplib.SMTP(hostname=c.host, port=c.port, use_tls=c.tls, start_tls=False, timeout=min(c.timeout, 5.0))
+        client = aiosmtplib.SMTP(hostname=c.host, port=c.port, use_tls=c.tls, start_tls=False, timeout=min(c.timeout, 5.0), cert_bundle=c.ca_file)
         try:
             await client.connect()
             await client.noop()
@@ -77,7 +95,8 @@ class SmtpMailer:
                 username=c.user,
                 password=c.password,
                 use_tls=c.tls,
-                start_tls=None if c.starttls == "auto" else bool(c.starttls),
+                start_tls=c.start_tls(),
+                cert_bundle=c.ca_file,
                 timeout=c.timeout,
             )
         except aiosmtplib.SMTPRecipientsRefused as e:
@@ -92,7 +111,7 @@ class SmtpMailer:
         except aiosmtplib.SMTPException as e:
             # aiosmtplib reports a missing STARTTLS extension as a plain SMTPException;
             # with `starttls: true` the settings ask for what this server cannot do.
-            final = c.starttls is True and "STARTTLS" in str(e)
+            final = c.start_tls() is True and "STARTTLS" in str(e)
             raise MailerError(f"cannot deliver through {c.host}:{c.port}: {type(e).__name__}: {e}", permanent=final) from e
         except (OSError, asyncio.TimeoutError) as e:
             raise MailerError(f"cannot deliver through {c.host}:{c.port}: {type(e).__name__}: {e}", permanent=False) from e

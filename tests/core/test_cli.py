@@ -210,9 +210,9 @@ def test_bin_script_runs_the_same_cli():
 
 
 def test_seed_alias_for_a_plugin_not_enabled_is_ignored(tmp_path):
-    """SMTP_HOST in the environment must not stop a deployment without the email plugin."""
-    root = write_project(tmp_path / "proj", {"env_aliases": {"SMTP_HOST": "email.smtp.host"}})
+    """A seed alias (SMTP_HOST) for a section no installed or enabled plugin owns must not stop a deployment."""
+    root = write_project(tmp_path / "proj", {"env_aliases": {"SMTP_HOST": "mailing.smtp.host"}})
     proc = run("check", "--root", str(root), env={"SMTP_HOST": "mail.example.com"})
     assert proc.returncode == 0, proc.stderr
-    proc = run("check", "--root", str(root), env={"PLUGBOARD_EMAIL__SMTP__HOST": "mail.example.com"})
+    proc = run("check", "--root", str(root), env={"PLUGBOARD_MAILING__SMTP__HOST": "mail.example.com"})
     assert proc.returncode == 2 and "unknown section" in proc.stderr

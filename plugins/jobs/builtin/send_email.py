@@ -7,20 +7,41 @@ unparsable address, neither text nor html, a header the message sets itself)
 fail at once; so does an answer of the SMTP server that will not change (a
 refused recipient, 5xx); connection trouble and 4xx answers retry.
 Result: ``{message_id, accepted, refused}``.
+
+``idempotency_key``: when the app has a :class:`SendGuard` (``jobs.keys.SEND_GUARD``,
+set by the email plugin), the guard claims the key before sending, may finish
+the message (a Message-ID stable across attempts, a DKIM signature) and
+records the outcome, so a message is sent at most once even when a worker dies
+after the provider accepted it.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypedDict, Unpack
+from email.message import EmailMessage
+from typing import Any, Callable, Protocol, TypedDict, Unpack
 
 from plugboard.plugins.jobs.builtin.config import BuiltinConfig
 from plugboard.plugins.jobs.builtin.services import Services
+from plugboard.plugins.jobs.keys import SEND_GUARD
 from plugboard.providers.mailer import MailerError, build_message, parse_addresses
 from plugboard.tasks import PermanentError, TaskContext, retry
 
 
 # ``from`` is a Python keyword, so it arrives through **extra (PEP 692).
 SendEmailExtra = TypedDict("SendEmailExtra", {"from": str}, total=False)
+
+
+class SendGuard(Protocol):
+    """Keeps ``send-email`` jobs with an ``idempotency_key`` from sending twice."""
+
+    async def claim(self, key: str) -> dict[str, Any] | None:
+        """None: send now. A result: already sent, return it. Raise MailerError: do not send."""
+
+    def prepare(self, key: str, message: EmailMessage) -> EmailMessage:
+        """The message to send (e.g. with a stable Message-ID and a DKIM signature)."""
+
+    async def finish(self, key: str, result: dict[str, Any] | None, error: MailerError | None) -> None:
+        """Record the outcome of the claimed send."""
 
 
 def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]:
@@ -35,6 +56,7 @@ def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]
         cc: str | list | None = None,
         bcc: str | list | None = None,
         headers: dict | None = None,
+        idempotency_key: str | None = None,
         **extra: Unpack[SendEmailExtra],
     ) -> dict[str, Any]:
         """Send one email; ``from`` may be given as an argument (a Python keyword, hence ``**extra``)."""
@@ -57,13 +79,27 @@ def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]
             raise PermanentError(f"send-email: {e}") from None
         mailer = await services.mailer(job.app)
         await job.progress(10)
+        guard = job.app.get(SEND_GUARD) if idempotency_key else None
+        if guard is not None:
+            try:
+                done = await guard.claim(idempotency_key)
+            except MailerError as e:
+                raise PermanentError(str(e)) from e
+            if done is not None:
+                return done
+            message = guard.prepare(idempotency_key, message)
         try:
             sent = await mailer.send(message, bcc=blind)
         except MailerError as e:
+            if guard is not None:
+                await guard.finish(idempotency_key, None, e)
             if e.permanent:
                 raise PermanentError(str(e)) from e
             raise
-        return {"message_id": sent.message_id, "accepted": sent.accepted, "refused": sent.refused}
+        result = {"message_id": sent.message_id, "accepted": sent.accepted, "refused": sent.refused}
+        if guard is not None:
+            await guard.finish(idempotency_key, result, None)
+        return result
 
     return send_email
 
