@@ -124,7 +124,15 @@ def plugboard_operation_steps(app: Any, config: CacheConfig) -> list[Any]:
 
     # Read here, once the schema is composed and before anything starts: a
     # bad hint fails start-up naming its SDL file and line.
-    app[HINTS] = read_hints(app[keys.COMPOSED_SCHEMA].fragments)
+    composed = app[keys.COMPOSED_SCHEMA]
+    hints = read_hints(composed.fragments)
+    exclude = set(config.query_cache.exclude)
+    hints.excluded = frozenset(
+        coordinate
+        for coordinate, (owner, _where) in composed.field_owners.items()
+        if coordinate.split(".", 1)[0] in ("Query", "Mutation") and (owner in exclude or coordinate in exclude)
+    )
+    app[HINTS] = hints
     step = ResponseCache(app)
     step.__name__ = "response_cache"  # type: ignore[attr-defined]
     return [step]

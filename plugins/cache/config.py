@@ -47,6 +47,10 @@ class QueryCacheOptions:
     ttl: Duration = attrs.field(default=60.0, validator=non_negative)
     #: A response larger than this is served but not stored.
     max_entry_size: Size = attrs.field(default=1024 * 1024, validator=validators.positive)
+    #: Root fields never cached: a plugin's name (all its root fields) or a
+    #: coordinate (``Query.onlineUsers``), for data that changes without a
+    #: mutation (presence, job progress) in plugins that declare no hints.
+    exclude: list[str] = attrs.field(factory=list)
     #: How long a request waits for another computing the same key before computing itself.
     lock_timeout: Duration = attrs.field(default=10.0, validator=validators.positive)
 

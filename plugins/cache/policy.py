@@ -49,6 +49,8 @@ class Hints:
 
     types: dict[str, Hint] = attrs.field(factory=dict)
     fields: dict[str, Hint] = attrs.field(factory=dict)
+    #: Root field coordinates never cached (``cache.queryCache.exclude``).
+    excluded: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -169,6 +171,8 @@ def operation_policy(view: DocumentView, hints: Hints, default_max_age: int) -> 
                 scope = field_hint.scope
         if root and type_hint is None and field_hint is None:
             explicit = False
+        if root and sel.coordinate in hints.excluded:
+            return Policy(max_age=0)
         if field_max is None and ((composite and not inherit) or root):
             field_max = default_max_age
         if field_max is not None:

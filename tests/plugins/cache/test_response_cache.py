@@ -174,3 +174,12 @@ async def test_disabled_query_cache_still_invalidates(aiohttp_client, tmp_path, 
     await post(client, ITEMS)
     await post(client, ITEMS)
     assert fixture_plugin.calls["items"] == 2
+
+
+async def test_excluded_root_fields_are_never_cached(aiohttp_client, tmp_path, fixture_plugin):
+    app = make_app(tmp_path, {"cache": {"queryCache": {"exclude": ["Query.items"]}}}, plugins=[fixture_plugin])
+    client = await aiohttp_client(app)
+    for _ in range(2):
+        await post(client, "{ items { id } me }")
+        await post(client, "{ slow }")
+    assert (fixture_plugin.calls["items"], fixture_plugin.calls["slow"]) == (2, 1)
