@@ -39,14 +39,16 @@ class DataLoader:
         self._max = max_batch_size
         self._memo: dict[Hashable, asyncio.Future] = {}
         self._queue: list[tuple[Hashable, asyncio.Future]] = []
+        self._wanted: dict[Hashable, None] = {}
         self._scheduled = False
         #: Calls of the batch function so far (for tests and tracing).
         self.batches = 0
 
     def want(self, keys: Iterable[Hashable]) -> None:
-        """Queue ``keys`` for the next batch without waiting for them."""
+        """Add ``keys`` to the next batch, if one comes: nothing is fetched until some ``load``."""
         for key in keys:
-            self._future(key)
+            if key not in self._memo:
+                self._wanted[key] = None
 
     def prime(self, key: Hashable, value: Any) -> None:
         """Memoise a value already known (from a join, say)."""
@@ -67,6 +69,12 @@ class DataLoader:
             loop = asyncio.get_running_loop()
             future = self._memo[key] = loop.create_future()
             self._queue.append((key, future))
+            if self._wanted:
+                wanted, self._wanted = self._wanted, {}
+                for other in wanted:
+                    if other not in self._memo:
+                        self._memo[other] = loop.create_future()
+                        self._queue.append((other, self._memo[other]))
             if not self._scheduled:
                 self._scheduled = True
                 loop.call_soon(self._dispatch)
