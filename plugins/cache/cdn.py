@@ -42,6 +42,7 @@ class Purger:
         self._pending: dict[str, None] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._busy = False
         #: Counters: purges sent, failed attempts, batches given up.
         self.sent = 0
         self.failures = 0
@@ -65,7 +66,7 @@ class Purger:
 
     async def flush(self) -> None:
         """Wait until every submitted tag has been sent or given up (tests, shutdown)."""
-        while self._pending or self._wake.is_set() or getattr(self, "_busy", False):
+        while self._pending or self._wake.is_set() or self._busy:
             await asyncio.sleep(0.02)
 
     async def _loop(self) -> None:
