@@ -139,6 +139,13 @@ def plugboard_operation_steps(app: Any, config: CacheConfig) -> list[Any]:
 
 
 @hookimpl
+def plugboard_middleware(config: CacheConfig) -> list[Any]:
+    from plugboard.plugins.cache.cdn_headers import middleware
+
+    return middleware(config)
+
+
+@hookimpl
 def plugboard_context(context: Any) -> dict[str, Any]:
     from plugboard.plugins.cache.loaders import Loaders
 

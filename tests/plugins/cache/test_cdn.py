@@ -220,3 +220,25 @@ async def test_cloudfront_unknown_distribution_is_logged(aiohttp_client, tmp_pat
         await runtime.invalidate(["Book"])
         await runtime.purger.flush()
     assert runtime.purger.dropped == 1 and "NoSuchDistribution" in caplog.text
+
+
+async def test_static_and_signed_file_routes_carry_tags(aiohttp_client, tmp_path):
+    from plugboard import keys
+
+    client = await aiohttp_client(make_app(tmp_path))
+    resp = await client.get("/_plugboard/graphiql/graphiql-4.1.2.min.css")
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert (resp.headers["Cache-Tag"], resp.headers["Surrogate-Key"]) == ("static,static:graphiql", "static static:graphiql")
+
+    files = tmp_path / "var" / "files" / "avatars"
+    files.mkdir(parents=True)
+    (files / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    app = client.app
+    query = app[keys.FILE_SIGNER].query("avatars/1.png", 60)
+    base = app[keys.CORE_CONFIG].server.files_path.rstrip("/")
+    resp = await client.get(f"{base}/avatars/1.png?{query}")
+    assert resp.status == 200, await resp.text()
+    assert resp.headers["Cache-Tag"] == "file,file:avatars/1.png"
+    resp = await client.get(f"{base}/avatars/1.png?expires=1&signature=x")
+    assert resp.status == 403 and "Cache-Tag" not in resp.headers
