@@ -23,10 +23,10 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from plugboard.graphql.operation import OperationRejected
+from plugboard.graphql.operation import EncodedResult, OperationRejected
 from plugboard.plugins.cache.appkeys import RUNTIME
 from plugboard.plugins.cache.policy import DynamicHints, Policy, operation_policy
-from plugboard.plugins.cache.tags import response_tags
+from plugboard.plugins.cache.tags import plan, tags_of
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -49,18 +49,25 @@ def identity_of(context: Any) -> str | None:
     return repr((identity, api_key, getattr(context, "subscription_group", None)))
 
 
+def _json_default(value: Any) -> Any:
+    iso = getattr(value, "isoformat", None)
+    if iso is not None:
+        return iso()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# Built once: json.dumps with any option builds a new encoder per call.
+_key_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
+_to_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
 def entry_key(op: "Operation", owner: str | None) -> str:
-    text = json.dumps(
-        (op.parsed.normalized, op.operation_name, op.variables or None, owner),
-        sort_keys=True,
-        separators=(",", ":"),
-        default=repr,
-    )
+    text = _key_text((op.parsed.normalized, op.operation_name, op.variables or None, owner))
     return "rc:" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 def encode(body: bytes, *, etag: str, max_age: int, scope: str, tags: list[str]) -> bytes:
-    head = json.dumps({"etag": etag, "at": time.time(), "max": max_age, "scope": scope, "tags": tags}, separators=(",", ":"))
+    head = _to_json({"etag": etag, "at": time.time(), "max": max_age, "scope": scope, "tags": tags})
     return head.encode() + b"\n" + body
 
 
@@ -92,26 +99,38 @@ class ResponseCache:
     def __init__(self, app: "web.Application") -> None:
         self.app = app
         self._inflight: dict[str, asyncio.Future] = {}
-        # (parsed document, operation name) -> policy, for documents without variables
-        self._policies: dict[tuple[int, str | None], tuple[Any, Policy]] = {}
+        # (parsed document, operation name) -> (document, its tag plan, policy)
+        self._shapes: dict[tuple[int, str | None], tuple[Any, Any, Policy]] = {}
+        # entry key -> (entry, head, result): hits decode an entry once, not per request
+        self._decoded: dict[str, tuple[bytes, dict, EncodedResult]] = {}
 
     @property
     def rt(self) -> "CacheRuntime":
         return self.app[RUNTIME]
 
-    def policy(self, op: "Operation") -> Policy:
-        default = int(self.rt.config.query_cache.ttl)
-        if op.variables:
-            return operation_policy(op.document, self.rt.hints, default)
+    def shape(self, op: "Operation") -> tuple[Any, Policy]:
+        """The operation's tag plan and static policy, from its view without variables; once per document.
+
+        Without variables ``@skip(if: $x)``/``@include(if: $x)`` keep their
+        fields: the policy is then taken over a superset of the fields (never
+        longer, never less private) and tags are read from a superset of the
+        response's keys (the same tags). Binding each request's variables
+        would cost more than the rest of a cache hit.
+        """
         memo_key = (id(op.parsed), op.operation_name)
-        found = self._policies.get(memo_key)
+        found = self._shapes.get(memo_key)
         if found is not None and found[0] is op.parsed:
-            return found[1]
-        policy = operation_policy(op.document, self.rt.hints, default)
-        if len(self._policies) > 4096:
-            self._policies.clear()
-        self._policies[memo_key] = (op.parsed, policy)
-        return policy
+            return found[1], found[2]
+        view = op.parsed.view(op.operation_name, None) if op.variables else op.document
+        policy = operation_policy(view, self.rt.hints, int(self.rt.config.query_cache.ttl))
+        tag_plan = plan(view.selections)
+        if len(self._shapes) > 4096:
+            self._shapes.clear()
+        self._shapes[memo_key] = (op.parsed, tag_plan, policy)
+        return tag_plan, policy
+
+    def policy(self, op: "Operation") -> Policy:
+        return self.shape(op)[1]
 
     async def __call__(self, op: "Operation", call_next: "CallNext") -> Any:
         if op.operation_type != "query":
@@ -133,10 +152,11 @@ class ResponseCache:
         if entry == _PRIVATE_MARKER:
             if owner is None:
                 return await self._uncached(op, call_next)
+            private = True
             key = entry_key(op, owner)
             entry = await cache.get(key)
         if entry is not None:
-            hit = decode(entry)
+            hit = self._decode(key, entry)
             if hit is not None:
                 self.rt.response_stats.hits += 1
                 return self._hit(op, *hit)
@@ -149,7 +169,7 @@ class ResponseCache:
             except (asyncio.TimeoutError, Exception):
                 stored = None
             if stored is not None:
-                hit = decode(stored)
+                hit = self._decode(key, stored)
                 if hit is not None:
                     return self._hit(op, *hit)
             return await self._uncached(op, call_next)
@@ -188,8 +208,8 @@ class ResponseCache:
             await self.rt.cache.set(key, _PRIVATE_MARKER, ttl=final.max_age)
             key, private = entry_key(op, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
-        body = json.dumps(result, separators=(",", ":"), default=_json_default).encode()
-        entities, types = response_tags(op.document.selections, result.get("data"))
+        body = _to_json(result).encode()
+        entities, types = tags_of(self.shape(op)[0], result.get("data"))
         tags = sorted(entities) + sorted(types)
         etag = etag_of(body)
         if len(body) > self.rt.config.query_cache.max_entry_size:
@@ -201,15 +221,34 @@ class ResponseCache:
         self.rt.response_stats.stores += 1
         op.response_headers["X-Cache"] = "MISS"
         self._http_headers(op, (etag, final.max_age, scope, tags), policy=final)
-        return result, entry
+        return EncodedResult(result, body), entry
 
-    def _hit(self, op: "Operation", head: dict, body: bytes) -> Any:
+    def _decode(self, key: str, entry: bytes) -> tuple[dict, EncodedResult] | None:
+        memo = self._decoded.get(key)
+        if memo is not None and (memo[0] is entry or memo[0] == entry):
+            return memo[1], memo[2]
+        decoded = decode(entry)
+        if decoded is None:
+            return None
+        head, body = decoded
+        try:
+            result = EncodedResult(json.loads(body), body)
+        except ValueError:
+            return None
+        if len(self._decoded) > 1024:
+            self._decoded.clear()
+        self._decoded[key] = (entry, head, result)
+        return head, result
+
+    def _hit(self, op: "Operation", head: dict, result: EncodedResult) -> Any:
+        # The same result object serves every hit on this entry: transports
+        # only read it (a step that changes results copies, see EncodedResult).
         age = max(0, int(time.time() - head.get("at", 0)))
         remaining = max(0, int(head.get("max", 0)) - age)
         op.response_headers["X-Cache"] = "HIT"
         op.response_headers["Age"] = str(age)
         self._http_headers(op, (head.get("etag", ""), remaining, head.get("scope", "PUBLIC"), head.get("tags") or []), policy=True)
-        return json.loads(body)
+        return result
 
     def _http_headers(self, op: "Operation", meta: tuple[str, int, str, list[str]] | None, *, policy: Any) -> None:
         """Cache-Control, ETag, CDN tags on HTTP GET; 304 when If-None-Match matches."""
@@ -243,9 +282,3 @@ class ResponseCache:
                 await self.rt.invalidate(tags)
         return result
 
-
-def _json_default(value: Any) -> Any:
-    iso = getattr(value, "isoformat", None)
-    if iso is not None:
-        return iso()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")

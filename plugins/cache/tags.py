@@ -32,53 +32,70 @@ def check_tags(tags: Iterable[Any]) -> list[str]:
     return list(out)
 
 
-def response_tags(selections: tuple[Selection, ...], data: Any) -> tuple[set[str], set[str]]:
-    """``(entity tags, type names)`` found in ``data`` for these selections."""
-    entities: set[str] = set()
-    types: set[str] = set()
-    if isinstance(data, dict):
-        _collect(selections, data, entities, types)
-    return entities, types
+#: What a walk over the data needs of one object-valued selection, computed
+#: once per document: ``(response key, type name, is list, id key, children)``.
+Plan = tuple[tuple[str, str, bool, "str | None", "Plan"], ...]
 
 
-def _collect(selections: tuple[Selection, ...], obj: dict, entities: set[str], types: set[str]) -> None:
+def plan(selections: tuple[Selection, ...]) -> Plan:
+    """The object-valued selections of a document, in the form :func:`tags_of` walks."""
+    out = []
     for sel in selections:
         if sel.type.is_leaf or not sel.selections:
             continue
-        value = obj.get(sel.response_key)
-        type_name = sel.type.name
-        if sel.type.is_list:
-            types.add(type_name)
-            _visit_list(sel, value, entities, types)
-        elif value is None:
-            types.add(type_name)
-        elif isinstance(value, dict):
-            _visit(sel, value, entities, types)
+        id_key = next((c.response_key for c in sel.selections if c.name == "id"), None)
+        out.append((sel.response_key, sel.type.name, sel.type.is_list, id_key, plan(sel.selections)))
+    return tuple(out)
 
 
-def _visit_list(sel: Selection, value: Any, entities: set[str], types: set[str]) -> None:
-    if not isinstance(value, list):
-        return
-    for item in value:
-        if isinstance(item, list):
-            _visit_list(sel, item, entities, types)
-        elif isinstance(item, dict):
-            _visit(sel, item, entities, types)
+def tags_of(selections_plan: Plan, data: Any) -> tuple[set[str], set[str]]:
+    """``(entity tags, type names)`` found in ``data`` (a result's ``data``)."""
+    entities: set[str] = set()
+    types: set[str] = set()
+    if isinstance(data, dict):
+        _walk(selections_plan, data, entities, types)
+    return entities, types
 
 
-def _visit(sel: Selection, item: dict, entities: set[str], types: set[str]) -> None:
-    type_name = item.get("__typename") if isinstance(item.get("__typename"), str) else sel.type.name
-    id_key = None
-    for child in sel.selections:
-        if child.name == "id":
-            id_key = child.response_key
-            break
-    ident = item.get(id_key) if id_key is not None else None
-    if ident is not None:
-        entities.add(f"{type_name}:{ident}")
-    else:
-        types.add(type_name)
-    _collect(sel.selections, item, entities, types)
+def response_tags(selections: tuple[Selection, ...], data: Any) -> tuple[set[str], set[str]]:
+    """:func:`tags_of` straight from selections (no plan kept)."""
+    return tags_of(plan(selections), data)
+
+
+def _walk(nodes: Plan, obj: dict, entities: set[str], types: set[str]) -> None:
+    # The hot loop of every stored response: plain dict/list type checks
+    # (results are built from JSON types) and local lookups only.
+    add_entity, add_type = entities.add, types.add
+    for key, type_name, is_list, id_key, children in nodes:
+        value = obj.get(key)
+        if value is None:
+            add_type(type_name)
+            continue
+        if is_list:
+            add_type(type_name)
+            if type(value) is not list:
+                continue
+            items = _flatten(value) if value and type(value[0]) is list else value
+        else:
+            items = (value,)
+        for item in items:
+            if type(item) is not dict:
+                continue
+            actual = item.get("__typename") or type_name
+            ident = item.get(id_key) if id_key is not None else None
+            if ident is not None:
+                add_entity(f"{actual}:{ident}")
+            else:
+                add_type(actual)
+            if children:
+                _walk(children, item, entities, types)
+
+
+def _flatten(value: Any) -> list:
+    out: list = []
+    for v in value:
+        out.extend(_flatten(v) if isinstance(v, list) else (v,))
+    return out
 
 
 def mutation_tags(selections: tuple[Selection, ...], data: Any) -> list[str]:

@@ -86,8 +86,11 @@ async def test_resolver_made_private_at_run_time(client, fixture_plugin):
     _, a = await post(client, q, user="alice")
     _, b = await post(client, q, user="bob")
     _, a2 = await post(client, q, user="alice")
-    assert (a["data"]["dynamicPrivate"], b["data"]["dynamicPrivate"], a2["data"]["dynamicPrivate"]) == ("for alice", "for bob", "for alice")
+    _, b2 = await post(client, q, user="bob")
+    assert (a["data"]["dynamicPrivate"], b["data"]["dynamicPrivate"], a2["data"]["dynamicPrivate"], b2["data"]["dynamicPrivate"]) == ("for alice", "for bob", "for alice", "for bob")
     assert fixture_plugin.calls["dynamicPrivate"] == 2
+    _, anon = await post(client, q)
+    assert anon["data"]["dynamicPrivate"] == "for None" and fixture_plugin.calls["dynamicPrivate"] == 3
     resp, _ = await get(client, q, user="carol")
     assert resp.headers["Cache-Control"] == "max-age=10, private"
 
