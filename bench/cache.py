@@ -13,7 +13,9 @@ Sides:
 - ``hit-redis``: the same on ``services.cache: redis``;
 - ``off`` / ``miss``: books without / with the cache (memory), each request
   with a different variable (``after: "-N"``, same 20 books) so every
-  request is a miss that is computed and stored.
+  request is a miss that is computed and stored;
+- ``miss-small`` (the store bounded to 200 entries: misses that evict) and
+  ``miss-noqc`` (the plugin loaded, ``queryCache.enabled: false``): on request.
 
     python bench/cache.py [--duration 10] [--rounds 3] [--connections 64]
 """
