@@ -30,6 +30,7 @@ import inspect
 import json
 from typing import Any, Awaitable, Callable, Iterable, TypeVar
 
+from plugboard.errors import ProviderError
 from plugboard.plugins.cache.appkeys import RUNTIME
 from plugboard.plugins.cache.tags import check_tags
 
@@ -67,7 +68,10 @@ def cached(
             digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=repr).encode()).hexdigest()[:40]
             entry_key = f"fn:{name}:{digest}"
             cache = runtime.cache
-            raw = await cache.get(entry_key)
+            try:
+                raw = await cache.get(entry_key)
+            except ProviderError:  # an outage: run uncached
+                raw = None
             if raw is not None:
                 try:
                     return loads(raw)
@@ -75,7 +79,10 @@ def cached(
                     pass
             value = await fn(*args, **kwargs)
             entry_tags = check_tags(tags(value, *args, **kwargs)) if static_tags is None else static_tags
-            await cache.set(entry_key, dumps(value), ttl=runtime.config.redis.ttl if ttl is None else ttl, tags=entry_tags)
+            try:
+                await cache.set(entry_key, dumps(value), ttl=runtime.config.redis.ttl if ttl is None else ttl, tags=entry_tags)
+            except ProviderError:
+                pass
             return value
 
         return wrapper  # type: ignore[return-value]

@@ -23,6 +23,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from plugboard.errors import ProviderError
 from plugboard.graphql.operation import EncodedResult, OperationRejected
 from plugboard.plugins.cache.appkeys import RUNTIME
 from plugboard.plugins.cache.policy import DynamicHints, Policy, operation_policy
@@ -147,14 +148,13 @@ class ResponseCache:
         if private and owner is None:
             return await self._uncached(op, call_next)
         key = entry_key(op, owner if private else None)
-        cache = self.rt.cache
-        entry = await cache.get(key)
+        entry = await self._get(key)
         if entry == _PRIVATE_MARKER:
             if owner is None:
                 return await self._uncached(op, call_next)
             private = True
             key = entry_key(op, owner)
-            entry = await cache.get(key)
+            entry = await self._get(key)
         if entry is not None:
             hit = self._decode(key, entry)
             if hit is not None:
@@ -166,7 +166,7 @@ class ResponseCache:
         if waiting is not None:
             try:
                 stored = await asyncio.wait_for(asyncio.shield(waiting), self.rt.config.query_cache.lock_timeout)
-            except (asyncio.TimeoutError, Exception):
+            except asyncio.TimeoutError:
                 stored = None
             if stored is not None:
                 hit = self._decode(key, stored)
@@ -182,6 +182,20 @@ class ResponseCache:
         finally:
             del self._inflight[key]
             future.set_result(stored)
+
+    async def _get(self, key: str) -> bytes | None:
+        # The Protocol's providers raise ProviderError on an outage: a miss.
+        try:
+            return await self.rt.cache.get(key)
+        except ProviderError:
+            self.rt.response_stats.errors += 1
+            return None
+
+    async def _set(self, key: str, value: bytes, ttl: int, tags: Any) -> None:
+        try:
+            await self.rt.cache.set(key, value, ttl=ttl, tags=tags)
+        except ProviderError:
+            self.rt.response_stats.errors += 1
 
     async def _uncached(self, op: "Operation", call_next: "CallNext") -> Any:
         result = await call_next(op)
@@ -205,7 +219,7 @@ class ResponseCache:
             if owner is None:
                 self._http_headers(op, None, policy=None)
                 return result, None
-            await self.rt.cache.set(key, _PRIVATE_MARKER, ttl=final.max_age)
+            await self._set(key, _PRIVATE_MARKER, final.max_age, ())
             key, private = entry_key(op, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
         body = _to_json(result).encode()
@@ -217,7 +231,7 @@ class ResponseCache:
             self._http_headers(op, (etag, final.max_age, scope, tags), policy=final)
             return result, None
         entry = encode(body, etag=etag, max_age=final.max_age, scope=scope, tags=tags)
-        await self.rt.cache.set(key, entry, ttl=final.max_age, tags=tags)
+        await self._set(key, entry, final.max_age, tags)
         self.rt.response_stats.stores += 1
         op.response_headers["X-Cache"] = "MISS"
         self._http_headers(op, (etag, final.max_age, scope, tags), policy=final)

@@ -83,10 +83,15 @@ def _walk(nodes: Plan, obj: dict, entities: set[str], types: set[str]) -> None:
                 continue
             actual = item.get("__typename") or type_name
             ident = item.get(id_key) if id_key is not None else None
-            if ident is not None:
-                add_entity(f"{actual}:{ident}")
-            else:
+            if ident is None:
                 add_type(actual)
+            else:
+                tag = f"{actual}:{ident}"
+                # An id a tag cannot carry (spaces, non-ASCII) tags its type instead: coarser, never stale.
+                if (type(ident) is int or (type(ident) is str and ident.isascii() and ident.isalnum())) and len(tag) <= 128 or TAG.match(tag):
+                    add_entity(tag)
+                else:
+                    add_type(actual)
             if children:
                 _walk(children, item, entities, types)
 

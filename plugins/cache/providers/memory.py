@@ -73,8 +73,13 @@ class LRU:
         tags = tuple(dict.fromkeys(tags))
         self._entries[key] = (value, time.monotonic() + ttl, tags)
         self.bytes += len(value)
+        index = self._tags
         for tag in tags:
-            self._tags.setdefault(tag, set()).add(key)
+            keys = index.get(tag)
+            if keys is None:
+                index[tag] = {key}
+            else:
+                keys.add(key)
         self.stats.stores += 1
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             oldest = next(iter(self._entries))
@@ -104,12 +109,13 @@ class LRU:
         if entry is None:
             return False
         self.bytes -= len(entry[0])
+        index = self._tags
         for tag in entry[2]:
-            keys = self._tags.get(tag)
+            keys = index.get(tag)
             if keys is not None:
                 keys.discard(key)
                 if not keys:
-                    del self._tags[tag]
+                    del index[tag]
         return True
 
 
