@@ -80,3 +80,17 @@ def test_redis_provider_needs_redis_url(tmp_path):
 
     with pytest.raises(Exception, match="needs redis.url"):
         asyncio.run(start())
+
+
+async def test_deployer_hints_on_a_plugins_types_through_schema_d(aiohttp_client, tmp_path):
+    from cache_testkit import get
+
+    (tmp_path / "schema.d").mkdir()
+    (tmp_path / "schema.d" / "hints.graphql").write_text(
+        "extend type Book @cacheControl(maxAge: 120)\nextend type Author @cacheControl(maxAge: 30)\n"
+    )
+    client = await aiohttp_client(make_app(tmp_path, {"plugins": ["books", "cache"]}))
+    resp, _ = await get(client, "{ books(first: 2) { id } }")
+    assert resp.headers["Cache-Control"] == "max-age=120, public"
+    resp, _ = await get(client, "{ books(first: 2) { id author { name } } }")
+    assert resp.headers["Cache-Control"] == "max-age=30, public"
