@@ -106,6 +106,8 @@ class RedisCache:
                 stats=self.local_stats,
             )
         self._down_until = 0.0
+        self._pending_gets: list[tuple[str, asyncio.Future]] = []
+        self._mget_tasks: set[asyncio.Task] = set()
         self._set_script: Any = None
         self._invalidate_script: Any = None
 
@@ -137,7 +139,7 @@ class RedisCache:
             self.stats.misses += 1
             return None
         try:
-            value = await self._run(self.client.get(self.config.prefix + key))
+            value = await self._batched_get(self.config.prefix + key)
         except ProviderError:
             self.stats.misses += 1
             return None
@@ -211,6 +213,36 @@ class RedisCache:
         if self.local is not None:
             out["local"] = self.local_stats
         return out
+
+    # -- reads: one MGET per event-loop turn ----------------------------
+
+    def _batched_get(self, key: str) -> "asyncio.Future[bytes | None]":
+        # Concurrent requests each wanting one key share one round trip: under
+        # load, redis-py's per-command cost (pool, packing, parsing) is most
+        # of a hit's time, and an MGET of n keys costs little more than a GET.
+        future = asyncio.get_running_loop().create_future()
+        self._pending_gets.append((key, future))
+        if len(self._pending_gets) == 1:
+            asyncio.get_running_loop().call_soon(self._flush_gets)
+        return future
+
+    def _flush_gets(self) -> None:
+        batch, self._pending_gets = self._pending_gets, []
+        task = asyncio.ensure_future(self._mget(batch))
+        self._mget_tasks.add(task)
+        task.add_done_callback(self._mget_tasks.discard)
+
+    async def _mget(self, batch: list[tuple[str, asyncio.Future]]) -> None:
+        try:
+            values = await self._run(self.client.mget([k for k, _ in batch]))
+        except ProviderError as e:
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(e)
+            return
+        for (_, future), value in zip(batch, values):
+            if not future.done():
+                future.set_result(value)
 
     # -- outage handling ------------------------------------------------
 

@@ -152,3 +152,17 @@ async def test_app_served_uncached_while_redis_restarts(aiohttp_client, tmp_path
         assert resp.status == 200
     finally:
         server.stop()
+
+
+async def test_redis_concurrent_gets_share_one_round_trip(redis_url):
+    cache, client = await _redis_cache(redis_url)
+    try:
+        for i in range(5):
+            await cache.set(f"k{i}", f"v{i}".encode(), ttl=30)
+        await client.config_resetstat()
+        values = await asyncio.gather(*(cache.get(f"k{i}") for i in range(10)))
+        assert values == [f"v{i}".encode() for i in range(5)] + [None] * 5
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_mget"]["calls"] == 1 and "cmdstat_get" not in stats
+    finally:
+        await client.aclose()
