@@ -36,6 +36,20 @@ CallNext = Callable[["Operation"], Awaitable[Any]]
 OperationStep = Callable[["Operation", CallNext], Awaitable[Any]]
 
 
+class EncodedResult(dict):
+    """A result a step already holds as JSON (a response-cache hit): the HTTP
+    transport sends :attr:`encoded` as the body instead of serialising the
+    dict again; every other reader sees an ordinary result dict. A step that
+    changes a result it got from ``call_next`` returns a plain ``dict`` copy.
+    """
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, result: Mapping[str, Any], encoded: bytes) -> None:
+        super().__init__(result)
+        self.encoded = encoded
+
+
 class OperationRejected(Exception):
     """A request-level error: the operation never starts executing.
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
-from plugboard.graphql.operation import Operation, OperationRejected
+from plugboard.graphql.operation import EncodedResult, Operation, OperationRejected
 from plugboard.middleware import REQUEST_ID
 from plugboard.transports.multipart import MultipartError, read_multipart
 
@@ -98,8 +98,10 @@ def dumps(value: Any) -> str:
 
 
 def json_response(payload: Any, *, status: int = 200, media_type: str = APPLICATION_JSON, headers: Mapping[str, str] | None = None) -> web.Response:
+    # A step's pre-encoded result (the response cache) is sent as it is.
+    body = payload.encoded if isinstance(payload, EncodedResult) else dumps(payload).encode()
     return web.Response(
-        body=dumps(payload).encode(),
+        body=body,
         status=status,
         headers=headers,
         content_type=media_type,

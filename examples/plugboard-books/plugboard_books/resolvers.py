@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from plugboard import keys
 from plugboard.graphql.context import is_admin
 from plugboard.graphql.errors import GraphQLError
+from plugboard.plugins.cache import cached
 from plugboard.providers import pubsub
 
 logger = logging.getLogger("plugboard_books")
@@ -93,6 +94,9 @@ def _page_query(authors: sa.Table, books: sa.Table) -> sa.Select:
     )
 
 
+# Cached by the cache plugin when it runs (a plain call otherwise); an
+# updateBook returning this book invalidates its tag everywhere.
+@cached(ttl=300, tags=lambda book, *args, **kwargs: [f"Book:{book['id']}"] if book else ["Book"])
 async def resolve_book(parent: Any, args: dict, context: Any, info: Any) -> dict | None:
     authors, books = _tables(context)
     async with context.app[keys.RECORDS].connect() as conn:
@@ -104,15 +108,30 @@ async def resolve_authors(parent: Any, args: dict, context: Any, info: Any) -> l
     authors, _ = _tables(context)
     async with context.app[keys.RECORDS].connect() as conn:
         rows = (await conn.execute(sa.select(authors).order_by(authors.c.id))).all()
+    loaders = context.get("loaders")  # the cache plugin's per-request DataLoaders, when it runs
+    if loaders is not None:
+        # `authors { books }`: the first Author.books fetches every author's books at once.
+        loaders.get(books_by_author).want(r.id for r in rows)
     return [{"id": r.id, "name": r.name} for r in rows]
 
 
-async def resolve_author_books(parent: dict, args: dict, context: Any, info: Any) -> list[dict]:
+async def books_by_author(author_ids: list[int], context: Any) -> list[list[dict]]:
+    """DataLoader batch: the books of several authors in one query."""
     authors, books = _tables(context)
-    query = _select_books(authors, books).where(books.c.author_id == parent["id"]).order_by(books.c.id)
+    query = _select_books(authors, books).where(books.c.author_id.in_(author_ids)).order_by(books.c.id)
     async with context.app[keys.RECORDS].connect() as conn:
         rows = (await conn.execute(query)).all()
-    return [_book(r) for r in rows]
+    grouped: dict[int, list[dict]] = {author_id: [] for author_id in author_ids}
+    for r in rows:
+        grouped[r.author_id].append(_book(r))
+    return [grouped[author_id] for author_id in author_ids]
+
+
+async def resolve_author_books(parent: dict, args: dict, context: Any, info: Any) -> list[dict]:
+    loaders = context.get("loaders")
+    if loaders is not None:
+        return await loaders.get(books_by_author).load(parent["id"])
+    return (await books_by_author([parent["id"]], context))[0]
 
 
 def _check_writer(context: Any) -> None:

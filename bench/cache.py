@@ -1,0 +1,188 @@
+"""The cache plugin's throughput: hits from memory and Redis, misses, against a raw handler and cache off.
+
+One command, one run, every side: each server is started alone, pinned to
+CPU 0 with uvloop, and loaded by wrk pinned to CPU 1 (Redis, when used, also
+on CPU 1) with the peer fixture query (``{ books(first: 20) { id title author
+{ id name } } }``, POST JSON, 64 connections). Rounds alternate the sides so
+drift on a shared machine hits all; medians are kept, ratios are what count.
+
+Sides:
+
+- ``raw``: a bare aiohttp handler returning the precomputed response body;
+- ``hit-memory``: books + cache, ``services.cache: memory``, every request a hit;
+- ``hit-redis``: the same on ``services.cache: redis``;
+- ``off`` / ``miss``: books without / with the cache (memory), each request
+  with a different variable (``after: "-N"``, same 20 books) so every
+  request is a miss that is computed and stored;
+- ``miss-small`` (the store bounded to 200 entries: misses that evict) and
+  ``miss-noqc`` (the plugin loaded, ``queryCache.enabled: false``): on request.
+
+    python bench/cache.py [--duration 10] [--rounds 3] [--connections 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from http_books import PYTHON, QUERY, free_port, post, start, stop, wait_ready, wrk  # noqa: E402
+
+MISS_QUERY = "query($a: ID) { books(first: 20, after: $a) { id title author { id name } } }"
+TARGETS = {"hit-memory": ("raw", 0.5), "hit-redis": ("raw", 0.3), "miss": ("off", 0.95)}
+
+
+def serve_raw(port: int, body_file: str) -> None:
+    """A minimal aiohttp server answering every POST with the precomputed body."""
+    import uvloop
+    from aiohttp import web
+
+    body = Path(body_file).read_bytes()
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/graphql", handler)
+    app.router.add_get("/readyz", lambda r: web.Response(text="ok"))
+    uvloop.install()
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def settings_for(side: str, redis_url: str | None) -> dict:
+    plugins = ["books"] if side == "off" else ["books", "cache"]
+    data: dict = {"plugins": plugins, "server": {"data_dir": "var"}}
+    if side == "hit-redis":
+        data["redis"] = {"url": redis_url}
+        data["services"] = {"cache": {"provider": "redis"}}
+        data["cache"] = {"redis": {"enabled": True}}
+    elif side == "miss-small":
+        data["services"] = {"cache": {"provider": "memory", "max_entries": 200}}
+    elif side == "miss-noqc":
+        data["cache"] = {"queryCache": {"enabled": False}}
+    elif side != "off":
+        data["services"] = {"cache": {"provider": "memory"}}
+    return data
+
+
+def scripts(root: Path) -> dict[str, Path]:
+    fixed = root / "fixed.lua"
+    fixed.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(json.dumps({'query': QUERY}))}\n"
+    )
+    varying = root / "varying.lua"
+    prefix = json.dumps({"query": MISS_QUERY})[:-1] + ', "variables": {"a": "-'
+    varying.write_text(
+        # Distinct across wrk runs too (the warm-up must not prime the measured run).
+        "counter = (os.time() % 100000) * 100000\n"
+        "request = function()\n"
+        "  counter = counter + 1\n"
+        f"  local body = {json.dumps(prefix)} .. counter .. '\"}}}}'\n"
+        '  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)\n'
+        "end\n"
+    )
+    return {"fixed": fixed, "varying": varying}
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    parts = [f"Python {sys.version.split()[0]}"]
+    for dist in ("aiohttp", "tartiflette", "redis", "uvloop"):
+        parts.append(f"{dist} {version(dist)}")
+    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
+    parts.append("redis-server " + next((p.split("=")[1] for p in redis_v if p.startswith("v=")), "?"))
+    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
+    parts.append((wrk_v.stdout or wrk_v.stderr).split("[")[0].strip())
+    return ", ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--sides", default="raw,hit-memory,hit-redis,off,miss")
+    parser.add_argument("--serve-raw", nargs=2, metavar=("PORT", "BODY_FILE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_raw:
+        serve_raw(int(args.serve_raw[0]), args.serve_raw[1])
+        return
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    from plugboard.testing_servers import RedisServer
+
+    sides = args.sides.split(",")
+    root = Path(tempfile.mkdtemp(prefix="plugboard-bench-cache-"))
+    lua = scripts(root)
+    env = dict(os.environ, PLUGBOARD_LOG_LEVEL="WARNING")
+    env.pop("REDIS_URL", None)
+    redis_server = RedisServer().start()
+    # Redis shares CPU 1 with wrk: the server under test keeps CPU 0 to itself.
+    subprocess.run(["taskset", "-p", "-c", "1", str(redis_server.process.pid)], check=True, capture_output=True)
+    results: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
+    try:
+        (root / "settings.yaml").write_text(json.dumps(settings_for("off", None)))
+        port = free_port()
+        seed = start([PYTHON, "-m", "plugboard.cli", "serve", "--root", str(root), "--port", str(port)], "0", env)
+        wait_ready(f"http://127.0.0.1:{port}/readyz")
+        for i in range(100):
+            post(
+                f"http://127.0.0.1:{port}/graphql",
+                "mutation($t: String!, $a: String!) { createBook(input: {title: $t, authorName: $a, publishedYear: 1990}) { id } }",
+                {"t": f"Book {i}", "a": f"Author {i % 17}"},
+            )
+        body = json.dumps(post(f"http://127.0.0.1:{port}/graphql", QUERY), separators=(",", ":")).encode()
+        stop(seed)
+        (root / "body.json").write_bytes(body)
+        for _ in range(args.rounds):
+            for side in sides:
+                port = free_port()
+                if side == "raw":
+                    cmd = [PYTHON, __file__, "--serve-raw", str(port), str(root / "body.json")]
+                else:
+                    (root / "settings.yaml").write_text(json.dumps(settings_for(side, redis_server.url)))
+                    cmd = [PYTHON, "-m", "plugboard.cli", "serve", "--root", str(root), "--port", str(port)]
+                proc = start(cmd, "0", env)
+                try:
+                    wait_ready(f"http://127.0.0.1:{port}/readyz")
+                    url = f"http://127.0.0.1:{port}/graphql"
+                    check = post(url, QUERY)
+                    assert len(check["data"]["books"]) == 20, check
+                    script = lua["varying"] if side.startswith(("off", "miss")) else lua["fixed"]
+                    wrk(url, 2, args.connections, script)  # warm-up
+                    results[side].append(wrk(url, args.duration, args.connections, script))
+                finally:
+                    stop(proc)
+    finally:
+        redis_server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    medians = {side: (statistics.median(r for r, _ in rs), statistics.median(p for _, p in rs)) for side, rs in results.items()}
+    print(versions())
+    print("| side | req/s (median) | p99 ms (median) | rounds |")
+    print("|---|---|---|---|")
+    for side, (rps, p99) in medians.items():
+        print(f"| {side} | {rps:.0f} | {p99:.1f} | {args.rounds} x {args.duration}s |")
+    print()
+    for side, (base, target) in TARGETS.items():
+        if side in medians and base in medians:
+            ratio = medians[side][0] / medians[base][0]
+            print(f"{side}/{base}: {ratio:.2f} (target >= {target})")
+    print("raw:", json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""``memory``: an in-process LRU bounded by entries and by bytes, with TTL and tags.
+
+Also the local layer of the ``redis`` provider's multi-level mode. Every
+operation is synchronous under the hood (one event loop, no awaits inside),
+so there are no locks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from typing import Iterable
+
+import attrs
+
+from plugboard import validators
+from plugboard.plugins.cache.stats import CacheStats
+from plugboard.units import Duration, Size
+
+
+@attrs.define(frozen=True, kw_only=True)
+class MemoryCacheConfig:
+    """``services.cache: {provider: memory, ...}``."""
+
+    max_entries: int = attrs.field(default=10_000, validator=validators.positive)
+    max_bytes: Size = attrs.field(default=64 * 1024 * 1024, validator=validators.positive)
+    #: An entry larger than this is not stored.
+    max_entry_size: Size = attrs.field(default=1024 * 1024, validator=validators.positive)
+    #: TTL of entries stored without one.
+    ttl: Duration = attrs.field(default=3600.0, validator=validators.positive)
+
+
+class LRU:
+    """The store itself, shared by :class:`MemoryCache` and the Redis provider's local layer."""
+
+    def __init__(self, *, max_entries: int, max_bytes: int, max_entry_size: int, ttl: float, stats: CacheStats) -> None:
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.max_entry_size = min(max_entry_size, max_bytes)
+        self.ttl = ttl
+        self.stats = stats
+        # key -> (value, expires at (monotonic), tags)
+        self._entries: OrderedDict[str, tuple[bytes, float, tuple[str, ...]]] = OrderedDict()
+        self._tags: dict[str, set[str]] = {}
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> bytes | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.stats.misses += 1
+            return None
+        if entry[1] <= time.monotonic():
+            self._remove(key)
+            self.stats.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.stats.hits += 1
+        return entry[0]
+
+    def set(self, key: str, value: bytes, ttl: float | None, tags: Iterable[str]) -> bool:
+        if len(value) > self.max_entry_size:
+            self.stats.too_large += 1
+            self._remove(key)
+            return False
+        ttl = self.ttl if ttl is None else ttl
+        if ttl <= 0:
+            self._remove(key)
+            return False
+        self._remove(key)
+        tags = tuple(dict.fromkeys(tags))
+        self._entries[key] = (value, time.monotonic() + ttl, tags)
+        self.bytes += len(value)
+        index = self._tags
+        for tag in tags:
+            keys = index.get(tag)
+            if keys is None:
+                index[tag] = {key}
+            else:
+                keys.add(key)
+        self.stats.stores += 1
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self._remove(oldest)
+            self.stats.evictions += 1
+        return True
+
+    def delete(self, key: str) -> bool:
+        return self._remove(key)
+
+    def invalidate(self, tags: Iterable[str]) -> int:
+        removed = 0
+        for tag in tags:
+            for key in self._tags.pop(tag, ()):
+                if self._remove(key):
+                    removed += 1
+        self.stats.invalidations += removed
+        return removed
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._tags.clear()
+        self.bytes = 0
+
+    def _remove(self, key: str) -> bool:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return False
+        self.bytes -= len(entry[0])
+        index = self._tags
+        for tag in entry[2]:
+            keys = index.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del index[tag]
+        return True
+
+
+class MemoryCache:
+    """The ``memory`` cache provider (see :class:`plugboard.providers.cache.Cache`).
+
+    Not shared between processes: the cache plugin publishes invalidations
+    on the core's pubsub so every instance drops the same tags.
+    """
+
+    def __init__(self, config: MemoryCacheConfig | None = None) -> None:
+        config = config or MemoryCacheConfig()
+        self.config = config
+        self.stats = CacheStats()
+        self._lru = LRU(
+            max_entries=config.max_entries,
+            max_bytes=config.max_bytes,
+            max_entry_size=config.max_entry_size,
+            ttl=config.ttl,
+            stats=self.stats,
+        )
+
+    def __len__(self) -> int:
+        return len(self._lru)
+
+    @property
+    def bytes(self) -> int:
+        return self._lru.bytes
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        self._lru.clear()
+
+    async def check(self) -> None:
+        pass
+
+    async def get(self, key: str) -> bytes | None:
+        return self._lru.get(key)
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None, tags: Iterable[str] = ()) -> None:
+        self._lru.set(key, value, ttl, tags)
+
+    async def delete(self, key: str) -> bool:
+        return self._lru.delete(key)
+
+    async def invalidate(self, tags: Iterable[str]) -> int:
+        return self._lru.invalidate(tags)
+
+    async def drop_local(self, tags: Iterable[str]) -> int:
+        """Another instance invalidated ``tags``: this process's entries are the whole store."""
+        return self._lru.invalidate(tags)
+
+    def layers(self) -> dict[str, CacheStats]:
+        return {"memory": self.stats}

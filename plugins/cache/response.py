@@ -1,0 +1,298 @@
+"""The response cache (the seed's "query caching"): an operation step on every transport.
+
+Queries only: mutations run and then invalidate what they returned
+(:mod:`plugboard.plugins.cache.invalidation`); subscriptions pass through.
+An entry is keyed by the normalised document, the operation name, the
+variables and the scope: ``PUBLIC`` entries are shared by every caller,
+``PRIVATE`` ones belong to one identity (``context.identity``, or an API key
+as ``context.api_key``) and are never stored for an anonymous caller. A
+response with errors is never stored. One computation per key at a time in a
+process: concurrent misses wait for the first (stampede protection).
+
+HTTP GET responses carry ``Cache-Control`` from the policy, an ``ETag``, the
+tags as ``Cache-Tag``/``Surrogate-Key`` for CDNs, and a matching
+``If-None-Match`` is answered ``304 Not Modified``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from plugboard.errors import ProviderError
+from plugboard.graphql.operation import EncodedResult, OperationRejected
+from plugboard.plugins.cache.appkeys import RUNTIME
+from plugboard.plugins.cache.policy import DynamicHints, Policy, operation_policy
+from plugboard.plugins.cache.tags import plan, tags_of
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from plugboard.graphql.operation import CallNext, Operation
+    from plugboard.plugins.cache.runtime import CacheRuntime
+
+logger = logging.getLogger("plugboard.cache")
+
+#: Stored in place of a public entry when a resolver made the response private at run time.
+_PRIVATE_MARKER = b'{"private":1}\n'
+
+
+def identity_of(context: Any) -> str | None:
+    """Who a PRIVATE entry belongs to, or None for an anonymous caller."""
+    identity = getattr(context, "identity", None)
+    api_key = getattr(context, "api_key", None)
+    if identity is None and api_key is None:
+        return None
+    return repr((identity, api_key, getattr(context, "subscription_group", None)))
+
+
+def _json_default(value: Any) -> Any:
+    iso = getattr(value, "isoformat", None)
+    if iso is not None:
+        return iso()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# Built once: json.dumps with any option builds a new encoder per call.
+_key_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
+_to_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
+def entry_key(op: "Operation", owner: str | None) -> str:
+    text = _key_text((op.parsed.normalized, op.operation_name, op.variables or None, owner))
+    return "rc:" + hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def encode(body: bytes, *, etag: str, max_age: int, scope: str, tags: list[str]) -> bytes:
+    head = _to_json({"etag": etag, "at": time.time(), "max": max_age, "scope": scope, "tags": tags})
+    return head.encode() + b"\n" + body
+
+
+def decode(entry: bytes) -> tuple[dict, bytes] | None:
+    head, sep, body = entry.partition(b"\n")
+    if not sep:
+        return None
+    try:
+        return json.loads(head), body
+    except ValueError:
+        return None
+
+
+def etag_of(body: bytes) -> str:
+    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    if not header:
+        return False
+    if header.strip() == "*":
+        return True
+    return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
+
+
+class ResponseCache:
+    """The ``cache`` step; one per app, holding the in-flight computations."""
+
+    def __init__(self, app: "web.Application") -> None:
+        self.app = app
+        self._inflight: dict[str, asyncio.Future] = {}
+        # (parsed document, operation name) -> (document, its tag plan, policy)
+        self._shapes: dict[tuple[int, str | None], tuple[Any, Any, Policy]] = {}
+        # entry key -> (entry, head, result): hits decode an entry once, not per request
+        self._decoded: dict[str, tuple[bytes, dict, EncodedResult]] = {}
+
+    @property
+    def rt(self) -> "CacheRuntime":
+        return self.app[RUNTIME]
+
+    def shape(self, op: "Operation") -> tuple[Any, Policy]:
+        """The operation's tag plan and static policy, from its view without variables; once per document.
+
+        Without variables ``@skip(if: $x)``/``@include(if: $x)`` keep their
+        fields: the policy is then taken over a superset of the fields (never
+        longer, never less private) and tags are read from a superset of the
+        response's keys (the same tags). Binding each request's variables
+        would cost more than the rest of a cache hit.
+        """
+        memo_key = (id(op.parsed), op.operation_name)
+        found = self._shapes.get(memo_key)
+        if found is not None and found[0] is op.parsed:
+            return found[1], found[2]
+        view = op.parsed.view(op.operation_name, None) if op.variables else op.document
+        policy = operation_policy(view, self.rt.hints, int(self.rt.config.query_cache.ttl))
+        tag_plan = plan(view.selections)
+        if len(self._shapes) > 4096:
+            self._shapes.clear()
+        self._shapes[memo_key] = (op.parsed, tag_plan, policy)
+        return tag_plan, policy
+
+    def policy(self, op: "Operation") -> Policy:
+        return self.shape(op)[1]
+
+    async def __call__(self, op: "Operation", call_next: "CallNext") -> Any:
+        if op.operation_type != "query":
+            if op.operation_type == "mutation":
+                return await self._mutation(op, call_next)
+            return await call_next(op)
+        if not self.rt.config.query_cache.enabled:
+            return await call_next(op)
+        policy = self.policy(op)
+        owner = identity_of(op.context)
+        if not policy.cacheable:
+            return await self._uncached(op, call_next)
+        private = policy.scope == "PRIVATE" or (owner is not None and not policy.explicit)
+        if private and owner is None:
+            return await self._uncached(op, call_next)
+        key = entry_key(op, owner if private else None)
+        entry = await self._get(key)
+        if entry == _PRIVATE_MARKER:
+            if owner is None:
+                return await self._uncached(op, call_next)
+            private = True
+            key = entry_key(op, owner)
+            entry = await self._get(key)
+        if entry is not None:
+            hit = self._decode(key, entry)
+            if hit is not None:
+                self.rt.response_stats.hits += 1
+                return self._hit(op, *hit)
+        self.rt.response_stats.misses += 1
+        # Stampede protection: the first miss computes, the others wait for it.
+        waiting = self._inflight.get(key)
+        if waiting is not None:
+            try:
+                stored = await asyncio.wait_for(asyncio.shield(waiting), self.rt.config.query_cache.lock_timeout)
+            except asyncio.TimeoutError:
+                stored = None
+            if stored is not None:
+                hit = self._decode(key, stored)
+                if hit is not None:
+                    return self._hit(op, *hit)
+            return await self._uncached(op, call_next)
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        stored = None
+        try:
+            result, stored = await self._compute(op, call_next, policy, key, owner, private)
+            return result
+        finally:
+            del self._inflight[key]
+            future.set_result(stored)
+
+    async def _get(self, key: str) -> bytes | None:
+        # The Protocol's providers raise ProviderError on an outage: a miss.
+        try:
+            return await self.rt.cache.get(key)
+        except ProviderError:
+            self.rt.response_stats.errors += 1
+            return None
+
+    async def _set(self, key: str, value: bytes, ttl: int, tags: Any) -> None:
+        try:
+            await self.rt.cache.set(key, value, ttl=ttl, tags=tags)
+        except ProviderError:
+            self.rt.response_stats.errors += 1
+
+    async def _uncached(self, op: "Operation", call_next: "CallNext") -> Any:
+        result = await call_next(op)
+        self._http_headers(op, None, policy=None)
+        return result
+
+    async def _compute(self, op: "Operation", call_next: "CallNext", policy: Policy, key: str, owner: str | None, private: bool) -> tuple[Any, bytes | None]:
+        hints = DynamicHints()
+        op.context.cache_control = hints
+        result = await call_next(op)
+        if not isinstance(result, dict) or result.get("errors") or result.get("data") is None:
+            self._http_headers(op, None, policy=None)
+            return result, None
+        final = hints.apply(policy)
+        if not final.cacheable:
+            self._http_headers(op, None, policy=None)
+            return result, None
+        if final.scope == "PRIVATE" and not private:
+            # A resolver made a public-looking response private: leave a
+            # marker under the public key so later callers look up their own.
+            if owner is None:
+                self._http_headers(op, None, policy=None)
+                return result, None
+            await self._set(key, _PRIVATE_MARKER, final.max_age, ())
+            key, private = entry_key(op, owner), True
+        scope = "PRIVATE" if private else "PUBLIC"
+        body = _to_json(result).encode()
+        entities, types = tags_of(self.shape(op)[0], result.get("data"))
+        tags = sorted(entities) + sorted(types)
+        etag = etag_of(body)
+        if len(body) > self.rt.config.query_cache.max_entry_size:
+            self.rt.response_stats.too_large += 1
+            self._http_headers(op, (etag, final.max_age, scope, tags), policy=final)
+            return result, None
+        entry = encode(body, etag=etag, max_age=final.max_age, scope=scope, tags=tags)
+        await self._set(key, entry, final.max_age, tags)
+        self.rt.response_stats.stores += 1
+        op.response_headers["X-Cache"] = "MISS"
+        self._http_headers(op, (etag, final.max_age, scope, tags), policy=final)
+        return EncodedResult(result, body), entry
+
+    def _decode(self, key: str, entry: bytes) -> tuple[dict, EncodedResult] | None:
+        memo = self._decoded.get(key)
+        if memo is not None and (memo[0] is entry or memo[0] == entry):
+            return memo[1], memo[2]
+        decoded = decode(entry)
+        if decoded is None:
+            return None
+        head, body = decoded
+        try:
+            result = EncodedResult(json.loads(body), body)
+        except ValueError:
+            return None
+        if len(self._decoded) > 1024:
+            self._decoded.clear()
+        self._decoded[key] = (entry, head, result)
+        return head, result
+
+    def _hit(self, op: "Operation", head: dict, result: EncodedResult) -> Any:
+        # The same result object serves every hit on this entry: transports
+        # only read it (a step that changes results copies, see EncodedResult).
+        age = max(0, int(time.time() - head.get("at", 0)))
+        remaining = max(0, int(head.get("max", 0)) - age)
+        op.response_headers["X-Cache"] = "HIT"
+        op.response_headers["Age"] = str(age)
+        self._http_headers(op, (head.get("etag", ""), remaining, head.get("scope", "PUBLIC"), head.get("tags") or []), policy=True)
+        return result
+
+    def _http_headers(self, op: "Operation", meta: tuple[str, int, str, list[str]] | None, *, policy: Any) -> None:
+        """Cache-Control, ETag, CDN tags on HTTP GET; 304 when If-None-Match matches."""
+        request = op.context.request
+        if op.transport != "http" or request is None or request.method not in ("GET", "HEAD"):
+            return
+        headers = op.response_headers
+        if meta is None:
+            headers["Cache-Control"] = "no-store"
+            return
+        etag, max_age, scope, tags = meta
+        headers["Cache-Control"] = f"max-age={max_age}, {scope.lower()}"
+        if etag:
+            headers["ETag"] = etag
+        if tags and scope == "PUBLIC" and self.rt.config.cdn_headers:
+            headers["Cache-Tag"] = ",".join(tags)
+            headers["Surrogate-Key"] = " ".join(tags)
+        if etag and etag_matches(request.headers.get("If-None-Match"), etag):
+            # The transport answers a request-level status with these headers
+            # and no body (aiohttp sends none with a 304).
+            raise OperationRejected("not modified", 304, errors=[], headers=dict(headers))
+
+    async def _mutation(self, op: "Operation", call_next: "CallNext") -> Any:
+        result = await call_next(op)
+        data = result.get("data") if isinstance(result, dict) else None
+        if data:
+            from plugboard.plugins.cache.tags import mutation_tags
+
+            tags = mutation_tags(op.document.selections, data)
+            if tags:
+                await self.rt.invalidate(tags)
+        return result
+
