@@ -70,7 +70,8 @@ async def test_dataloader_batches_and_memoises():
 
 
 async def _books_app(aiohttp_client, tmp_path, plugins):
-    client = await aiohttp_client(make_app(tmp_path, {"plugins": plugins}))
+    # These tests add books anonymously; books' mutations need an identity by default.
+    client = await aiohttp_client(make_app(tmp_path, {"plugins": plugins, "books": {"allow_anonymous_mutations": True}}))
     for title, author in [("Dune", "Herbert"), ("Emma", "Austen"), ("Persuasion", "Austen"), ("Ubik", "Dick")]:
         resp = await client.post(
             "/graphql",

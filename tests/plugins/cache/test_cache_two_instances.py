@@ -83,6 +83,7 @@ async def test_shared_hits_and_cross_instance_invalidation(tmp_path, redis_url, 
     root.mkdir()
     settings = {
         "plugins": ["books", "cache"],
+        "books": {"allow_anonymous_mutations": True},
         "server": {"data_dir": "var"},
         "redis": {"url": redis_url},
         "services": services,
