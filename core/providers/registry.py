@@ -31,7 +31,8 @@ class Kind:
     #: Selected in a top-level settings section (``storage:``, ``mailer:`` ...) and
     #: shared by every plugin, rather than chosen inside one plugin's section.
     service: bool = False
-    #: The provider of the embedded ``default`` service; None: no default service.
+    #: The provider of the embedded ``default`` service, when some plugin (or
+    #: the core) declares a provider of that name; None: no default service.
     default: str | None = None
 
 
@@ -42,8 +43,9 @@ KINDS: dict[str, Kind] = {
         Kind("storage", "plugboard.providers.storage:Storage", service=True, default="local"),
         Kind("mailer", "plugboard.providers.mailer:Mailer", service=True, default="outbox"),
         Kind("pubsub", "plugboard.providers.pubsub:PubSub", service=True, default="memory"),
-        Kind("cache", "plugboard.providers.cache:Cache", service=True),
-        Kind("ratelimit", "plugboard.providers.ratelimit:RateLimitStore", service=True),
+        # Their memory providers come with the plugins that use them.
+        Kind("cache", "plugboard.providers.cache:Cache", service=True, default="memory"),
+        Kind("ratelimit", "plugboard.providers.ratelimit:RateLimitStore", service=True, default="memory"),
         Kind("broker", "plugboard.providers.broker:Broker"),
         Kind("jobstore", "plugboard.providers.jobstore:JobStore"),
     )

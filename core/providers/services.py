@@ -16,7 +16,8 @@ that build on a kind (the cache plugin's ``cache:``, for instance).
 
 Keys beside ``provider`` are that provider's options, checked by its config
 class. A kind with an embedded provider (``storage: local``, ``mailer:
-outbox``, ``pubsub: memory``) always has a ``default`` service. Selections
+outbox``, ``pubsub: memory``; ``cache``/``ratelimit: memory`` once a plugin
+provides them) always has a ``default`` service. Selections
 are checked while settings are validated (nothing starts on a bad one),
 instances are created once at start-up and closed in reverse order, and
 ``/readyz`` checks each. A plugin setting that names a service
@@ -84,7 +85,7 @@ def declare_services(
         else:
             entries = {name: (f"{prefix}.{name}", value) for name, value in services.items()}
         default = KINDS[kind].default
-        if default is not None and "default" not in entries:
+        if default in registry.names(kind) and "default" not in entries:
             entries["default"] = (f"{prefix}.default", {"provider": default})
         for name, (key, entry) in entries.items():
             decl = _declare(kind, str(name), key, entry, registry, source_of, problems)

@@ -18,12 +18,12 @@ Public API for other plugins: :func:`cached`, :func:`cache_hint`,
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 from typing import Any, Iterable
 
 from plugboard import hookimpl, keys
 from plugboard.errors import ConfigError, ConfigProblem
+from plugboard.graphql.context import is_admin
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.cache.config import CacheConfig
 from plugboard.plugins.cache.appkeys import HINTS, RUNTIME
@@ -84,9 +84,7 @@ def plugboard_providers() -> list[ProviderSpec]:
 def plugboard_configure(app: Any, config: CacheConfig) -> None:
     settings = app[keys.SETTINGS]
     services = app[keys.SERVICES]
-    declared = config.service in services.names("cache")
-    if config.service != "default" or declared:
-        services.require("cache", config.service, key="cache.service", source=settings.source("cache.service"))
+    services.require("cache", config.service, key="cache.service", source=settings.source("cache.service"))
     provider = services.provider("cache", config.service)
     problems = []
     if config.redis.enabled and provider != "redis":
@@ -94,7 +92,7 @@ def plugboard_configure(app: Any, config: CacheConfig) -> None:
             ConfigProblem(
                 "cache.redis.enabled",
                 True,
-                f"the cache service {config.service!r} uses {provider or 'the built-in memory store'}; "
+                f"the cache service {config.service!r} uses {provider}; "
                 f"set services.cache.provider: redis (with redis.url) or cache.redis.enabled: false",
                 settings.source("cache.redis.enabled"),
             )
@@ -157,12 +155,9 @@ async def plugboard_lifespan(app: Any, config: CacheConfig):
     from plugboard.plugins.cache.cdn import make_purger
     from plugboard.plugins.cache.runtime import CacheRuntime
 
-    services = app[keys.SERVICES]
-    if config.service in services.names("cache"):
-        cache = services.get("cache", config.service)
-    else:
-        # No services.cache: a memory store of our own with default options.
-        cache = await app[keys.PROVIDERS].create("cache", "memory", MemoryCacheConfig(), app=app, owner="cache", label="cache:memory (built-in)")
+    # The core's cache service (services.cache; without one, the embedded
+    # default: this plugin's memory provider with its default options).
+    cache = app[keys.SERVICES].get("cache", config.service)
     purger = make_purger(config)
     runtime = CacheRuntime(app, config, cache, app[HINTS], purger)
     if purger is not None:
@@ -177,22 +172,11 @@ async def plugboard_lifespan(app: Any, config: CacheConfig):
             await purger.close()
 
 
-def _is_admin(context: Any) -> bool:
-    roles = context.get("roles")
-    if roles and "admin" in roles:
-        return True
-    request = context.get("request")
-    configured = context.app[keys.CORE_CONFIG].server.admin_token
-    header = request.headers.get("Authorization", "") if request is not None else ""
-    token = header[7:].strip() if header[:7].lower() == "bearer " else ""
-    return bool(configured and token) and hmac.compare_digest(str(configured).encode(), token.encode())
-
-
 async def resolve_invalidate_cache(parent: Any, args: dict, context: Any, info: Any) -> int:
     from plugboard.errors import ProviderError
     from plugboard.plugins.cache.tags import BadTag
 
-    if not _is_admin(context):
+    if not is_admin(context):
         raise GraphQLError("invalidateCache is for admins", "FORBIDDEN")
     tags = args.get("tags")
     if not tags:

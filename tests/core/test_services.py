@@ -113,11 +113,20 @@ def test_an_unknown_provider_is_a_settings_error_for_every_kind(make_app, kind):
         make_app({"services": {kind: {"provider": "nope"}}}, plugins=[providers(*RECORDING)])
     text = str(info.value)
     assert f"services.{kind}.provider = 'nope' (from override): unknown {kind} provider; available: " in text
-    if KINDS[kind].default:
+    if kind in ("storage", "mailer", "pubsub"):  # the core's own embedded providers
         assert KINDS[kind].default in text.partition("available: ")[2]
     # The long form names the service.
     with pytest.raises(ConfigError, match=rf"services\.{kind}\.main\.provider = 'nope'"):
         make_app({"services": {kind: {"main": {"provider": "nope"}}}})
+
+
+def test_a_default_service_appears_once_a_plugin_provides_its_provider(make_app):
+    # cache and ratelimit have no provider in the core: no default service...
+    assert make_app()[keys.SERVICES].names("cache") == []
+    # ...until a plugin declares the kind's default provider ("memory").
+    memory = ProviderSpec(kind="cache", name="memory", factory=Recording, config=RecordingOptions)
+    app = make_app(plugins=[providers(memory)])
+    assert app[keys.SERVICES].names("cache") == ["default"] and app[keys.SERVICES].provider("cache") == "memory"
 
 
 def test_service_problems_are_collected_with_the_others(make_app):
