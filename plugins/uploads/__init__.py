@@ -1,0 +1,66 @@
+"""The uploads plugin: the seed's File Upload System.
+
+Enabled with ``- uploads`` in settings.yaml; settings under ``uploads:``
+(:class:`~plugboard.plugins.uploads.config.UploadsConfig`). Files go to a
+storage service of the core's ``services.storage`` section; this plugin adds
+the ``s3`` storage provider (``gcs`` and ``cloudinary`` are not built yet).
+Modules: ``config`` (settings), ``validation`` (type sniffing, image checks,
+file names), ``service`` (storing, records, URLs, cleanup), ``resolvers``
+(the File API), ``tables`` (records), ``providers/`` (storage providers).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from plugboard import hookimpl
+from plugboard.plugins.uploads.config import UploadsConfig
+
+
+@hookimpl
+def plugboard_config_class() -> type:
+    return UploadsConfig
+
+
+@hookimpl
+def plugboard_configure(app: Any, config: UploadsConfig) -> None:
+    from plugboard.plugins.uploads.keys import UPLOADS
+    from plugboard.plugins.uploads.service import UploadService
+    from plugboard.plugins.uploads.setup import check_config
+
+    check_config(app, config)
+    app[UPLOADS] = UploadService(app, config)
+
+
+@hookimpl
+def plugboard_schema() -> Path:
+    return Path(__file__).with_name("schema.graphql")
+
+
+@hookimpl
+def plugboard_resolvers() -> dict[str, Any]:
+    from plugboard.plugins.uploads.resolvers import RESOLVERS
+
+    return dict(RESOLVERS)
+
+
+@hookimpl
+def plugboard_tables(metadata: Any) -> None:
+    from plugboard.plugins.uploads.tables import define_tables
+
+    define_tables(metadata)
+
+
+@hookimpl
+def plugboard_providers() -> list:
+    from plugboard.plugins.uploads.providers import SPECS
+
+    return list(SPECS)
+
+
+@hookimpl
+def plugboard_tasks(app: Any, config: UploadsConfig) -> dict[str, Any]:
+    from plugboard.plugins.uploads.tasks import make_tasks
+
+    return make_tasks(app)

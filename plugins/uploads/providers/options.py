@@ -1,0 +1,45 @@
+"""Options of the uploads plugin's storage providers (importable without their client libraries)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import attrs
+
+from plugboard import validators
+from plugboard.units import Secret, Size
+
+
+def _part_size(instance: object, attribute: attrs.Attribute, value: int) -> None:
+    if not 5 * 1024 * 1024 <= value <= 5 * 1024**3:
+        raise ValueError("S3 parts are between 5MB and 5GB")
+
+
+@attrs.define(frozen=True, kw_only=True)
+class S3Options:
+    """``services.storage.<name>`` with ``provider: s3``.
+
+    Credentials: ``access_key_id``/``secret_access_key`` here, else botocore's
+    own chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles,
+    instance roles).
+    """
+
+    bucket: str = attrs.field(validator=attrs.validators.min_len(3))
+    region: str | None = None
+    #: An S3-compatible store (MinIO, R2, moto): ``http://127.0.0.1:9000``.
+    endpoint_url: str | None = None
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    #: Path-style addressing (``endpoint/bucket/key``), as MinIO needs.
+    path_style: bool = False
+    #: Keys are stored under this prefix in the bucket (``app/``).
+    prefix: str = ""
+    #: Server-side encryption: ``AES256`` or ``aws:kms`` (with ``kms_key_id``).
+    server_side_encryption: Literal["AES256", "aws:kms"] | None = None
+    kms_key_id: str | None = None
+    #: Multipart part size: memory per upload stays within one part.
+    part_size: Size = attrs.field(default=8 * 1024 * 1024, validator=_part_size)
+    #: Stable URLs of public files (a CDN or the bucket's website); empty: long-lived pre-signed URLs.
+    public_base_url: str = ""
+    connect_timeout: float = attrs.field(default=10.0, validator=validators.positive)
+    read_timeout: float = attrs.field(default=60.0, validator=validators.positive)

@@ -1,0 +1,299 @@
+"""The upload service: validate, store, record, and hand out URLs; one per app (``app[UPLOADS]``).
+
+Order of writes, so a crash loses nothing and leaks nothing: the record is
+written first as ``pending``, then the object, then the record turns
+``ready``. Any failure in between removes what was written (object and
+record); a crash leaves a ``pending`` row whose object the cleanup removes
+with it. Objects under :data:`PREFIX` with no record are removed by the
+cleanup too (see :meth:`UploadService.cleanup`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from plugboard import keys
+from plugboard.graphql.errors import GraphQLError
+from plugboard.plugins.uploads import validation
+from plugboard.plugins.uploads.config import UploadsConfig
+from plugboard.plugins.uploads.tables import TABLE
+from plugboard.providers.storage import StorageError
+
+if TYPE_CHECKING:
+    from plugboard.graphql.upload import Upload
+
+logger = logging.getLogger("plugboard.plugins.uploads")
+
+#: Storage key prefixes this plugin owns: originals, and image variants.
+PREFIX = "uploads/"
+VARIANTS_PREFIX = "variants/"
+_PIL_FORMAT = {"jpg": "jpeg"}
+
+
+class UploadService:
+    """Everything the resolvers and the cleanup do with files."""
+
+    def __init__(self, app: web.Application, config: UploadsConfig) -> None:
+        self.app = app
+        self.config = config
+
+    # -- dependencies --------------------------------------------------------
+
+    @property
+    def storage(self) -> Any:
+        return self.app[keys.SERVICES].get("storage", self.config.storage)
+
+    @property
+    def table(self) -> sa.Table:
+        return self.app[keys.METADATA].tables[TABLE]
+
+    @property
+    def records(self) -> Any:
+        return self.app[keys.RECORDS]
+
+    def jobs(self) -> Any | None:
+        """The jobs API when the jobs plugin runs process-image on the same storage service, else None."""
+        try:
+            from plugboard.plugins.jobs.keys import JOBS
+        except ImportError:  # pragma: no cover - the jobs plugin ships with the core
+            return None
+        jobs = self.app.get(JOBS)
+        if jobs is None:
+            return None
+        jobs_config = self.app[keys.PLUGIN_CONFIGS].get("jobs")
+        if jobs_config is None or not jobs_config.jobs.file_processing or jobs_config.files.storage != self.config.storage:
+            return None
+        return jobs
+
+    # -- uploads -------------------------------------------------------------
+
+    async def upload(self, upload: "Upload", *, owner: str | None, visibility: str) -> dict[str, Any]:
+        """Validate and store one multipart upload; the new record."""
+        config = self.config
+        if upload.size == 0:
+            raise validation.UploadRefused(f"{upload.filename or 'the file'} is empty (0 bytes)", "EMPTY_FILE")
+        if upload.size > config.max_file_size:
+            raise validation.UploadRefused(
+                f"{upload.filename or 'the file'} is {upload.size} bytes, over the limit of {config.max_file_size}",
+                "FILE_TOO_LARGE",
+            )
+        upload.seek(0)
+        head = await upload.read(validation.SNIFF_BYTES)
+        upload.seek(0)
+        mimetype = validation.check_type(head, upload.mimetype, config.allowed_types)
+        if mimetype.startswith("image/"):
+            await asyncio.to_thread(validation.check_image, upload.file, max_pixels=config.max_pixels)
+        filename = validation.normalise_filename(upload.filename, max_length=config.max_filename_length, mimetype=mimetype)
+        id = uuid.uuid4().hex
+        key = f"{PREFIX}{id}{validation.extension(mimetype)}"
+        row = {
+            "id": id,
+            "key": key,
+            "storage": config.storage,
+            "filename": filename,
+            "mimetype": mimetype,
+            "encoding": upload.encoding or "7bit",
+            "size": upload.size,
+            "owner": owner,
+            "visibility": visibility,
+            "status": "pending",
+            "variants": [],
+            "processing": False,
+            "job_id": None,
+            "created_at": dt.datetime.now(dt.timezone.utc),
+        }
+        async with self.records.begin() as conn:
+            await conn.execute(self.table.insert().values(**row))
+        try:
+            upload.seek(0)
+            await self.storage.put(key, upload.stream(1024 * 1024), content_type=mimetype)
+        except BaseException as e:
+            await self._forget(id, key)
+            if isinstance(e, (StorageError, OSError)) or _is_client_error(e):
+                logger.warning("uploads: storing %s failed: %s", key, e)
+                raise GraphQLError(f"the file could not be stored: {_describe(e)}", "STORAGE_UNAVAILABLE") from e
+            raise
+        row["status"] = "ready"
+        if mimetype.startswith("image/") and config.image_optimization.enabled:
+            row.update(await self._variants(id, key, owner))
+        async with self.records.begin() as conn:
+            await conn.execute(
+                self.table.update()
+                .where(self.table.c.id == id)
+                .values(status="ready", variants=row["variants"], processing=row["processing"], job_id=row["job_id"])
+            )
+        return row
+
+    async def _forget(self, id: str, key: str) -> None:
+        """Remove a failed upload's object (if any) and record; never raises."""
+        try:
+            await self.storage.delete(key)
+        except Exception as e:  # the storage is what failed: the cleanup retries later
+            logger.warning("uploads: could not remove %s after a failed upload: %s", key, e)
+        async with self.records.begin() as conn:
+            await conn.execute(self.table.delete().where(self.table.c.id == id))
+
+    # -- image variants ------------------------------------------------------
+
+    def variant_outputs(self) -> list[dict[str, Any]]:
+        from plugboard.plugins.jobs.builtin.images import supported_formats
+
+        options = self.config.image_optimization
+        available = supported_formats()
+        formats = [f for f in dict.fromkeys(_PIL_FORMAT.get(f, f) for f in options.formats) if f in available]
+        return [
+            {"width": size, "format": fmt, "quality": options.quality, "fit": "contain"}
+            for size in options.sizes
+            for fmt in formats
+        ]
+
+    async def _variants(self, id: str, key: str, owner: str | None) -> dict[str, Any]:
+        outputs = self.variant_outputs()
+        if not outputs:
+            return {"variants": [], "processing": False, "job_id": None}
+        jobs = self.jobs()
+        if jobs is not None:
+            job = await jobs.enqueue("process-image", {"source": key, "outputs": outputs, "prefix": f"{VARIANTS_PREFIX}{id}"}, owner=owner)
+            return {"variants": [], "processing": True, "job_id": job.id}
+        timeout = self.config.image_optimization.sync_timeout
+        try:
+            variants = await asyncio.wait_for(self._render(id, key, outputs), timeout)
+        except asyncio.TimeoutError:
+            logger.warning("uploads: variants of %s took longer than %ss; the file has none", key, timeout)
+            variants = []
+        return {"variants": variants, "processing": False, "job_id": None}
+
+    async def _render(self, id: str, key: str, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Make the variants here (the jobs plugin is off): the same code as process-image."""
+        from plugboard.plugins.jobs.builtin.config import BuiltinConfig
+        from plugboard.plugins.jobs.builtin.images import FORMATS, open_image, parse_outputs, render
+
+        data = await self.storage.read(key)
+        image = await asyncio.to_thread(open_image, data, self.config.max_pixels)
+        specs = parse_outputs(outputs, BuiltinConfig())
+        variants = []
+        for spec in specs:
+            encoded, width, height = await asyncio.to_thread(render, image, spec)
+            _pil, ext, content_type, _feature = FORMATS[spec.format]
+            vkey = f"{VARIANTS_PREFIX}{id}/{width}x{height}.{ext}"
+            await self.storage.put(vkey, encoded, content_type=content_type)
+            variants.append({"key": vkey, "format": spec.format, "width": width, "height": height, "size": len(encoded)})
+        return variants
+
+    async def refresh(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A processing file's record, updated from its job once that finished."""
+        if not row["processing"] or not row["job_id"]:
+            return row
+        jobs = self.jobs()
+        job = await jobs.get(row["job_id"]) if jobs is not None else None
+        from plugboard.plugins.jobs.model import FINISHED, JobStatus
+
+        if job is not None and job.status not in FINISHED:
+            return row
+        variants = []
+        if job is not None and job.status == JobStatus.COMPLETED and isinstance(job.result, dict):
+            variants = [
+                {k: out[k] for k in ("key", "format", "width", "height", "size")} for out in job.result.get("outputs", [])
+            ]
+        async with self.records.begin() as conn:
+            await conn.execute(self.table.update().where(self.table.c.id == row["id"]).values(variants=variants, processing=False))
+        return {**row, "variants": variants, "processing": False}
+
+    # -- reading, access -----------------------------------------------------
+
+    async def get(self, id: Any) -> dict[str, Any] | None:
+        if not isinstance(id, str) or len(id) != 32:
+            return None
+        async with self.records.connect() as conn:
+            row = (await conn.execute(sa.select(self.table).where(self.table.c.id == id, self.table.c.status == "ready"))).first()
+        return dict(row._mapping) if row is not None else None
+
+    async def page(self, *, owner: str | None, everyone: bool, first: int, after: str | None) -> list[dict[str, Any]]:
+        t = self.table
+        query = sa.select(t).where(t.c.status == "ready")
+        if not everyone:
+            query = query.where(t.c.owner == owner)
+        if after is not None:
+            anchor = await self.get(after)
+            if anchor is None:
+                raise GraphQLError(f"after: no file {after!r}", "BAD_USER_INPUT")
+            query = query.where(
+                sa.or_(t.c.created_at < anchor["created_at"], sa.and_(t.c.created_at == anchor["created_at"], t.c.id < anchor["id"]))
+            )
+        query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(first)
+        async with self.records.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    async def delete(self, row: dict[str, Any]) -> None:
+        """Remove the record first (the file disappears at once), then the objects."""
+        async with self.records.begin() as conn:
+            await conn.execute(self.table.delete().where(self.table.c.id == row["id"]))
+        for key in [row["key"], *(v["key"] for v in row["variants"] or [])]:
+            try:
+                await self.storage.delete(key)
+            except Exception as e:  # the record is gone: the cleanup removes the orphan later
+                logger.warning("uploads: could not delete %s: %s", key, e)
+
+    async def set_visibility(self, row: dict[str, Any], visibility: str) -> dict[str, Any]:
+        async with self.records.begin() as conn:
+            await conn.execute(self.table.update().where(self.table.c.id == row["id"]).values(visibility=visibility))
+        return {**row, "visibility": visibility}
+
+    async def url(self, row: dict[str, Any], key: str | None = None) -> str:
+        key = key or row["key"]
+        storage = self.storage
+        if row["visibility"] == "public" and hasattr(storage, "public_url"):
+            return await storage.public_url(key)
+        # Public files on a storage without stable URLs get a long-lived signed one.
+        expires = self.config.url_expiry if row["visibility"] != "public" else 7 * 24 * 3600.0
+        return await storage.url(key, expires_in=expires)
+
+    # -- cleanup -------------------------------------------------------------
+
+    async def cleanup(self, *, max_age: float = 3600.0) -> dict[str, int]:
+        """Remove stale pending uploads (record and object) and objects under our prefixes with no record.
+
+        Only things older than ``max_age`` seconds are touched, so an upload in
+        progress on another instance is never removed under it.
+        """
+        t = self.table
+        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=max_age)
+        removed = {"pending": 0, "orphans": 0}
+        async with self.records.connect() as conn:
+            stale = (await conn.execute(sa.select(t.c.id, t.c.key).where(t.c.status == "pending", t.c.created_at < cutoff))).all()
+        for id, key in stale:
+            await self._forget(id, key)
+            removed["pending"] += 1
+        async with self.records.connect() as conn:
+            rows = (await conn.execute(sa.select(t.c.id, t.c.key, t.c.variants))).all()
+        known = {r.key for r in rows} | {v["key"] for r in rows for v in (r.variants or [])}
+        ids = {r.id for r in rows}
+        limit = dt.datetime.now(dt.timezone.utc).timestamp() - max_age
+        for prefix in (PREFIX, VARIANTS_PREFIX):
+            async for stored in self.storage.list(prefix):
+                if stored.key in known or stored.modified > limit:
+                    continue
+                # A variant of a file still processing is not yet in its record.
+                if prefix == VARIANTS_PREFIX and stored.key[len(prefix) :].split("/", 1)[0] in ids:
+                    continue
+                await self.storage.delete(stored.key)
+                removed["orphans"] += 1
+        return removed
+
+
+def _is_client_error(e: BaseException) -> bool:
+    """botocore / aiohttp client errors: the storage backend refused or is unreachable."""
+    module = type(e).__module__
+    return module.startswith(("botocore", "aiobotocore", "aiohttp", "gcloud"))
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text[:300]
