@@ -8,8 +8,6 @@ import types
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-
 from plugboard import hookimpl
 
 PREFLIGHT = {"apollo-require-preflight": "true"}
@@ -40,8 +38,34 @@ def settings(uploads: dict | None = None, **sections: Any) -> dict:
     return data
 
 
-def form(query: str, files: list[tuple[str, bytes, str]], *, many: bool = False, variables: dict | None = None) -> aiohttp.FormData:
-    data = aiohttp.FormData(default_to_multipart=True)
+class RawForm:
+    """A multipart/form-data body built by hand: file names go raw (UTF-8, as browsers send
+    them), where aiohttp's FormData would percent-encode them."""
+
+    boundary = "plugboard-test-boundary-7d3f"
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def add_field(self, name: str, value: Any, *, filename: str | None = None, content_type: str | None = None) -> None:
+        head = f'Content-Disposition: form-data; name="{name}"'
+        if filename is not None:
+            head += f'; filename="{filename.replace(chr(34), "%22")}"'
+        if content_type:
+            head += f"\r\nContent-Type: {content_type}"
+        body = value if isinstance(value, bytes) else str(value).encode()
+        self.parts.append(f"--{self.boundary}\r\n{head}\r\n\r\n".encode() + body + b"\r\n")
+
+    def body(self) -> bytes:
+        return b"".join(self.parts) + f"--{self.boundary}--\r\n".encode()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Content-Type": f"multipart/form-data; boundary={self.boundary}"}
+
+
+def form(query: str, files: list[tuple[str, bytes, str]], *, many: bool = False, variables: dict | None = None) -> RawForm:
+    data = RawForm()
     if many:
         variables = {"fs": [None] * len(files), **(variables or {})}
         mapping = {str(i): [f"variables.fs.{i}"] for i in range(len(files))}
@@ -60,7 +84,8 @@ async def upload(client: Any, filename: str, content: bytes, ctype: str, *, user
     if user:
         headers["Authorization"] = f"Bearer {user}"
     variables = {"v": visibility} if visibility else None
-    async with client.post("/graphql", data=form(UPLOAD, [(filename, content, ctype)], variables=variables), headers=headers) as resp:
+    body = form(UPLOAD, [(filename, content, ctype)], variables=variables)
+    async with client.post("/graphql", data=body.body(), headers={**headers, **body.headers}) as resp:
         text = await resp.text()
         assert resp.status == status, f"HTTP {resp.status}: {text}"
         return json.loads(text)
@@ -68,7 +93,8 @@ async def upload(client: Any, filename: str, content: bytes, ctype: str, *, user
 
 async def upload_many(client: Any, files: list[tuple[str, bytes, str]], *, user: str = "alice", status: int | None = None) -> tuple[int, dict]:
     headers = {**PREFLIGHT, "Authorization": f"Bearer {user}"}
-    async with client.post("/graphql", data=form(UPLOAD_MANY, files, many=True), headers=headers) as resp:
+    body = form(UPLOAD_MANY, files, many=True)
+    async with client.post("/graphql", data=body.body(), headers={**headers, **body.headers}) as resp:
         text = await resp.text()
         if status is not None:
             assert resp.status == status, f"HTTP {resp.status}: {text}"
