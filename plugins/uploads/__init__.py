@@ -53,6 +53,19 @@ def plugboard_tables(metadata: Any) -> None:
 
 
 @hookimpl
+def plugboard_routes(app: Any) -> list:
+    from aiohttp import web
+
+    from plugboard.plugins.uploads.keys import UPLOADS
+    from plugboard.plugins.uploads.service import DIRECT_PATH
+
+    async def direct_upload(request: web.Request) -> web.StreamResponse:
+        return await request.app[UPLOADS].receive_direct(request)
+
+    return [web.put(DIRECT_PATH + "/{id}", direct_upload)]
+
+
+@hookimpl
 def plugboard_providers() -> list:
     from plugboard.plugins.uploads.providers import SPECS
 

@@ -73,6 +73,8 @@ class UploadsConfig:
     default_visibility: Literal["private", "public"] = "private"
     #: How long a private file's signed URL works.
     url_expiry: Duration = attrs.field(default=3600.0, validator=validators.positive)
+    #: How long a prepared direct upload (``prepareUpload``) may take to complete.
+    direct_upload_expiry: Duration = attrs.field(default=900.0, validator=validators.positive)
     #: Images with more pixels are refused before they are decoded (decompression bombs).
     max_pixels: int = attrs.field(default=50_000_000, validator=validators.positive)
     #: Longest file name kept, in characters (longer ones are shortened, keeping the extension).

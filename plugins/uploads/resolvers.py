@@ -95,6 +95,22 @@ async def resolve_upload_multiple_files(parent: Any, args: dict, context: Any, i
     return [await _file(service, row) for row in rows]
 
 
+async def resolve_prepare_upload(parent: Any, args: dict, context: Any, info: Any) -> dict[str, Any]:
+    service = _service(context)
+    owner = _may_upload(context, service)
+    return await service.prepare(
+        filename=args["filename"], mimetype=args["mimetype"], size=args["size"], owner=owner, visibility=_visibility(args, service)
+    )
+
+
+async def resolve_complete_upload(parent: Any, args: dict, context: Any, info: Any) -> dict[str, Any]:
+    service = _service(context)
+    row = await service.pending_direct(args["id"])
+    if row is None or not _may_change(context, row):
+        raise GraphQLError(f"no direct upload {args['id']!r} waiting to complete", "NOT_FOUND")
+    return await _file(service, await service.complete(row))
+
+
 async def _owned(context: Any, id: Any) -> tuple[UploadService, dict[str, Any]]:
     service = _service(context)
     row = await service.get(id)
@@ -144,6 +160,8 @@ RESOLVERS = {
     "Mutation.uploadMultipleFiles": resolve_upload_multiple_files,
     "Mutation.deleteFile": resolve_delete_file,
     "Mutation.setFileVisibility": resolve_set_file_visibility,
+    "Mutation.prepareUpload": resolve_prepare_upload,
+    "Mutation.completeUpload": resolve_complete_upload,
     "Query.file": resolve_file,
     "Query.files": resolve_files,
 }

@@ -34,6 +34,8 @@ logger = logging.getLogger("plugboard.plugins.uploads")
 #: Storage key prefixes this plugin owns: originals, and image variants.
 PREFIX = "uploads/"
 VARIANTS_PREFIX = "variants/"
+#: The local storage's direct-upload route (S3 and GCS take pre-signed PUTs themselves).
+DIRECT_PATH = "/uploads/direct"
 _PIL_FORMAT = {"jpg": "jpeg"}
 
 
@@ -139,6 +141,153 @@ class UploadService:
             logger.warning("uploads: could not remove %s after a failed upload: %s", key, e)
         async with self.records.begin() as conn:
             await conn.execute(self.table.delete().where(self.table.c.id == id))
+
+    # -- direct uploads ------------------------------------------------------
+
+    async def prepare(self, *, filename: str, mimetype: str, size: int, owner: str | None, visibility: str) -> dict[str, Any]:
+        """Reserve a direct upload: a record ``uploading`` and signed instructions for the client."""
+        config = self.config
+        mimetype = validation.normalise_type(mimetype)
+        if not isinstance(size, int) or size <= 0:
+            raise validation.UploadRefused("size must be a positive number of bytes", "EMPTY_FILE")
+        if size > config.max_file_size:
+            raise validation.UploadRefused(f"{size} bytes is over the limit of {config.max_file_size}", "FILE_TOO_LARGE")
+        if not mimetype or mimetype == validation.OCTET_STREAM or not validation.type_allowed(mimetype, config.allowed_types):
+            raise validation.UploadRefused(
+                f"files of type {mimetype or '(none)'} are not accepted (allowed: {', '.join(config.allowed_types)})",
+                "FILE_TYPE_NOT_ALLOWED",
+            )
+        id = uuid.uuid4().hex
+        key = f"{PREFIX}{id}{validation.extension(mimetype)}"
+        now = dt.datetime.now(dt.timezone.utc)
+        expires_at = now + dt.timedelta(seconds=config.direct_upload_expiry)
+        storage = self.storage
+        if hasattr(storage, "presigned_put"):
+            instructions = await storage.presigned_put(key, content_type=mimetype, size=size, expires_in=config.direct_upload_expiry)
+        elif hasattr(storage, "signer"):
+            expires = int(expires_at.timestamp())
+            signature = self.direct_signature(id, size, mimetype, expires)
+            base = getattr(storage.config, "base_url", "").rstrip("/")
+            instructions = {
+                "method": "PUT",
+                "url": f"{base}{DIRECT_PATH}/{id}?expires={expires}&signature={signature}",
+                "headers": {"Content-Type": mimetype, "Content-Length": str(size)},
+            }
+        else:
+            raise GraphQLError(f"the {config.storage!r} storage service does not take direct uploads", "NOT_SUPPORTED")
+        async with self.records.begin() as conn:
+            await conn.execute(
+                self.table.insert().values(
+                    id=id,
+                    key=key,
+                    storage=config.storage,
+                    filename=validation.normalise_filename(filename, max_length=config.max_filename_length, mimetype=mimetype),
+                    mimetype=mimetype,
+                    encoding="binary",
+                    size=size,
+                    owner=owner,
+                    visibility=visibility,
+                    status="uploading",
+                    variants=[],
+                    processing=False,
+                    job_id=None,
+                    created_at=now,
+                    expires_at=expires_at,
+                )
+            )
+        return {"id": id, "fields": None, **instructions, "expiresAt": expires_at}
+
+    def direct_signature(self, id: str, size: int, mimetype: str, expires: int) -> str:
+        import hashlib
+        import hmac
+
+        message = f"uploads-direct\n{id}\n{size}\n{mimetype}\n{expires}".encode()
+        return hmac.new(self.app[keys.FILE_SIGNER].secret, message, hashlib.sha256).hexdigest()
+
+    async def pending_direct(self, id: Any) -> dict[str, Any] | None:
+        if not isinstance(id, str) or len(id) != 32:
+            return None
+        async with self.records.connect() as conn:
+            row = (await conn.execute(sa.select(self.table).where(self.table.c.id == id, self.table.c.status == "uploading"))).first()
+        return dict(row._mapping) if row is not None else None
+
+    async def receive_direct(self, request: web.Request) -> web.Response:
+        """``PUT <DIRECT_PATH>/{id}``: the local storage's stand-in for a pre-signed PUT."""
+        id = request.match_info["id"]
+        row = await self.pending_direct(id)
+        expires = request.query.get("expires", "")
+        signature = request.query.get("signature", "")
+        if row is None or not expires.isdigit() or len(expires) > 15:
+            return _text(403, "this upload URL is not valid (unknown, already used or malformed)")
+        good = self.direct_signature(id, row["size"], row["mimetype"], int(expires))
+        import hmac
+
+        if not hmac.compare_digest(good, signature):
+            return _text(403, "this upload URL's signature does not match")
+        if int(expires) < dt.datetime.now(dt.timezone.utc).timestamp():
+            return _text(403, "this upload URL has expired")
+        if validation.normalise_type(request.headers.get("Content-Type")) != row["mimetype"]:
+            return _text(400, f"Content-Type must be {row['mimetype']}, as prepared")
+        if request.content_length != row["size"]:
+            return _text(400, f"Content-Length must be {row['size']}, as prepared")
+
+        async def body() -> Any:
+            received = 0
+            async for chunk in request.content.iter_chunked(256 * 1024):
+                received += len(chunk)
+                if received > row["size"]:
+                    raise web.HTTPRequestEntityTooLarge(max_size=row["size"], actual_size=received)
+                yield chunk
+
+        try:
+            await self.storage.put(row["key"], body(), content_type=row["mimetype"])
+        except web.HTTPException:
+            raise
+        except (StorageError, OSError) as e:
+            return _text(503, f"the file could not be stored: {_describe(e)}")
+        return web.Response(status=200)
+
+    async def complete(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Verify a direct upload's object against what was prepared; the ready record, or an error (and nothing left)."""
+        if row["expires_at"] is not None and _aware(row["expires_at"]) < dt.datetime.now(dt.timezone.utc):
+            await self._forget(row["id"], row["key"])
+            raise validation.UploadRefused("this direct upload has expired; prepare it again", "UPLOAD_EXPIRED")
+        storage = self.storage
+        try:
+            stored = await storage.stat(row["key"])
+        except FileNotFoundError:
+            raise validation.UploadRefused("nothing was uploaded yet for this file", "UPLOAD_INCOMPLETE") from None
+        try:
+            if stored.size != row["size"]:
+                raise validation.UploadRefused(
+                    f"the uploaded object has {stored.size} bytes, not the {row['size']} prepared", "FILE_SIZE_MISMATCH"
+                )
+            import tempfile
+
+            with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as file:
+                async for chunk in storage.open(row["key"]):
+                    await asyncio.to_thread(file.write, chunk)
+                head = validation.read_head(file)
+                sniffed = validation.sniff(head, row["mimetype"])
+                if sniffed != row["mimetype"]:
+                    raise validation.UploadRefused(
+                        f"the uploaded object's content is {sniffed}, not the prepared {row['mimetype']}", "FILE_TYPE_MISMATCH"
+                    )
+                if sniffed.startswith("image/"):
+                    await asyncio.to_thread(validation.check_image, file, max_pixels=self.config.max_pixels)
+        except validation.UploadRefused:
+            await self._forget(row["id"], row["key"])
+            raise
+        row = {**row, "status": "ready", "expires_at": None}
+        if row["mimetype"].startswith("image/") and self.config.image_optimization.enabled:
+            row.update(await self._variants(row["id"], row["key"], row["owner"]))
+        async with self.records.begin() as conn:
+            await conn.execute(
+                self.table.update()
+                .where(self.table.c.id == row["id"], self.table.c.status == "uploading")
+                .values(status="ready", expires_at=None, variants=row["variants"], processing=row["processing"], job_id=row["job_id"])
+            )
+        return row
 
     # -- image variants ------------------------------------------------------
 
@@ -265,12 +414,17 @@ class UploadService:
         """
         t = self.table
         cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=max_age)
-        removed = {"pending": 0, "orphans": 0}
+        now = dt.datetime.now(dt.timezone.utc)
+        removed = {"pending": 0, "expired": 0, "orphans": 0}
         async with self.records.connect() as conn:
             stale = (await conn.execute(sa.select(t.c.id, t.c.key).where(t.c.status == "pending", t.c.created_at < cutoff))).all()
+            expired = (await conn.execute(sa.select(t.c.id, t.c.key).where(t.c.status == "uploading", t.c.expires_at < now))).all()
         for id, key in stale:
             await self._forget(id, key)
             removed["pending"] += 1
+        for id, key in expired:
+            await self._forget(id, key)
+            removed["expired"] += 1
         async with self.records.connect() as conn:
             rows = (await conn.execute(sa.select(t.c.id, t.c.key, t.c.variants))).all()
         known = {r.key for r in rows} | {v["key"] for r in rows for v in (r.variants or [])}
@@ -286,6 +440,15 @@ class UploadService:
                 await self.storage.delete(stored.key)
                 removed["orphans"] += 1
         return removed
+
+
+def _text(status: int, message: str) -> web.Response:
+    return web.Response(status=status, text=message + "\n")
+
+
+def _aware(value: dt.datetime) -> dt.datetime:
+    # SQLite gives back naive datetimes (stored as UTC).
+    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
 
 
 def _is_client_error(e: BaseException) -> bool:

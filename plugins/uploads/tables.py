@@ -21,10 +21,13 @@ def define_tables(metadata: sa.MetaData) -> sa.Table:
         sa.Column("owner", sa.String(255), nullable=True, index=True),
         sa.Column("visibility", sa.String(16), nullable=False),
         # pending: the record is written before the object (a crash between the
-        # two leaves a pending row the cleanup finds); ready: visible.
+        # two leaves a pending row the cleanup finds); uploading: a direct upload
+        # prepared, not completed; ready: visible.
         sa.Column("status", sa.String(16), nullable=False, index=True),
         sa.Column("variants", sa.JSON, nullable=False, default=list),
         sa.Column("processing", sa.Boolean, nullable=False, default=False),
         sa.Column("job_id", sa.String(64), nullable=True),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+        # Direct uploads (status "uploading"): after this the prepared upload is void.
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
     )

@@ -187,3 +187,81 @@ def test_unknown_storage_service_and_provider_mismatch(plugboard_app):
     with pytest.raises(ConfigError) as e:
         plugboard_app(settings({"provider": "s3"}))
     assert "uploads.provider" in str(e.value) and "services.storage.default.provider" in str(e.value)
+
+
+PREPARE = "mutation($n: String!, $t: String!, $s: Int!) { prepareUpload(filename: $n, mimetype: $t, size: $s) { id url headers } }"
+COMPLETE = "mutation($id: ID!) { completeUpload(id: $id) { id size } }"
+ALICE = {"Authorization": "Bearer alice"}
+
+
+async def prepare(client, size: int, mimetype: str = "image/png") -> dict:
+    return (await client.gql_data(PREPARE, {"n": "d.png", "t": mimetype, "s": size}, headers=ALICE))["prepareUpload"]
+
+
+async def test_prepare_refuses_bad_sizes_and_types(uploads_client, tmp_path):
+    client = await uploads_client(uploads={"max_file_size": "1KB"})
+    for variables, code in [
+        ({"n": "a.png", "t": "image/png", "s": 0}, "EMPTY_FILE"),
+        ({"n": "a.png", "t": "image/png", "s": 5000}, "FILE_TOO_LARGE"),
+        ({"n": "a.exe", "t": "application/x-executable", "s": 10}, "FILE_TYPE_NOT_ALLOWED"),
+    ]:
+        assert error_code(await client.gql(PREPARE, variables, headers=ALICE)) == code
+    await assert_nothing_left(client, tmp_path)
+
+
+async def test_direct_upload_url_forged_wrong_length_or_type(uploads_client, tmp_path):
+    client = await uploads_client()
+    prepared = await prepare(client, len(png()))
+    forged = prepared["url"].rsplit("signature=", 1)[0] + "signature=" + "0" * 64
+    async with client.put(forged, data=png(), headers=prepared["headers"]) as resp:
+        assert resp.status == 403
+    async with client.put(prepared["url"], data=png() + b"xx", headers={"Content-Type": "image/png"}) as resp:
+        assert resp.status == 400 and "Content-Length" in await resp.text()
+    async with client.put(prepared["url"], data=png(), headers={"Content-Type": "image/jpeg"}) as resp:
+        assert resp.status == 400 and "Content-Type" in await resp.text()
+    assert error_code(await client.gql(COMPLETE, {"id": prepared["id"]}, headers=ALICE)) == "UPLOAD_INCOMPLETE"
+    # Another user cannot complete it.
+    assert error_code(await client.gql(COMPLETE, {"id": prepared["id"]}, headers={"Authorization": "Bearer bob"})) == "NOT_FOUND"
+    assert stored(tmp_path) == []
+
+
+async def test_expired_direct_upload_is_refused_and_cleaned_up(uploads_client, tmp_path):
+    import asyncio
+
+    from plugboard.plugins.uploads.keys import UPLOADS
+
+    client = await uploads_client(uploads={"direct_upload_expiry": "1s"})
+    prepared = await prepare(client, len(png()))
+    stale = await prepare(client, len(png()))
+    await asyncio.sleep(2.1)
+    async with client.put(prepared["url"], data=png(), headers={"Content-Type": "image/png"}) as resp:
+        assert resp.status == 403 and "expired" in await resp.text()
+    assert error_code(await client.gql(COMPLETE, {"id": prepared["id"]}, headers=ALICE)) == "UPLOAD_EXPIRED"
+    removed = await client.server.app[UPLOADS].cleanup(max_age=0)
+    assert removed["expired"] == 1
+    assert stale["id"] not in [r.id for r in await records(client)]
+    await assert_nothing_left(client, tmp_path)
+
+
+async def test_cleanup_removes_objects_without_records_and_records_without_objects(uploads_client, tmp_path):
+    import datetime as dt
+
+    from plugboard.plugins.uploads.keys import UPLOADS
+
+    client = await uploads_client()
+    service = client.server.app[UPLOADS]
+    kept = (await upload(client, "a.png", png(), "image/png"))["data"]["uploadFile"]
+    # A crash after the object was written, before its record: an orphan object.
+    await service.storage.put("uploads/0123456789abcdef0123456789abcdef.png", png())
+    # A crash after the record was written, before the object: a stale pending row.
+    table = service.table
+    async with service.records.begin() as conn:
+        await conn.execute(table.insert().values(
+            id="f" * 32, key="uploads/" + "f" * 32 + ".png", storage="default", filename="x.png", mimetype="image/png",
+            encoding="7bit", size=1, owner="alice", visibility="private", status="pending", variants=[], processing=False,
+            created_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2),
+        ))
+    removed = await service.cleanup(max_age=0)
+    assert removed == {"pending": 1, "expired": 0, "orphans": 1}
+    assert stored(tmp_path) == [f"uploads/{kept['id']}.png"]
+    assert [r.id for r in await records(client)] == [kept["id"]]

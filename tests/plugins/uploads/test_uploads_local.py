@@ -94,3 +94,27 @@ async def test_forged_and_expired_signed_urls_are_refused(uploads_client):
         assert resp.status in (403, 404)
     async with client.get(parts.path) as resp:
         assert resp.status in (403, 404)
+
+
+PREPARE = "mutation($n: String!, $t: String!, $s: Int!) { prepareUpload(filename: $n, mimetype: $t, size: $s) { id method url headers fields expiresAt } }"
+COMPLETE = f"mutation($id: ID!) {{ completeUpload(id: $id) {{ {FILE_FIELDS} }} }}"
+ALICE = {"Authorization": "Bearer alice"}
+
+
+async def test_direct_upload_to_local_storage(uploads_client, tmp_path):
+    client = await uploads_client()
+    prepared = (await client.gql_data(PREPARE, {"n": "direct.png", "t": "image/png", "s": len(png())}, headers=ALICE))["prepareUpload"]
+    assert prepared["method"] == "PUT" and prepared["headers"] == {"Content-Type": "image/png", "Content-Length": str(len(png()))}
+    # Not visible until completed.
+    assert (await client.gql_data("{ files { id } }", headers=ALICE))["files"] == []
+    async with client.put(prepared["url"], data=png(), headers=prepared["headers"]) as resp:
+        assert resp.status == 200, await resp.text()
+    done = (await client.gql_data(COMPLETE, {"id": prepared["id"]}, headers=ALICE))["completeUpload"]
+    assert done["id"] == prepared["id"] and done["size"] == len(png()) and done["filename"] == "direct.png"
+    async with client.get(done["url"]) as resp:
+        assert await resp.read() == png()
+    # The URL is single-use: the upload is no longer waiting.
+    async with client.put(prepared["url"], data=png(), headers=prepared["headers"]) as resp:
+        assert resp.status == 403
+    again = await client.gql(COMPLETE, {"id": prepared["id"]}, headers=ALICE)
+    assert again["errors"][0]["extensions"]["code"] == "NOT_FOUND"

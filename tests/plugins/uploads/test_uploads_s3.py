@@ -176,3 +176,34 @@ async def test_refusing_backend_gives_a_clear_error_and_records_nothing(plugboar
     assert result["errors"][0]["extensions"]["code"] == "STORAGE_UNAVAILABLE"
     assert "NoSuchBucket" in result["errors"][0]["message"]
     assert await records_count(client) == 0
+
+
+PREPARE = "mutation($n: String!, $t: String!, $s: Int!) { prepareUpload(filename: $n, mimetype: $t, size: $s) { id method url headers } }"
+COMPLETE = "mutation($id: ID!) { completeUpload(id: $id) { id size mimetype url } }"
+ALICE = {"Authorization": "Bearer alice"}
+
+
+async def test_direct_upload_to_s3(plugboard_client, s3_server, s3):
+    client = await plugboard_client(s3_settings(s3_server), plugins=[auth_plugin()])
+    prepared = (await client.gql_data(PREPARE, {"n": "d.png", "t": "image/png", "s": len(png())}, headers=ALICE))["prepareUpload"]
+    assert prepared["url"].startswith(s3_server.endpoint_url)
+    async with aiohttp.ClientSession() as http:
+        async with http.put(prepared["url"], data=png(), headers=prepared["headers"]) as resp:
+            assert resp.status == 200, await resp.text()
+    done = (await client.gql_data(COMPLETE, {"id": prepared["id"]}, headers=ALICE))["completeUpload"]
+    assert done["size"] == len(png()) and done["mimetype"] == "image/png"
+
+
+@pytest.mark.parametrize(
+    "body, code",
+    [(png() + b"extra", "FILE_SIZE_MISMATCH"), (b"\x7fELF" + b"\x00" * (len(png()) - 4), "FILE_TYPE_MISMATCH")],
+)
+async def test_complete_refuses_an_object_unlike_the_prepared_one(plugboard_client, s3_server, s3, body, code):
+    client = await plugboard_client(s3_settings(s3_server), plugins=[auth_plugin()])
+    prepared = (await client.gql_data(PREPARE, {"n": "d.png", "t": "image/png", "s": len(png())}, headers=ALICE))["prepareUpload"]
+    # A client that ignored the signed headers (or a store that does not check them).
+    await s3.put_object(Bucket=BUCKET, Key=f"uploads/{prepared['id']}.png", Body=body)
+    result = await client.gql(COMPLETE, {"id": prepared["id"]}, headers=ALICE)
+    assert result["errors"][0]["extensions"]["code"] == code
+    assert "Contents" not in await s3.list_objects_v2(Bucket=BUCKET)
+    assert await records_count(client) == 0
