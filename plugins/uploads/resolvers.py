@@ -58,6 +58,7 @@ async def _file(service: UploadService, row: dict[str, Any]) -> dict[str, Any]:
             for v in row["variants"] or []
         ],
         "processing": bool(row["processing"]),
+        "jobId": row["job_id"],
     }
 
 

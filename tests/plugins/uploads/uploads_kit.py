@@ -12,7 +12,7 @@ from plugboard import hookimpl
 
 PREFLIGHT = {"apollo-require-preflight": "true"}
 
-FILE_FIELDS = "id filename mimetype encoding url size createdAt owner visibility processing variants { format width height size url }"
+FILE_FIELDS = "id filename mimetype encoding url size createdAt owner visibility processing jobId variants { format width height size url }"
 UPLOAD = f"mutation($f: Upload!, $v: FileVisibility) {{ uploadFile(file: $f, visibility: $v) {{ {FILE_FIELDS} }} }}"
 UPLOAD_MANY = f"mutation($fs: [Upload!]!) {{ uploadMultipleFiles(files: $fs) {{ {FILE_FIELDS} }} }}"
 
