@@ -73,6 +73,13 @@ def plugboard_providers() -> list:
 
 
 @hookimpl
+def plugboard_schedules() -> list:
+    # Expired direct uploads, orphan objects and stale pending records, daily
+    # (after the jobs plugin's own 03:00 cleanup). Runs where jobs run.
+    return [{"task": "uploads-cleanup", "cron": "30 3 * * *", "args": {}}]
+
+
+@hookimpl
 def plugboard_tasks(app: Any, config: UploadsConfig) -> dict[str, Any]:
     from plugboard.plugins.uploads.tasks import make_tasks
 
