@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugboard.plugins.uploads.providers.options import S3Options
+from plugboard.plugins.uploads.providers.options import GCSOptions, S3Options
 from plugboard.providers.registry import ProviderSpec
 
 SPECS = [
@@ -13,5 +13,13 @@ SPECS = [
         config=S3Options,
         requires="aiobotocore",
         description="Amazon S3 and S3-compatible stores (MinIO, R2) through aiobotocore",
+    ),
+    ProviderSpec(
+        kind="storage",
+        name="gcs",
+        factory="plugboard.plugins.uploads.providers.gcs:GCSStorage",
+        config=GCSOptions,
+        requires="gcloud-aio-storage",
+        description="Google Cloud Storage (JSON API) through gcloud-aio-storage",
     ),
 ]

@@ -43,3 +43,21 @@ class S3Options:
     public_base_url: str = ""
     connect_timeout: float = attrs.field(default=10.0, validator=validators.positive)
     read_timeout: float = attrs.field(default=60.0, validator=validators.positive)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class GCSOptions:
+    """``services.storage.<name>`` with ``provider: gcs``.
+
+    Credentials: a service account key file (``credentials_file``, else
+    ``GOOGLE_APPLICATION_CREDENTIALS``); its private key also signs the V4
+    download and upload URLs. ``endpoint_url`` points at an emulator
+    (``http://127.0.0.1:9023``), where no credentials are needed.
+    """
+
+    bucket: str = attrs.field(validator=attrs.validators.min_len(3))
+    credentials_file: str | None = None
+    endpoint_url: str | None = None
+    prefix: str = ""
+    public_base_url: str = ""
+    timeout: float = attrs.field(default=60.0, validator=validators.positive)
