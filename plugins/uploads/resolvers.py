@@ -54,7 +54,7 @@ async def _file(service: UploadService, row: dict[str, Any]) -> dict[str, Any]:
         "owner": row["owner"],
         "visibility": row["visibility"].upper(),
         "variants": [
-            {**{k: v[k] for k in ("format", "width", "height", "size")}, "url": await service.url(row, v["key"])}
+            {**{k: v.get(k) for k in ("format", "width", "height", "size")}, "url": await service.variant_url(row, v)}
             for v in row["variants"] or []
         ],
         "processing": bool(row["processing"]),

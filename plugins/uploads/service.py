@@ -90,8 +90,9 @@ class UploadService:
         head = await upload.read(validation.SNIFF_BYTES)
         upload.seek(0)
         mimetype = validation.check_type(head, upload.mimetype, config.allowed_types)
+        dims = None
         if mimetype.startswith("image/"):
-            await asyncio.to_thread(validation.check_image, upload.file, max_pixels=config.max_pixels)
+            dims = await asyncio.to_thread(validation.check_image, upload.file, max_pixels=config.max_pixels)
         filename = validation.normalise_filename(upload.filename, max_length=config.max_filename_length, mimetype=mimetype)
         id = uuid.uuid4().hex
         key = f"{PREFIX}{id}{validation.extension(mimetype)}"
@@ -124,7 +125,7 @@ class UploadService:
             raise
         row["status"] = "ready"
         if mimetype.startswith("image/") and config.image_optimization.enabled:
-            row.update(await self._variants(id, key, owner))
+            row.update(await self._variants(id, key, owner, dims))
         async with self.records.begin() as conn:
             await conn.execute(
                 self.table.update()
@@ -164,6 +165,8 @@ class UploadService:
         storage = self.storage
         if hasattr(storage, "presigned_put"):
             instructions = await storage.presigned_put(key, content_type=mimetype, size=size, expires_in=config.direct_upload_expiry)
+        elif hasattr(storage, "presigned_post"):
+            instructions = await storage.presigned_post(key, content_type=mimetype, size=size, expires_in=config.direct_upload_expiry)
         elif hasattr(storage, "signer"):
             expires = int(expires_at.timestamp())
             signature = self.direct_signature(id, size, mimetype, expires)
@@ -195,7 +198,7 @@ class UploadService:
                     expires_at=expires_at,
                 )
             )
-        return {"id": id, "fields": None, **instructions, "expiresAt": expires_at}
+        return {"id": id, "fields": None, **instructions, "expiresAt": expires_at}  # fields: POST uploads only
 
     def direct_signature(self, id: str, size: int, mimetype: str, expires: int) -> str:
         import hashlib
@@ -273,14 +276,15 @@ class UploadService:
                     raise validation.UploadRefused(
                         f"the uploaded object's content is {sniffed}, not the prepared {row['mimetype']}", "FILE_TYPE_MISMATCH"
                     )
+                dims = None
                 if sniffed.startswith("image/"):
-                    await asyncio.to_thread(validation.check_image, file, max_pixels=self.config.max_pixels)
+                    dims = await asyncio.to_thread(validation.check_image, file, max_pixels=self.config.max_pixels)
         except validation.UploadRefused:
             await self._forget(row["id"], row["key"])
             raise
         row = {**row, "status": "ready", "expires_at": None}
         if row["mimetype"].startswith("image/") and self.config.image_optimization.enabled:
-            row.update(await self._variants(row["id"], row["key"], row["owner"]))
+            row.update(await self._variants(row["id"], row["key"], row["owner"], dims))
         async with self.records.begin() as conn:
             await conn.execute(
                 self.table.update()
@@ -303,10 +307,19 @@ class UploadService:
             for fmt in formats
         ]
 
-    async def _variants(self, id: str, key: str, owner: str | None) -> dict[str, Any]:
+    async def _variants(self, id: str, key: str, owner: str | None, dims: tuple[int, int] | None) -> dict[str, Any]:
         outputs = self.variant_outputs()
         if not outputs:
             return {"variants": [], "processing": False, "job_id": None}
+        storage = self.storage
+        if hasattr(storage, "variant_url") and dims:
+            # The storage makes optimised copies on delivery (Cloudinary's transformations).
+            width, height = dims
+            variants = []
+            for out in outputs:
+                w = min(out["width"], width)
+                variants.append({"key": key, "transformation": True, "format": out["format"], "width": w, "height": round(height * w / width), "size": None})
+            return {"variants": variants, "processing": False, "job_id": None}
         jobs = self.jobs()
         if jobs is not None:
             job = await jobs.enqueue("process-image", {"source": key, "outputs": outputs, "prefix": f"{VARIANTS_PREFIX}{id}"}, owner=owner)
@@ -384,7 +397,7 @@ class UploadService:
         """Remove the record first (the file disappears at once), then the objects."""
         async with self.records.begin() as conn:
             await conn.execute(self.table.delete().where(self.table.c.id == row["id"]))
-        for key in [row["key"], *(v["key"] for v in row["variants"] or [])]:
+        for key in dict.fromkeys([row["key"], *(v["key"] for v in row["variants"] or [])]):
             try:
                 await self.storage.delete(key)
             except Exception as e:  # the record is gone: the cleanup removes the orphan later
@@ -394,6 +407,11 @@ class UploadService:
         async with self.records.begin() as conn:
             await conn.execute(self.table.update().where(self.table.c.id == row["id"]).values(visibility=visibility))
         return {**row, "visibility": visibility}
+
+    async def variant_url(self, row: dict[str, Any], variant: dict[str, Any]) -> str:
+        if variant.get("transformation"):
+            return self.storage.variant_url(variant["key"], width=variant["width"], format=variant["format"])
+        return await self.url(row, variant["key"])
 
     async def url(self, row: dict[str, Any], key: str | None = None) -> str:
         key = key or row["key"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plugboard.plugins.uploads.providers.options import GCSOptions, S3Options
+from plugboard.plugins.uploads.providers.options import CloudinaryOptions, GCSOptions, S3Options
 from plugboard.providers.registry import ProviderSpec
 
 SPECS = [
@@ -21,5 +21,12 @@ SPECS = [
         config=GCSOptions,
         requires="gcloud-aio-storage",
         description="Google Cloud Storage (JSON API) through gcloud-aio-storage",
+    ),
+    ProviderSpec(
+        kind="storage",
+        name="cloudinary",
+        factory="plugboard.plugins.uploads.providers.cloudinary:CloudinaryStorage",
+        config=CloudinaryOptions,
+        description="Cloudinary (signed upload REST API over aiohttp; optimised image delivery)",
     ),
 ]

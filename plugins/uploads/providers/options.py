@@ -61,3 +61,49 @@ class GCSOptions:
     prefix: str = ""
     public_base_url: str = ""
     timeout: float = attrs.field(default=60.0, validator=validators.positive)
+
+
+def _cloudinary_url(instance: object, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and parse_cloudinary_url(value) is None:
+        raise ValueError("expected cloudinary://<api_key>:<api_secret>@<cloud_name>")
+
+
+def parse_cloudinary_url(url: str) -> tuple[str, str, str] | None:
+    """``cloudinary://key:secret@cloud`` -> (cloud_name, api_key, api_secret), or None."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme != "cloudinary" or not parts.hostname or not parts.username or not parts.password:
+        return None
+    return parts.hostname, unquote(parts.username), unquote(parts.password)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class CloudinaryOptions:
+    """``services.storage.<name>`` with ``provider: cloudinary``: ``url`` (``CLOUDINARY_URL``) or the three parts."""
+
+    url: Secret | None = attrs.field(default=None, validator=_cloudinary_url)
+    cloud_name: str | None = None
+    api_key: str | None = None
+    api_secret: Secret | None = None
+    #: ``authenticated``: delivery URLs are signed (private files); ``upload``: public.
+    delivery_type: Literal["authenticated", "upload"] = "authenticated"
+    #: Public ids are ``<folder>/<key>``.
+    folder: str = ""
+    api_base_url: str = "https://api.cloudinary.com"
+    delivery_base_url: str = "https://res.cloudinary.com"
+    timeout: float = attrs.field(default=60.0, validator=validators.positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.credentials() is None:
+            raise ValueError("set url (CLOUDINARY_URL) or cloud_name, api_key and api_secret")
+
+    def credentials(self) -> tuple[str, str, str] | None:
+        if self.url:
+            return parse_cloudinary_url(self.url)
+        if self.cloud_name and self.api_key and self.api_secret:
+            return self.cloud_name, self.api_key, self.api_secret
+        return None
