@@ -116,7 +116,8 @@ class UploadService:
             await conn.execute(self.table.insert().values(**row))
         try:
             upload.seek(0)
-            await self.storage.put(key, upload.stream(1024 * 1024), content_type=mimetype)
+            # The spooled file itself: providers read it in parts of their own size.
+            await self.storage.put(key, upload.file, content_type=mimetype)
         except BaseException as e:
             await self._forget(id, key)
             if isinstance(e, (StorageError, OSError)) or _is_client_error(e):

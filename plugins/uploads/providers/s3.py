@@ -2,13 +2,14 @@
 
 ``put`` streams: a body up to one part goes in one ``PutObject``; a longer one
 in a multipart upload whose parts are sent as they fill, so memory stays
-within ``part_size`` whatever the file's size. Any failure (or cancellation)
+within ``concurrency`` parts whatever the file's size. Any failure (or cancellation)
 aborts the multipart upload, so no incomplete upload is left in the bucket.
 URLs are pre-signed GETs; :meth:`S3Storage.presigned_put` signs direct uploads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any, AsyncIterator
 
@@ -89,28 +90,46 @@ class S3Storage:
         if isinstance(data, (bytes, bytearray, memoryview)):
             await self.client.put_object(Bucket=self.config.bucket, Key=name, Body=bytes(data), **extra)
             return await self.stat(key)
-        chunks = _chunks(data)
-        first = await _fill(chunks, part_size)
+        read = _reader(data, part_size)
+        first = await read()
         if len(first) < part_size:
-            await self.client.put_object(Bucket=self.config.bucket, Key=name, Body=bytes(first), **extra)
+            await self.client.put_object(Bucket=self.config.bucket, Key=name, Body=first, **extra)
             return await self.stat(key)
         created = await self.client.create_multipart_upload(Bucket=self.config.bucket, Key=name, **extra)
         upload_id = created["UploadId"]
+        parts: dict[int, str] = {}
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def send(number: int, body: bytes) -> None:
+            sent = await self.client.upload_part(
+                Bucket=self.config.bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=body
+            )
+            parts[number] = sent["ETag"]
+
         try:
-            parts = []
-            buffer = first
-            number = 1
-            while buffer:
-                sent = await self.client.upload_part(
-                    Bucket=self.config.bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=bytes(buffer)
-                )
-                parts.append({"ETag": sent["ETag"], "PartNumber": number})
-                number += 1
-                buffer = await _fill(chunks, part_size)
+            body, number = first, 1
+            while body:
+                # Reading the next part overlaps sending the previous ones; at most
+                # `concurrency` parts (each part_size bytes) are held at once.
+                if len(in_flight) >= self.config.concurrency:
+                    done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    in_flight -= done
+                    for task in done:
+                        task.result()
+                in_flight.add(asyncio.ensure_future(send(number, body)))
+                body, number = await read(), number + 1
+            if in_flight:
+                await asyncio.gather(*in_flight)
             await self.client.complete_multipart_upload(
-                Bucket=self.config.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                Bucket=self.config.bucket,
+                Key=name,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"ETag": parts[n], "PartNumber": n} for n in sorted(parts)]},
             )
         except BaseException:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
             # Shielded from cancellation: an abandoned multipart upload keeps
             # its parts (and their cost) in the bucket until aborted.
             with contextlib.suppress(Exception):
@@ -203,31 +222,31 @@ class S3Storage:
         return {"method": "PUT", "url": url, "headers": headers}
 
 
-async def _chunks(data: Data) -> AsyncIterator[bytes]:
-    if hasattr(data, "__aiter__"):
-        async for chunk in data:  # type: ignore[union-attr]
-            yield chunk
-    elif hasattr(data, "read"):
-        import asyncio
+def _reader(data: Data, size: int) -> Any:
+    """An async ``read()`` giving the next ``size`` bytes (fewer at the end, b"" when done)."""
+    if hasattr(data, "read"):
+        # A file (the multipart transport's spooled upload): whole parts read in a thread.
+        async def read_file() -> bytes:
+            return await asyncio.to_thread(data.read, size)  # type: ignore[union-attr]
 
-        while chunk := await asyncio.to_thread(data.read, 1024 * 1024):  # type: ignore[union-attr]
-            yield chunk
-    else:
+        return read_file
+    if not hasattr(data, "__aiter__"):
         raise TypeError(f"cannot store a {type(data).__name__}: expected bytes, a binary file or an async iterator of bytes")
+    chunks = data.__aiter__()  # type: ignore[union-attr]
+    pending = bytearray()
 
+    async def read_chunks() -> bytes:
+        nonlocal pending
+        while len(pending) < size:
+            try:
+                pending += await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+        out, pending = bytes(pending[:size]), pending[size:]
+        return out
 
-async def _fill(chunks: AsyncIterator[bytes], size: int) -> bytearray:
-    """The next ``size`` bytes (fewer at the end); memory stays within one part plus one chunk."""
-    buffer = bytearray()
-    while len(buffer) < size:
-        try:
-            buffer += await chunks.__anext__()
-        except StopAsyncIteration:
-            break
-    return buffer
+    return read_chunks
 
 
 async def _shielded(coro: Any) -> Any:
-    import asyncio
-
     return await asyncio.shield(coro)
