@@ -38,9 +38,9 @@ class S3Options:
     server_side_encryption: Literal["AES256", "aws:kms"] | None = None
     kms_key_id: str | None = None
     #: Multipart part size: memory per upload stays within one part.
-    part_size: Size = attrs.field(default=8 * 1024 * 1024, validator=_part_size)
+    part_size: Size = attrs.field(default=5 * 1024 * 1024, validator=_part_size)
     #: Parts sent at once; memory per upload is about part_size x concurrency.
-    concurrency: int = attrs.field(default=3, validator=attrs.validators.and_(validators.positive, attrs.validators.le(16)))
+    concurrency: int = attrs.field(default=2, validator=attrs.validators.and_(validators.positive, attrs.validators.le(16)))
     #: Stable URLs of public files (a CDN or the bucket's website); empty: long-lived pre-signed URLs.
     public_base_url: str = ""
     connect_timeout: float = attrs.field(default=10.0, validator=validators.positive)
