@@ -27,7 +27,7 @@ def plugboard_config_class() -> type:
 def plugboard_configure(app: Any, config: UploadsConfig) -> None:
     from plugboard.plugins.uploads.keys import UPLOADS
     from plugboard.plugins.uploads.service import UploadService
-    from plugboard.plugins.uploads.setup import check_config
+    from plugboard.plugins.uploads.checks import check_config
 
     check_config(app, config)
     app[UPLOADS] = UploadService(app, config)
