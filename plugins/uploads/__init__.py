@@ -57,12 +57,19 @@ def plugboard_routes(app: Any) -> list:
     from aiohttp import web
 
     from plugboard.plugins.uploads.keys import UPLOADS
-    from plugboard.plugins.uploads.service import DIRECT_PATH
+    from plugboard.plugins.uploads.service import DIRECT_PATH, PUBLIC_PATH
 
     async def direct_upload(request: web.Request) -> web.StreamResponse:
         return await request.app[UPLOADS].receive_direct(request)
 
-    return [web.put(DIRECT_PATH + "/{id}", direct_upload)]
+    async def public_file(request: web.Request) -> web.StreamResponse:
+        return await request.app[UPLOADS].serve_public(request)
+
+    return [
+        web.put(DIRECT_PATH + "/{id}", direct_upload),
+        web.get(PUBLIC_PATH + "/{id}", public_file),
+        web.get(PUBLIC_PATH + "/{id}/{variant}", public_file),
+    ]
 
 
 @hookimpl

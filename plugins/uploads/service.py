@@ -36,6 +36,8 @@ PREFIX = "uploads/"
 VARIANTS_PREFIX = "variants/"
 #: The local storage's direct-upload route (S3 and GCS take pre-signed PUTs themselves).
 DIRECT_PATH = "/uploads/direct"
+#: Stable URLs of public files on storages that have none of their own (local).
+PUBLIC_PATH = "/uploads/public"
 _PIL_FORMAT = {"jpg": "jpeg"}
 
 
@@ -417,11 +419,33 @@ class UploadService:
     async def url(self, row: dict[str, Any], key: str | None = None) -> str:
         key = key or row["key"]
         storage = self.storage
-        if row["visibility"] == "public" and hasattr(storage, "public_url"):
-            return await storage.public_url(key)
-        # Public files on a storage without stable URLs get a long-lived signed one.
-        expires = self.config.url_expiry if row["visibility"] != "public" else 7 * 24 * 3600.0
-        return await storage.url(key, expires_in=expires)
+        if row["visibility"] == "public":
+            if hasattr(storage, "public_url"):
+                return await storage.public_url(key)
+            # A storage without stable URLs (local): this plugin's public route.
+            base = getattr(getattr(storage, "config", None), "base_url", "").rstrip("/")
+            suffix = "" if key == row["key"] else "/" + key.rsplit("/", 1)[-1]
+            return f"{base}{PUBLIC_PATH}/{row['id']}{suffix}"
+        return await storage.url(key, expires_in=self.config.url_expiry)
+
+    async def serve_public(self, request: web.Request) -> web.StreamResponse:
+        """``GET <PUBLIC_PATH>/{id}[/{variant}]``: a public file (or variant) at a stable URL."""
+        row = await self.get(request.match_info["id"])
+        if row is None or row["visibility"] != "public":
+            raise web.HTTPNotFound()
+        key, mimetype = row["key"], row["mimetype"]
+        name = request.match_info.get("variant")
+        if name:
+            found = [v for v in row["variants"] or [] if v["key"].rsplit("/", 1)[-1] == name]
+            if not found:
+                raise web.HTTPNotFound()
+            key, mimetype = found[0]["key"], "image/" + found[0]["format"]
+        response = web.StreamResponse(headers={"Content-Type": mimetype, "Cache-Control": "public, max-age=3600", "X-Content-Type-Options": "nosniff"})
+        await response.prepare(request)
+        async for chunk in self.storage.open(key):
+            await response.write(chunk)
+        await response.write_eof()
+        return response
 
     # -- cleanup -------------------------------------------------------------
 

@@ -265,3 +265,24 @@ async def test_cleanup_removes_objects_without_records_and_records_without_objec
     assert removed == {"pending": 1, "expired": 0, "orphans": 1}
     assert stored(tmp_path) == [f"uploads/{kept['id']}.png"]
     assert [r.id for r in await records(client)] == [kept["id"]]
+
+
+async def test_uploads_cleanup_runs_as_a_job(plugboard_client, tmp_path):
+    from plugboard.plugins.jobs.keys import JOBS
+    from plugboard.plugins.uploads.keys import UPLOADS
+    from plugboard.testing import eventually
+    from uploads_kit import auth_plugin
+
+    data = {"plugins": ["jobs", "uploads"], "jobs": {"schedules": []}, "uploads": {"image_optimization": {"enabled": False}}}
+    client = await plugboard_client(data, plugins=[auth_plugin()])
+    app = client.server.app
+    await app[UPLOADS].storage.put("uploads/" + "a" * 32 + ".png", png())
+    job = await app[JOBS].enqueue("uploads-cleanup", {"max_age": 0})
+
+    async def finished():
+        got = await app[JOBS].get(job.id)
+        return got if got.status.value == "COMPLETED" else None
+
+    done = await eventually(finished, timeout=10)
+    assert done.result == {"pending": 0, "expired": 0, "orphans": 1}
+    assert stored(tmp_path) == []

@@ -75,8 +75,15 @@ async def test_visibility_public_files_are_seen_by_anyone_and_changed_by_the_own
     done = await client.gql_data(change, {"id": fid, "v": "PUBLIC"}, headers={"Authorization": "Bearer alice"})
     assert done["setFileVisibility"]["visibility"] == "PUBLIC"
     seen = await client.gql_data("query($id: ID!) { file(id: $id) { url } }", {"id": fid})
+    # A stable URL: no signature, no expiry.
+    assert seen["file"]["url"] == f"/uploads/public/{fid}"
     async with client.get(seen["file"]["url"]) as resp:
-        assert resp.status == 200
+        assert resp.status == 200 and await resp.read() == png()
+        assert resp.headers["Content-Type"] == "image/png"
+    # Back to private: the stable URL stops working.
+    await client.gql_data(change, {"id": fid, "v": "PRIVATE"}, headers={"Authorization": "Bearer alice"})
+    async with client.get(f"/uploads/public/{fid}") as resp:
+        assert resp.status == 404
 
 
 async def test_forged_and_expired_signed_urls_are_refused(uploads_client):

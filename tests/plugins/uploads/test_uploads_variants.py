@@ -82,3 +82,12 @@ async def test_variants_through_the_jobs_plugin(plugboard_client):
     }
     for v in done["variants"]:
         assert len(await fetch(client, v["url"])) == v["size"]
+
+
+async def test_public_variants_have_stable_urls_on_local_storage(uploads_client):
+    client = await uploads_client(uploads={**OPTIMISE, "default_visibility": "public"})
+    f = (await upload(client, "photo.png", png(64, 48), "image/png"))["data"]["uploadFile"]
+    assert f["url"] == f"/uploads/public/{f['id']}"
+    for v in f["variants"]:
+        assert v["url"].startswith(f"/uploads/public/{f['id']}/")
+        assert len(await fetch(client, v["url"])) == v["size"]
