@@ -3,10 +3,12 @@
 Enabled with ``- uploads`` in settings.yaml; settings under ``uploads:``
 (:class:`~plugboard.plugins.uploads.config.UploadsConfig`). Files go to a
 storage service of the core's ``services.storage`` section; this plugin adds
-the ``s3`` storage provider (``gcs`` and ``cloudinary`` are not built yet).
-Modules: ``config`` (settings), ``validation`` (type sniffing, image checks,
-file names), ``service`` (storing, records, URLs, cleanup), ``resolvers``
-(the File API), ``tables`` (records), ``providers/`` (storage providers).
+the ``s3``, ``gcs`` and ``cloudinary`` storage providers (``local`` is the
+core's). Modules: ``config`` (settings), ``checks`` (start-up checks against
+the core's settings), ``validation`` (type sniffing, image checks, file
+names), ``service`` (storing, records, URLs, direct uploads, variants,
+cleanup), ``resolvers`` (the File API), ``tables`` (records), ``tasks``
+(``uploads-cleanup``), ``providers/`` (storage providers).
 """
 
 from __future__ import annotations
