@@ -58,6 +58,9 @@ async def test_bad_input(client):
     assert missing["errors"][0]["extensions"]["code"] == "NOT_FOUND"
     bad_id = await gql(client, '{ book(id: "abc") { id } }')
     assert bad_id["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    # Past a BIGINT (found by the fuzz test: SQLite raised OverflowError, a 500).
+    huge = await gql(client, '{ books(after: "9223372036854775808") { id } book(id: "-1") { id } }')
+    assert [e["extensions"]["code"] for e in huge["errors"]] == ["BAD_USER_INPUT", "BAD_USER_INPUT"]
     too_many = await gql(client, "{ books(first: 1000) { id } }")
     assert "first must be between 0 and 100" in too_many["errors"][0]["message"]
     empty = await gql(client, CREATE, {"t": "  ", "a": "Someone"})

@@ -63,11 +63,18 @@ def _select_books(authors: sa.Table, books: sa.Table) -> sa.Select:
     ).join(authors, books.c.author_id == authors.c.id)
 
 
+#: The largest id a SQLite or PostgreSQL BIGINT column holds.
+_MAX_ID = 2**63 - 1
+
+
 def _parse_id(value: Any, what: str = "id") -> int:
     try:
-        return int(value)
+        parsed = int(value)
     except (TypeError, ValueError):
-        raise GraphQLError(f"{what} {value!r} is not a book id", "BAD_USER_INPUT") from None
+        parsed = -1
+    if not 0 <= parsed <= _MAX_ID:
+        raise GraphQLError(f"{what} {value!r} is not a book id", "BAD_USER_INPUT")
+    return parsed
 
 
 async def resolve_books(parent: Any, args: dict, context: Any, info: Any) -> list[dict]:
