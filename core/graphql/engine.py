@@ -21,6 +21,7 @@ import attrs
 import cffi
 from tartiflette import Directive, Resolver, Scalar, Subscription, create_engine
 from tartiflette.constants import UNDEFINED_VALUE  # noqa: F401  (for scalars: nothing else imports Tartiflette)
+from tartiflette.directive.builtins.deprecated import DeprecatedDirective
 from tartiflette.language.parsers.libgraphqlparser import parser as _libgraphqlparser
 from tartiflette.language.parsers.libgraphqlparser.transformers import document_from_ast_json
 from tartiflette.utils.errors import to_graphql_error
@@ -32,6 +33,7 @@ from tartiflette.types.exceptions.tartiflette import TartifletteError
 from plugboard.errors import SchemaError
 from plugboard.graphql.document import MISSING, DirectiveTemplate, DocumentView, FieldTemplate, FragmentBody
 from plugboard.graphql.document import FragmentTemplate, Node, OperationTemplate, TypeRef, Var, tokenize
+from plugboard.graphql import introspection
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.limits import LimitsConfig, Shape, check_document
 
@@ -423,6 +425,12 @@ class GraphQLEngine:
     async def cook(self) -> None:
         name, debug = self.schema_name, self.options.debug
         try:
+            # Claimed before create_engine, so Tartiflette skips its June 2018
+            # introspection and @deprecated built-ins (see graphql.introspection).
+            for key, fn in introspection.RESOLVERS.items():
+                Resolver(key, schema_name=name)(fn)
+            Directive("deprecated", schema_name=name)(DeprecatedDirective())
+            Directive("specifiedBy", schema_name=name)(introspection.SpecifiedByDirective())
             for key, c in self._resolvers.items():
                 Resolver(key, schema_name=name)(_guard_resolver(c.value, c.plugin, key, debug))
             for key, c in self._subscriptions.items():
@@ -433,7 +441,7 @@ class GraphQLEngine:
             for key, c in self._directives.items():
                 Directive(key, schema_name=name)(c.value)
             self._engine = await create_engine(
-                self.sdl,
+                f"{self.sdl}\n{introspection.SDL}",
                 schema_name=name,
                 coerce_list_concurrently=self.options.coerce_list_concurrently,
                 coerce_parent_concurrently=self.options.coerce_parent_concurrently,
