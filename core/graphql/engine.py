@@ -161,13 +161,28 @@ def _internal_error(e: Exception, plugin: str, key: str, context: Any, debug: bo
 
 
 def _format_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """Parse and validation errors: ``locations`` and the rule in ``extensions``, never a ``path``.
+
+    Tartiflette gives validation errors the path of the field they were found
+    on; the spec keeps ``path`` for errors raised while executing a field.
+    """
     out = []
     for error in errors:
         if hasattr(error, "coerce_value"):
-            out.append(error.coerce_value())
+            formatted = error.coerce_value()
+            formatted.pop("path", None)
+            out.append(formatted)
         else:
             out.append({"message": str(error)})
     return out
+
+
+def _drop_null_paths(errors: list[dict[str, Any]] | None) -> None:
+    # Tartiflette writes ``"path": null`` on errors that belong to no field;
+    # the spec leaves the key out (and clients such as schemathesis group by it).
+    for error in errors or ():
+        if isinstance(error, dict) and error.get("path", ()) is None:
+            del error["path"]
 
 
 @attrs.define(frozen=True)
@@ -237,6 +252,7 @@ class ParsedDocument:
 
 
 _BYTES_PER_TOKEN = 400
+_REQUEST_ERROR: Any = object()
 
 
 class DocumentCache:
@@ -453,6 +469,23 @@ class GraphQLEngine:
         except Exception as e:
             self.drop()
             raise SchemaError(f"the composed schema does not build: {_first_line(e)}") from e
+        # Tartiflette calls its engine's ``_build_response`` with ``errors``
+        # alone when the request fails before execution (variable coercion,
+        # see tartiflette.execution.execute) and with ``data`` too after it.
+        # Ours, on this engine only, makes the first a request error: no
+        # ``data`` key, as the spec's "request errors" are answered.
+        build = self._engine._build_response
+
+        async def build_response(data: Any = _REQUEST_ERROR, errors: list[Any] | None = None) -> dict[str, Any]:
+            result = await build(data=None if data is _REQUEST_ERROR else data, errors=errors)
+            _drop_null_paths(result.get("errors"))
+            if data is _REQUEST_ERROR and result.get("errors"):
+                del result["data"]
+                for error in result["errors"]:
+                    error.setdefault("extensions", {}).setdefault("code", "BAD_USER_INPUT")
+            return result
+
+        self._engine._build_response = build_response
 
     def parse(self, query: str) -> ParsedDocument:
         """The parsed and validated document, from the cache when it is there.
