@@ -249,8 +249,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from plugboard.scaffold import init_project
+    from plugboard.scaffold.features import FEATURES, UnknownFeature, parse_features
 
-    return init_project(Path(args.dir), force=args.force)
+    text = args.features
+    if text is None and sys.stdin.isatty():
+        print("Features to set up (the seed's feature sets):")
+        for feature in FEATURES.values():
+            print(f"  {feature.name:<11} {feature.summary}")
+        try:
+            text = input("Comma-separated names, empty for none: ")
+        except EOFError:
+            text = ""
+    try:
+        features = parse_features(text or "")
+    except UnknownFeature as e:
+        print(f"plugboard: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return init_project(Path(args.dir), force=args.force, features=features)
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:
@@ -324,6 +339,11 @@ def build_parser(extra: Sequence[tuple[str, Any]] = ()) -> argparse.ArgumentPars
     p = sub.add_parser("init", help="scaffold settings.yaml and schema.d in DIR")
     p.add_argument("dir", nargs="?", default=".")
     p.add_argument("--force", action="store_true")
+    p.add_argument(
+        "--features",
+        metavar="LIST",
+        help="comma-separated: uploads,email,jobs,cache,protection,realtime (asked for when stdin is a terminal)",
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("new-plugin", help="scaffold a pip-installable plugin package")
