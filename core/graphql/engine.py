@@ -482,7 +482,8 @@ class GraphQLEngine:
             if data is _REQUEST_ERROR and result.get("errors"):
                 del result["data"]
                 for error in result["errors"]:
-                    error.setdefault("extensions", {}).setdefault("code", "BAD_USER_INPUT")
+                    if str(error.get("message", "")).startswith("Variable < $"):
+                        error.setdefault("extensions", {}).setdefault("code", "BAD_USER_INPUT")
             return result
 
         self._engine._build_response = build_response
