@@ -126,9 +126,9 @@ def _serve_workers(args: argparse.Namespace, host: str, port: int, workers: int)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from plugboard import keys
-    from plugboard.cors import describe as describe_cors
-    from plugboard.transports.inspect import describe
+    import json
+
+    from plugboard import checkreport, keys
 
     settings, app = _build(args)
     engine = app[keys.ENGINE]
@@ -138,40 +138,31 @@ def cmd_check(args: argparse.Namespace) -> int:
         engine.drop()
 
     asyncio.run(cook())
-    info = describe(app)
-    selected = _selected_providers(app)
-    rows = []
-    for plugin in info["plugins"]:
-        c = plugin["contributes"]
-        hooks = ", ".join(h.removeprefix("plugboard_") for h in plugin["hooks"]) or "-"
-        rows.append(
-            (
-                plugin["name"],
-                plugin["version"] or "-",
-                hooks,
-                ", ".join(selected.get(plugin["name"], [])) or "-",
-                ", ".join(c.get("fields", [])) or "-",
-            )
-        )
-    _print_table(("plugin", "version", "hooks", "providers", "schema fields"), rows)
-    print("\n" + "\n".join(describe_cors(app[keys.CORE_CONFIG].server.cors)))
-    fields = len(app[keys.COMPOSED_SCHEMA].field_owners)
-    print(f"\nOK: {len(rows)} plugins, {fields} schema fields, settings from {settings.root}")
+    data = checkreport.report(app)
+    data["settings"] = str(settings.root)
+    if args.json:
+        print(json.dumps(data, indent=2))
+        return 0
+    if args.fields is not None:
+        plugin = next((p for p in data["plugins"] if p["name"] == args.fields), None)
+        if plugin is None:
+            names = ", ".join(p["name"] for p in data["plugins"])
+            print(f"plugboard: no loaded plugin named {args.fields!r}; loaded: {names}", file=sys.stderr)
+            return EXIT_USAGE
+        print("\n".join(plugin["fields"]))
+        return 0
+    print("\n".join(checkreport.table(data)))
+    if args.verbose:
+        for plugin in data["plugins"]:
+            print()
+            print("\n".join(checkreport.listing(plugin)))
+    print()
+    print("\n".join(checkreport.wrap(data["cors"])))
+    print(
+        f"\nOK: {len(data['plugins'])} plugins, {data['schema_fields']} schema fields\nsettings from {settings.root}"
+        + ("" if args.verbose else "\n(--verbose lists each plugin's hooks and fields; --fields PLUGIN one plugin's fields)")
+    )
     return 0
-
-
-def _selected_providers(app: Any) -> dict[str, list[str]]:
-    """Providers each plugin will select, from its config's ``provider`` fields."""
-    from plugboard import keys
-
-    out: dict[str, list[str]] = {}
-    for plugin, config in app[keys.PLUGIN_CONFIGS].items():
-        if config is None:
-            continue
-        for field in getattr(type(config), "__attrs_attrs__", ()):
-            if field.name == "provider" or field.name.endswith("_provider"):
-                out.setdefault(plugin, []).append(f"{field.name}={getattr(config, field.name)}")
-    return out
 
 
 def _print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -258,8 +249,23 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_init(args: argparse.Namespace) -> int:
     from plugboard.scaffold import init_project
+    from plugboard.scaffold.features import FEATURES, UnknownFeature, parse_features
 
-    return init_project(Path(args.dir), force=args.force)
+    text = args.features
+    if text is None and sys.stdin.isatty():
+        print("Features to set up (the seed's feature sets):")
+        for feature in FEATURES.values():
+            print(f"  {feature.name:<11} {feature.summary}")
+        try:
+            text = input("Comma-separated names, empty for none: ")
+        except EOFError:
+            text = ""
+    try:
+        features = parse_features(text or "")
+    except UnknownFeature as e:
+        print(f"plugboard: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return init_project(Path(args.dir), force=args.force, features=features)
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:
@@ -315,6 +321,9 @@ def build_parser(extra: Sequence[tuple[str, Any]] = ()) -> argparse.ArgumentPars
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("check", parents=[common], help="load everything, print the plugin table")
+    p.add_argument("-v", "--verbose", action="store_true", help="list each plugin's hooks, providers and schema fields")
+    p.add_argument("--fields", metavar="PLUGIN", help="print one plugin's schema fields, one a line")
+    p.add_argument("--json", action="store_true", help="the whole report as JSON, for tools")
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("config", parents=[common], help="effective settings and where each came from")
@@ -330,6 +339,11 @@ def build_parser(extra: Sequence[tuple[str, Any]] = ()) -> argparse.ArgumentPars
     p = sub.add_parser("init", help="scaffold settings.yaml and schema.d in DIR")
     p.add_argument("dir", nargs="?", default=".")
     p.add_argument("--force", action="store_true")
+    p.add_argument(
+        "--features",
+        metavar="LIST",
+        help="comma-separated: uploads,email,jobs,cache,protection,realtime (asked for when stdin is a terminal)",
+    )
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("new-plugin", help="scaffold a pip-installable plugin package")

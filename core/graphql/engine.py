@@ -21,6 +21,7 @@ import attrs
 import cffi
 from tartiflette import Directive, Resolver, Scalar, Subscription, create_engine
 from tartiflette.constants import UNDEFINED_VALUE  # noqa: F401  (for scalars: nothing else imports Tartiflette)
+from tartiflette.directive.builtins.deprecated import DeprecatedDirective
 from tartiflette.language.parsers.libgraphqlparser import parser as _libgraphqlparser
 from tartiflette.language.parsers.libgraphqlparser.transformers import document_from_ast_json
 from tartiflette.utils.errors import to_graphql_error
@@ -32,6 +33,7 @@ from tartiflette.types.exceptions.tartiflette import TartifletteError
 from plugboard.errors import SchemaError
 from plugboard.graphql.document import MISSING, DirectiveTemplate, DocumentView, FieldTemplate, FragmentBody
 from plugboard.graphql.document import FragmentTemplate, Node, OperationTemplate, TypeRef, Var, tokenize
+from plugboard.graphql import introspection
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.limits import LimitsConfig, Shape, check_document
 
@@ -159,13 +161,28 @@ def _internal_error(e: Exception, plugin: str, key: str, context: Any, debug: bo
 
 
 def _format_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """Parse and validation errors: ``locations`` and the rule in ``extensions``, never a ``path``.
+
+    Tartiflette gives validation errors the path of the field they were found
+    on; the spec keeps ``path`` for errors raised while executing a field.
+    """
     out = []
     for error in errors:
         if hasattr(error, "coerce_value"):
-            out.append(error.coerce_value())
+            formatted = error.coerce_value()
+            formatted.pop("path", None)
+            out.append(formatted)
         else:
             out.append({"message": str(error)})
     return out
+
+
+def _drop_null_paths(errors: list[dict[str, Any]] | None) -> None:
+    # Tartiflette writes ``"path": null`` on errors that belong to no field;
+    # the spec leaves the key out (and clients such as schemathesis group by it).
+    for error in errors or ():
+        if isinstance(error, dict) and error.get("path", ()) is None:
+            del error["path"]
 
 
 @attrs.define(frozen=True)
@@ -235,6 +252,7 @@ class ParsedDocument:
 
 
 _BYTES_PER_TOKEN = 400
+_REQUEST_ERROR: Any = object()
 
 
 class DocumentCache:
@@ -423,6 +441,12 @@ class GraphQLEngine:
     async def cook(self) -> None:
         name, debug = self.schema_name, self.options.debug
         try:
+            # Claimed before create_engine, so Tartiflette skips its June 2018
+            # introspection and @deprecated built-ins (see graphql.introspection).
+            for key, fn in introspection.RESOLVERS.items():
+                Resolver(key, schema_name=name)(fn)
+            Directive("deprecated", schema_name=name)(DeprecatedDirective())
+            Directive("specifiedBy", schema_name=name)(introspection.SpecifiedByDirective())
             for key, c in self._resolvers.items():
                 Resolver(key, schema_name=name)(_guard_resolver(c.value, c.plugin, key, debug))
             for key, c in self._subscriptions.items():
@@ -433,7 +457,7 @@ class GraphQLEngine:
             for key, c in self._directives.items():
                 Directive(key, schema_name=name)(c.value)
             self._engine = await create_engine(
-                self.sdl,
+                f"{self.sdl}\n{introspection.SDL}",
                 schema_name=name,
                 coerce_list_concurrently=self.options.coerce_list_concurrently,
                 coerce_parent_concurrently=self.options.coerce_parent_concurrently,
@@ -445,6 +469,24 @@ class GraphQLEngine:
         except Exception as e:
             self.drop()
             raise SchemaError(f"the composed schema does not build: {_first_line(e)}") from e
+        # Tartiflette calls its engine's ``_build_response`` with ``errors``
+        # alone when the request fails before execution (variable coercion,
+        # see tartiflette.execution.execute) and with ``data`` too after it.
+        # Ours, on this engine only, makes the first a request error: no
+        # ``data`` key, as the spec's "request errors" are answered.
+        build = self._engine._build_response
+
+        async def build_response(data: Any = _REQUEST_ERROR, errors: list[Any] | None = None) -> dict[str, Any]:
+            result = await build(data=None if data is _REQUEST_ERROR else data, errors=errors)
+            _drop_null_paths(result.get("errors"))
+            if data is _REQUEST_ERROR and result.get("errors"):
+                del result["data"]
+                for error in result["errors"]:
+                    if str(error.get("message", "")).startswith("Variable < $"):
+                        error.setdefault("extensions", {}).setdefault("code", "BAD_USER_INPUT")
+            return result
+
+        self._engine._build_response = build_response
 
     def parse(self, query: str) -> ParsedDocument:
         """The parsed and validated document, from the cache when it is there.

@@ -57,11 +57,22 @@ class OperationRejected(Exception):
     WebSocket ``error`` message.
     """
 
-    def __init__(self, message: str, status: int = 400, *, errors: list[dict[str, Any]] | None = None, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: Mapping[str, str] | None = None,
+        invalid_document: bool = False,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.errors = errors or [{"message": message}]
         self.headers = dict(headers or {})
+        #: The document does not parse or validate, or does not hold the
+        #: operation asked for: graphql-sse reports these as a stream's result.
+        self.invalid_document = invalid_document
 
 
 @attrs.define(kw_only=True)
@@ -149,18 +160,18 @@ class OperationRunner:
             raise OperationRejected(e.message, 400, errors=[e.formatted()]) from None
         parsed = self.engine.parse(op.query)
         if parsed.errors:
-            raise OperationRejected(parsed.errors[0]["message"], 400, errors=parsed.errors)
+            raise OperationRejected(parsed.errors[0]["message"], 400, errors=parsed.errors, invalid_document=True)
         operations = parsed.operations()
         if op.operation_name is None:
             if len(operations) != 1:
                 raise OperationRejected(
-                    "the document has several operations: operationName is required", 400
+                    "the document has several operations: operationName is required", 400, invalid_document=True
                 )
             op_type = operations[0][1]
         else:
             by_name = {name: t for name, t in operations}
             if op.operation_name not in by_name:
-                raise OperationRejected(f"unknown operation named {op.operation_name!r}", 400)
+                raise OperationRejected(f"unknown operation named {op.operation_name!r}", 400, invalid_document=True)
             op_type = by_name[op.operation_name]
         if allowed_types is not None and op_type not in allowed_types:
             raise OperationRejected(

@@ -11,7 +11,9 @@ bad config and teardown runs in reverse order.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import inspect
+import re
 from typing import Any, Callable, Iterable, Mapping
 
 import attrs
@@ -64,7 +66,9 @@ class ProviderSpec:
         app=app)`` (``app`` only if the callable accepts it).
     :param config: the attrs class validating the provider's own options,
         read from ``<section>.<name>`` (``uploads.s3``), or None.
-    :param requires: the pip requirement to name when importing fails.
+    :param requires: the pip requirement to name when importing fails; when
+        one of plugboard's extras brings it, the hint names that extra
+        (``pip install 'plugboard[s3]'``).
     :param description: one line for ``plugboard check``.
     """
 
@@ -144,7 +148,7 @@ class ProviderRegistry:
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:
-            hint = f"; install it with: pip install {spec.requires}" if spec.requires else ""
+            hint = f"; install it with: {install_hint(spec.requires)}" if spec.requires else ""
             raise ProviderError(f"{spec.kind} provider {spec.name!r} cannot be imported ({e}){hint}") from e
         try:
             return getattr(module, attr)
@@ -198,6 +202,35 @@ class ProviderRegistry:
             except Exception as e:
                 out[label] = f"{type(e).__name__}: {e}"
         return out
+
+
+def install_hint(requires: str) -> str:
+    """``pip install 'plugboard[s3]'`` when an extra of ours brings ``requires``, else ``pip install <requires>``.
+
+    The extras are read from the installed distribution's metadata, so the
+    hint follows pyproject.toml; the narrowest extra (fewest requirements) wins.
+    """
+    wanted = _project_name(requires)
+    try:
+        lines = importlib.metadata.requires("plugboard") or []
+    except importlib.metadata.PackageNotFoundError:
+        lines = []
+    by_extra: dict[str, list[str]] = {}
+    for line in lines:
+        requirement, _, marker = line.partition(";")
+        match = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
+        if match:
+            by_extra.setdefault(match.group(1), []).append(_project_name(requirement))
+    extras = sorted((len(names), extra) for extra, names in by_extra.items() if wanted in names and extra != "test")
+    if extras:
+        return f"pip install 'plugboard[{extras[0][1]}]' (or: pip install {requires})"
+    return f"pip install {requires}"
+
+
+def _project_name(requirement: str) -> str:
+    # PEP 503 normalisation of the name before any version, extra or marker.
+    name = re.split(r"[\s\[<>=!~;(]", requirement.strip(), maxsplit=1)[0]
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def _accepts(fn: Callable[..., Any], arg: str) -> bool:

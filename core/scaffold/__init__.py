@@ -14,9 +14,12 @@ import string
 import sys
 from importlib.resources import files
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import attrs
+
+if TYPE_CHECKING:
+    from plugboard.scaffold.features import Feature
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -112,26 +115,54 @@ def _listing(contents: Mapping[str, str]) -> str:
     return "\n".join(f"  {rel}" for rel in contents)
 
 
-def init_project(dir: Path, force: bool = False) -> int:
+def init_project(dir: Path, force: bool = False, features: "list[Feature] | None" = None) -> int:
     """Write settings.yaml, schema.d/, config/production.yaml and .gitignore into ``dir``.
+
+    With ``features`` (see :mod:`plugboard.scaffold.features`), settings.yaml
+    declares their plugins and carries their commented defaults, and
+    ``.env.example`` lists the seed's environment variables for them.
 
     :returns: 0, or 2 when ``dir`` is not a folder or a file would be
         overwritten without ``force`` (nothing is written then).
     """
+    from plugboard.scaffold.features import env_example, plugins_block, settings_sections
+
     root = Path(dir)
     if root.exists() and not root.is_dir():
         return _fail(f"{root} exists and is not a folder")
-    existing = [rel for rel in PROJECT_FILES if (root / rel).exists()]
+    files_ = dict(PROJECT_FILES)
+    if features:
+        files_[".env.example"] = ""
+    existing = [rel for rel in files_ if (root / rel).exists()]
     if existing and not force:
         return _fail(f"not overwriting {', '.join(existing)} in {root} (use --force to replace them)")
     contents = {rel: _template(template) for rel, template in PROJECT_FILES.items()}
+    missing: list[str] = []
+    if features:
+        from plugboard.pluginmanager import installed_plugins
+
+        installed = set(installed_plugins())
+        missing = [f.plugin for f in features if f.plugin not in installed]
+        text = contents["settings.yaml"].replace("plugins: []\n", plugins_block(features, installed), 1)
+        marker = "# The seed's plain environment variable names"
+        text = text.replace(marker, settings_sections(features) + "\n" + marker, 1)
+        contents["settings.yaml"] = text
+        contents[".env.example"] = env_example(features)
     try:
         _write_all(root, contents)
     except OSError as e:
         return _fail(f"could not write the project in {root}: {e}")
     print(f"Created a Plugboard project in {root.resolve()}:\n{_listing(contents)}")
     where = "" if root.resolve() == Path.cwd().resolve() else f" --root {root}"
-    print(f"\nList plugins under `plugins:` in settings.yaml, then run:\n  plugboard serve{where}")
+    if features:
+        extras = sorted({e for f in features for e in f.extras})
+        if extras:
+            print(f"\nOptional providers (S3, GCS, images, email ...): pip install 'plugboard[{','.join(extras)}]'")
+        if missing:
+            print(f"Not installed yet, so commented out under `plugins:`: {', '.join(missing)}")
+        print(f"\nReview settings.yaml and .env.example, then run:\n  plugboard check{where}\n  plugboard serve{where}")
+    else:
+        print(f"\nList plugins under `plugins:` in settings.yaml, then run:\n  plugboard serve{where}")
     return EXIT_OK
 
 

@@ -7,9 +7,17 @@ from :data:`ASSET_PREFIX` and talks to the same path with ``POST``
 scripts and styles only from this origin, plus the inline bootstrap script
 and stylesheet carrying a per-response nonce.
 
-VERSIONS: graphiql 4.1.2, react 18.3.1, react-dom 18.3.1 (UMD production builds
-from the npm registry; see ``static/graphiql/LICENSES.txt``). graphiql 4.1.2 is
-the last release with a UMD build usable without a bundler.
+Subscriptions run over graphql-ws (``graphql-transport-ws`` on the GraphQL
+path) when a ``websocket`` transport is installed, else over graphql-sse
+(distinct connections, ``Accept: text/event-stream`` on the GraphQL path) when
+an ``sse`` one is; without either GraphiQL runs queries and mutations only.
+Every HTTP request carries the ``graphql-require-preflight`` header, so the
+CSRF prevention lets GraphiQL's GET requests through too.
+
+VERSIONS: graphiql 4.1.2, react 18.3.1, react-dom 18.3.1, graphql-ws 5.16.2,
+graphql-sse 2.6.1 (UMD production builds from the npm registry; see
+``static/graphiql/LICENSES.txt``). graphiql 4.1.2 is the last release with a
+UMD build usable without a bundler.
 """
 
 from __future__ import annotations
@@ -37,6 +45,10 @@ _REACT_JS = "react-18.3.1.production.min.js"
 _REACT_DOM_JS = "react-dom-18.3.1.production.min.js"
 _GRAPHIQL_JS = "graphiql-4.1.2.min.js"
 _GRAPHIQL_CSS = "graphiql-4.1.2.min.css"
+_GRAPHQL_WS_JS = "graphql-ws-5.16.2.min.js"
+_GRAPHQL_SSE_JS = "graphql-sse-2.6.1.min.js"
+#: Transport name (``plugboard_transports``) -> the client GraphiQL subscribes with.
+_SUBSCRIPTION_CLIENTS = (("websocket", "ws", _GRAPHQL_WS_JS), ("sse", "sse", _GRAPHQL_SSE_JS))
 
 # Order matters: GraphiQL's UMD build reads window.React and window.ReactDOM.
 _SCRIPTS = (_REACT_JS, _REACT_DOM_JS, _GRAPHIQL_JS)
@@ -48,6 +60,8 @@ _CONTENT_TYPES = {
     _REACT_DOM_JS: "text/javascript",
     _GRAPHIQL_JS: "text/javascript",
     _GRAPHIQL_CSS: "text/css",
+    _GRAPHQL_WS_JS: "text/javascript",
+    _GRAPHQL_SSE_JS: "text/javascript",
 }
 
 _IMMUTABLE = "public, max-age=31536000, immutable"
@@ -121,9 +135,17 @@ def graphiql_page(request: web.Request) -> web.Response:
     nonce = secrets.token_urlsafe(18)
     endpoint = html.escape(request.path, quote=True)
     styles = "\n".join(f'<link rel="stylesheet" href="{ASSET_PREFIX}{name}">' for name in _STYLESHEETS)
-    scripts = "\n".join(f'<script src="{ASSET_PREFIX}{name}"></script>' for name in _SCRIPTS)
+    subscriptions, client_js = _subscription_client(request.app)
+    names = (*_SCRIPTS, client_js) if client_js else _SCRIPTS
+    scripts = "\n".join(f'<script src="{ASSET_PREFIX}{name}"></script>' for name in names)
     page = _PAGE.format(
-        nonce=nonce, endpoint=endpoint, prefix=ASSET_PREFIX, styles=styles, scripts=scripts, bootstrap=_BOOTSTRAP
+        nonce=nonce,
+        endpoint=endpoint,
+        subscriptions=subscriptions,
+        prefix=ASSET_PREFIX,
+        styles=styles,
+        scripts=scripts,
+        bootstrap=_BOOTSTRAP,
     )
     csp = "; ".join(
         (
@@ -154,6 +176,15 @@ def graphiql_page(request: web.Request) -> web.Response:
             "Cache-Control": "no-store",
         },
     )
+
+
+def _subscription_client(app: web.Application) -> tuple[str, str | None]:
+    """``("ws" | "sse" | "none", the client script)`` from the transports the app serves."""
+    names = {getattr(t, "name", None) for t in app.get(keys.TRANSPORTS, ())}
+    for transport, kind, script in _SUBSCRIPTION_CLIENTS:
+        if transport in names:
+            return kind, script
+    return "none", None
 
 
 def asset_routes() -> list[web.RouteDef]:
@@ -219,7 +250,7 @@ def _accepts_gzip(header: str) -> bool:
     return False
 
 
-_BOOTSTRAP = """
+_BOOTSTRAP = r"""
 (function () {
   "use strict";
   var root = document.getElementById("graphiql");
@@ -230,11 +261,41 @@ _BOOTSTRAP = """
   // react-remove-scroll (GraphiQL's dialogs) tags the style element it injects
   // with this global, which keeps the CSP free of 'unsafe-inline'.
   window.__webpack_nonce__ = document.currentScript.nonce;
-  var fetcher = GraphiQL.createFetcher({
-    url: root.dataset.endpoint,
+  var endpoint = root.dataset.endpoint;
+  // Apollo-style CSRF prevention lets requests with this header through,
+  // GETs included.
+  var headers = { "graphql-require-preflight": "1" };
+  var options = {
+    url: endpoint,
+    headers: headers,
     // The endpoint answers plain JSON, never multipart/mixed increments.
     enableIncrementalDelivery: false
-  });
+  };
+  var kind = root.dataset.subscriptions;
+  if (kind === "ws" && typeof graphqlWs !== "undefined") {
+    // GraphiQL sends subscriptions to this client, everything else over HTTP.
+    var wsUrl = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + endpoint;
+    options.wsClient = graphqlWs.createClient({ url: wsUrl, lazy: true });
+  }
+  var fetcher = GraphiQL.createFetcher(options);
+  if (kind === "sse" && typeof graphqlSse !== "undefined") {
+    var sse = graphqlSse.createClient({ url: endpoint, headers: headers, retryAttempts: 0 });
+    var overHttp = fetcher;
+    fetcher = function (params, opts) {
+      return isSubscription(params) ? sse.iterate(params) : overHttp(params, opts);
+    };
+  }
+  // The operation to run is a subscription: a cheap look at the document,
+  // enough for GraphiQL (the server validates it).
+  function isSubscription(params) {
+    var query = (params.query || "").replace(/#[^\n]*/g, "");
+    var pattern = /(?:^|})\s*subscription\b\s*([_A-Za-z][_0-9A-Za-z]*)?/g;
+    var match;
+    while ((match = pattern.exec(query))) {
+      if (!params.operationName || match[1] === params.operationName) return true;
+    }
+    return false;
+  }
   ReactDOM.createRoot(root).render(React.createElement(GraphiQL, { fetcher: fetcher }));
 })();
 """
@@ -251,7 +312,7 @@ _PAGE = """<!doctype html>
 <style nonce="{nonce}">html, body, #graphiql {{ height: 100%; margin: 0; }}</style>
 </head>
 <body>
-<div id="graphiql" data-endpoint="{endpoint}" data-assets="{prefix}">Loading GraphiQL…</div>
+<div id="graphiql" data-endpoint="{endpoint}" data-subscriptions="{subscriptions}" data-assets="{prefix}">Loading GraphiQL…</div>
 <noscript>GraphiQL needs JavaScript.</noscript>
 {scripts}
 <script nonce="{nonce}">{bootstrap}</script>

@@ -169,7 +169,9 @@ async def execute_one(request: web.Request, body: Any, *, transport: str, allowe
         return {"errors": e.errors}, e.status, headers
     except GraphQLError as e:  # from a context hook: authentication and the like
         return {"errors": [e.formatted()]}, e.http_status, e.headers
-    return result, 200, op.response_headers
+    # No ``data`` key: a request error (variables that do not coerce), 400
+    # under graphql-response+json; the legacy media type keeps 200.
+    return result, 200 if "data" in result else 400, op.response_headers
 
 
 def _status_for(media_type: str, status: int, result: dict) -> int:

@@ -95,11 +95,16 @@ def plugboard_transports(app: Any, config: RealtimeConfig) -> list[Any]:
 
 @hookimpl
 def plugboard_routes(app: Any, config: RealtimeConfig) -> list[Any]:
-    if not config.channels.enabled:
-        return []
-    from plugboard.plugins.realtime.channels import channel_routes
+    routes: list[Any] = []
+    if config.server_sent_events:
+        from plugboard.plugins.realtime.sse import stream_routes
 
-    return channel_routes(app, config)
+        routes += stream_routes(app, config)
+    if config.channels.enabled:
+        from plugboard.plugins.realtime.channels import channel_routes
+
+        routes += channel_routes(app, config)
+    return routes
 
 
 @hookimpl

@@ -41,6 +41,13 @@ class SSEOptions:
     #: Open or reserved GraphQL event streams per client address, both modes
     #: together (and direct channels' /events streams, counted apart).
     max_connections_per_ip: int = attrs.field(default=100, validator=validators.positive)
+    #: graphql-sse's own path (its handler's and docs' default), served besides
+    #: the GraphQL path with ``Accept: text/event-stream``; both modes. Unset:
+    #: ``<graphql.path>/stream``.
+    path: str | None = attrs.field(default=None, validator=attrs.validators.optional(validators.url_path))
+
+    def stream_path(self, graphql_path: str) -> str:
+        return self.path or graphql_path.rstrip("/") + "/stream"
 
 
 @attrs.define(frozen=True, kw_only=True)

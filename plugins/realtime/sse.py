@@ -51,12 +51,23 @@ _TCP_USER_TIMEOUT = getattr(socket, "TCP_USER_TIMEOUT", None)
 class RequestError(Exception):
     """A request answered with a plain JSON error before any stream starts."""
 
-    def __init__(self, message: str, status: int = 400, *, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 400,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        invalid_document: bool = False,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.errors = errors
         self.headers = headers or {}
+        #: The request was well formed; its document does not parse, validate
+        #: or name an operation it holds.
+        self.invalid_document = invalid_document
 
     def response(self) -> web.Response:
         return error_response(self.message, self.status, headers=self.headers, errors=self.errors)
@@ -73,9 +84,26 @@ class SSEState:
         #: Pings the ``live`` streams and ends those whose connection has closed
         #: (:meth:`SSETransport._watch`); runs only while there are live streams.
         self.watcher: asyncio.Task[None] | None = None
+        #: The app's transport, for the graphql-sse path's routes.
+        self.transport: SSETransport | None = None
 
 
 SSE_STATE = web.AppKey("plugboard.realtime.sse", SSEState)
+
+
+def stream_routes(app: web.Application, config: RealtimeConfig) -> list[web.RouteDef]:
+    """graphql-sse on its own path (``realtime.sse.path``), every request in the protocol.
+
+    The GraphQL path serves the same transport to requests that ask for it
+    (``Accept: text/event-stream``, a stream token, PUT/DELETE); here no
+    header is needed, as with graphql-sse's own handler.
+    """
+    path = config.sse.stream_path(app[keys.CORE_CONFIG].graphql.path)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await request.app[SSE_STATE].transport.handle(request)
+
+    return [web.get(path, handler, allow_head=False), web.post(path, handler), web.put(path, handler), web.delete(path, handler)]
 
 
 class SSETransport:
@@ -91,6 +119,7 @@ class SSETransport:
         self.reservation_ttl = RESERVATION_TTL
         self.encode = EncodeOnce(http.dumps)
         app[SSE_STATE] = SSEState()
+        app[SSE_STATE].transport = self
         self.limiter = limiter_of(app, config)
         app.on_shutdown.append(self._on_shutdown)
 
@@ -141,8 +170,18 @@ class SSETransport:
         """Start the request's operation on a new stream; returns it and the response headers."""
         body = _query_params(request) if request.method == "GET" else await _read_json(request)
         allowed = ("query",) if request.method == "GET" else ("query", "mutation")
-        op = await self._prepare(request, body, allowed)
         stream = EventStream(queue_size=self.config.queue_size, overflow=self.config.overflow, single=False, encode=self.encode)
+        try:
+            op = await self._prepare(request, body, allowed)
+        except RequestError as e:
+            if not e.invalid_document:
+                raise
+            # A well-formed request whose document does not parse or validate:
+            # graphql-sse (PROTOCOL.md) accepts the stream and reports it as
+            # a result, as graphql-js's subscribe() would return it.
+            stream.put_next("", {"errors": e.errors or [{"message": e.message}]})
+            stream.put_complete("")
+            return stream, {REQUEST_ID_HEADER: request[REQUEST_ID]}
         results = await self._start(op)
         if isinstance(results, dict):
             stream.put_next("", results)
@@ -280,7 +319,7 @@ class SSETransport:
         try:
             self.app[keys.RUNNER].prepare(op, allowed_types=allowed)
         except OperationRejected as e:
-            raise _rejected(e) from None
+            raise _rejected(e, invalid_document=e.invalid_document) from None
         op.context = await self._context(request)
         return op
 
@@ -405,11 +444,11 @@ def _restore_user_timeout(request: web.Request, previous: int | None) -> None:
 
 
 
-def _rejected(e: OperationRejected) -> RequestError:
+def _rejected(e: OperationRejected, *, invalid_document: bool = False) -> RequestError:
     headers = dict(e.headers)
     if e.status == 405:
         headers["Allow"] = "POST"
-    return RequestError(str(e), e.status, errors=e.errors, headers=headers)
+    return RequestError(str(e), e.status, errors=e.errors, headers=headers, invalid_document=invalid_document)
 
 
 def _accepts_event_stream(request: web.Request) -> bool:

@@ -270,8 +270,10 @@ def test_generated_plugin_is_enabled_by_settings_yaml(installed_plugin, tmp_path
     check = plugboard("check", "--root", str(project), env=env)
     assert check.returncode == 0, check.stdout + check.stderr
     row = next(line for line in check.stdout.splitlines() if line.startswith("reviews "))
-    assert "0.1.0" in row and "reviewsHello" in row
+    assert row.split()[:2] == ["reviews", "0.1.0"]
     assert "OK:" in check.stdout
+    fields = plugboard("check", "--root", str(project), "--fields", "reviews", env=env)
+    assert "Query.reviewsHello" in fields.stdout.split(), fields.stdout + fields.stderr
 
     listed = plugboard("plugins", "--root", str(project), env=env)
     assert any(line.split()[:2] == ["reviews", "enabled"] and "plugboard-reviews" in line for line in listed.stdout.splitlines()), listed.stdout

@@ -72,8 +72,11 @@ async def test_browser_gets_the_page(client):
     urls = asset_urls(page)
     names = {url.removeprefix(ASSET_PREFIX) for url in urls}
     assert {Path(n).suffix for n in names} == {".js", ".css"}
-    # Only what the page loads is vendored (plus the license notices).
-    assert {p.name for p in STATIC_DIR.iterdir()} == names | {"LICENSES.txt"}
+    # Only what the page loads is vendored (plus the license notices, and the
+    # subscription clients it loads when a realtime transport is served).
+    clients = {script for _, _, script in graphiql_module._SUBSCRIPTION_CLIENTS}
+    assert 'data-subscriptions="none"' in page and not names & clients
+    assert {p.name for p in STATIC_DIR.iterdir()} == names | clients | {"LICENSES.txt"}
 
     again = await client.get("/graphql", headers={"Accept": BROWSER_ACCEPT})
     assert again.headers["Content-Security-Policy"] != resp.headers["Content-Security-Policy"]
@@ -235,6 +238,8 @@ async def test_graphiql_renders_in_chromium(tmp_path, aiohttp_server):
     # The page, every asset, and GraphiQL's introspection POSTed as JSON to the endpoint.
     assert ("GET", "/graphql", 200, "") in seen
     assert {path for method, path, status, _ in seen if path.startswith(ASSET_PREFIX) and status == 200} == {
-        ASSET_PREFIX + p.name for p in STATIC_DIR.iterdir() if p.suffix in (".js", ".css")
+        ASSET_PREFIX + p.name
+        for p in STATIC_DIR.iterdir()
+        if p.suffix in (".js", ".css") and p.name not in {script for _, _, script in graphiql_module._SUBSCRIPTION_CLIENTS}
     }
     assert ("POST", "/graphql", 200, "application/json") in seen

@@ -255,14 +255,31 @@ async def test_subscription_raising_mid_stream_sends_errors_then_complete(client
         ("{}", 400, "'query' is missing"),
         ('{"query": 42}', 400, "'query' must be a string"),
         ('{"query": "{ greeting }", "variables": [1]}', 400, "'variables' must be an object"),
-        ('{"query": "subscription { countdown(from: "}', 400, "syntax error"),
-        ('{"query": "subscription { nope }"}', 400, "nope"),
-        ('{"query": "query A { greeting } query B { greeting }"}', 400, "operationName is required"),
     ],
 )
 async def test_distinct_post_request_errors_are_json_before_the_stream(client, probe, raw, status, message):
     resp = await post_stream(client, None, raw=raw)
     assert message in await error_of(resp, status)
+    assert probe.started == 0
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ('{"query": "subscription { countdown(from: "}', "syntax error"),
+        ('{"query": "subscription { nope }"}', "nope"),
+        ('{"query": "query A { greeting } query B { greeting }"}', "operationName is required"),
+    ],
+)
+async def test_distinct_invalid_documents_are_a_next_event_then_complete(client, probe, raw, message):
+    # graphql-sse PROTOCOL.md: a valid request whose document does not
+    # validate is accepted, and its errors are the stream's one result.
+    resp = await post_stream(client, None, raw=raw)
+    assert resp.status == 200 and resp.content_type == SSE, await resp.text()
+    [(name, result), complete] = await EventStream(resp).until_complete()
+    assert name == "next" and "data" not in result and message in result["errors"][0]["message"], result
+    assert all("path" not in e for e in result["errors"]), result
+    assert complete == ("complete", "")
     assert probe.started == 0
 
 
@@ -567,8 +584,10 @@ async def test_distinct_streams_per_ip_are_limited_with_reservations(sse_client,
     assert second.status == 200
     await EventStream(second).until_complete()
     await eventually(lambda: limiter.count("sse", "127.0.0.1") == 1)
-    assert (await post_stream(client, {"query": "{ nope }"})).status == 400
-    assert limiter.count("sse", "127.0.0.1") == 1
+    invalid = await post_stream(client, {"query": "{ nope }"})
+    assert invalid.status == 200
+    await EventStream(invalid).until_complete()
+    await eventually(lambda: limiter.count("sse", "127.0.0.1") == 1)
     resp = await open_stream(client, token)
     resp.close()
     await eventually(lambda: not limiter.open("sse"))
