@@ -23,6 +23,7 @@ from plugboard.plugins.jobs.cancelling import cancel_until_done
 from plugboard.plugins.jobs.config import JobsConfig
 from plugboard.plugins.jobs.keys import JOBS, ROLE
 from plugboard.plugins.jobs.model import JobStatus
+from plugboard.plugins.jobs.reconcile import ReconcileSettings, reconcile_forever
 from plugboard.plugins.jobs.runner import RetrySettings, Runner
 from plugboard.plugins.jobs.scheduler import MemoryTickLock, RedisTickLock, Scheduler, clock_ticks, collect_schedules, cron_problem
 from plugboard.plugins.jobs.store import StoreOptions
@@ -168,7 +169,16 @@ async def lifespan(app: web.Application, config: JobsConfig) -> AsyncIterator[No
             logger.info("jobs: %d unfinished jobs sent again", resumed)
     if in_server and config.runs_scheduler_in_server():
         loop_task = asyncio.create_task(scheduler.run(clock_ticks()), name="plugboard.jobs.scheduler")
+    reconcile_task: asyncio.Task[None] | None = None
+    if app.get(ROLE) == "worker" and not broker.in_process:
+        # Jobs whose message a crash lost (plugboard.plugins.jobs.reconcile).
+        reconcile = ReconcileSettings(interval=config.reconcile_interval, grace=config.reconcile_grace)
+        reconcile_task = asyncio.create_task(
+            reconcile_forever(store, broker, runner.tasks, reconcile), name="plugboard.jobs.reconcile"
+        )
     yield
+    if reconcile_task is not None:
+        await cancel_until_done([reconcile_task])
     if loop_task is not None:
         await cancel_until_done([loop_task])
     await jobs.close()

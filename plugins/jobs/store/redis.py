@@ -289,6 +289,27 @@ class RedisJobStore:
             jobs = [decode_fields(flat) for flat in await pipe.execute() if flat]
         return JobPage(jobs, page[-1] if page else None, len(ids) > first, total)
 
+    async def waiting_since(self, before: float, limit: int) -> list[Job]:
+        """PENDING jobs last changed before ``before`` and RETRYING ones due
+        before it, oldest first (ids sort by creation), at most ``limit`` of
+        each (the broker's reconcile: a bounded scan, not a hot path)."""
+        out: list[Job] = []
+        for status, field in ((JobStatus.PENDING, "updated_at"), (JobStatus.RETRYING, "run_at")):
+            ids = await self.client.execute_command("ZRANGE", f"{self._idx}status:{status.value}", "-", "+", "BYLEX", "LIMIT", 0, limit)
+            if not ids:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self._job + _text(job_id))
+            for flat in await pipe.execute():
+                if not flat:
+                    continue
+                job = decode_fields(flat)
+                when = getattr(job, field)
+                if job.status is status and when is not None and when < before:
+                    out.append(job)
+        return out
+
     async def counts(self) -> dict[JobStatus, int]:
         pipe = self.client.pipeline(transaction=False)
         for status in JobStatus:
