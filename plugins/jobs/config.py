@@ -55,6 +55,8 @@ class ScheduleConfig:
     task: str
     cron: str
     args: dict[str, Any] = attrs.field(factory=dict)
+    #: A tick missed while no scheduler ran: skipped (false), or fired once when a scheduler starts (true).
+    catch_up: bool = False
 
 
 def _default_schedules() -> list[ScheduleConfig]:

@@ -25,7 +25,7 @@ from plugboard.plugins.jobs.keys import JOBS, ROLE
 from plugboard.plugins.jobs.model import JobStatus
 from plugboard.plugins.jobs.reconcile import ReconcileSettings, reconcile_forever
 from plugboard.plugins.jobs.runner import RetrySettings, Runner
-from plugboard.plugins.jobs.scheduler import MemoryTickLock, RedisTickLock, Scheduler, clock_ticks, collect_schedules, cron_problem
+from plugboard.plugins.jobs.scheduler import JobRecordLastTicks, MemoryTickLock, RedisLastTicks, RedisTickLock, Scheduler, clock_ticks, collect_schedules, cron_problem
 from plugboard.plugins.jobs.store import StoreOptions
 
 logger = logging.getLogger("plugboard.jobs")
@@ -97,9 +97,11 @@ def make_scheduler(app: web.Application, config: JobsConfig, jobs: Jobs) -> Sche
     schedules = collect_schedules(config.schedules, app[keys.SCHEDULES], jobs.runner.tasks)
     if config.broker == "redis":
         lock: Any = RedisTickLock(jobs.broker.redis, config.queue)
+        last: Any = RedisLastTicks(jobs.broker.redis, config.queue)
     else:
         lock = MemoryTickLock()
-    return Scheduler(schedules, jobs.enqueue, lock)
+        last = JobRecordLastTicks(jobs.store)
+    return Scheduler(schedules, jobs.enqueue, lock, last)
 
 
 async def resume_unfinished(jobs: Jobs) -> int:
