@@ -1,9 +1,9 @@
 """The reconcile: jobs whose broker message was lost are sent again.
 
 With the ``redis`` broker a job's record and its message are one command
-only when the job store is the same Redis and no live-update event goes out
-in between (:meth:`Jobs.enqueue <plugboard.plugins.jobs.api.Jobs.enqueue>`).
-Otherwise — the ``records`` store, live updates on, ``retry`` — a process
+only when the job store is the same Redis and no shared live-update event
+must go out in between (:meth:`Jobs.enqueue <plugboard.plugins.jobs.api.Jobs.enqueue>`,
+``retry``). Otherwise — the ``records`` store, a ``redis`` pubsub — a process
 that dies between writing the record and adding the message leaves a job
 PENDING that no worker will ever read. Each ``plugboard worker`` therefore,
 at start and every ``jobs.reconcile_interval``, takes the oldest PENDING

@@ -98,6 +98,40 @@ async def test_lost_messages_are_sent_again_once_and_queued_jobs_are_not(tmp_pat
     assert await jobs.broker.redis.xlen(jobs.broker.queue_name) == 0
 
 
+async def test_enqueue_and_retry_queue_the_job_in_the_same_command_when_store_and_broker_share_redis(tmp_path, redis_url, make_jobs_app, start_app, files, monkeypatch):
+    from plugboard import keys
+
+    data_dir = tmp_path / "var"
+    project = write_project(tmp_path / "proj", settings(redis_url, data_dir, reconcile_interval="0s"))
+    app = await start_app(make_jobs_app(settings(redis_url, data_dir, plugins=["jobs"]), plugins=TASK_PLUGINS))
+    jobs = app[JOBS]
+    # The core's default pubsub (memory, this process only): events need not come between.
+    assert app[keys.SERVICES].provider("pubsub") == "memory" and jobs.runner.settle_with_final
+    failed = await lost(jobs, "logged", {"log": files["log"]}, status=JobStatus.FAILED)
+
+    async def crash(*args, **kwargs):
+        raise RuntimeError("the process died here")
+
+    # A separate send after the update would never happen.
+    monkeypatch.setattr(jobs.broker, "send", crash)
+    monkeypatch.setattr(jobs.broker, "kick", crash)
+    # enqueue too, with the default (memory) pubsub: record and message in one script.
+    enqueued = await jobs.enqueue("logged", {"log": files["log"]})
+    assert await jobs.broker.redis.xlen(jobs.broker.queue_name) == 1
+    retried = await jobs.retry(failed.id)
+    assert retried.status is JobStatus.PENDING
+    assert await jobs.broker.redis.xlen(jobs.broker.queue_name) == 2
+    with pytest.raises(Exception, match="only FAILED or CANCELLED"):
+        await jobs.retry(failed.id)  # not applied: nothing queued
+    assert await jobs.broker.redis.xlen(jobs.broker.queue_name) == 2
+    with Proc.worker(project) as worker:  # no reconcile after start: the message itself is there
+        worker.wait_ready()
+        for job in (enqueued, failed):
+            assert (await jobs.wait(job.id, timeout=15)).status is JobStatus.COMPLETED
+        assert worker.stop() == 0, worker.output()
+    assert sorted(j for j, _, _ in runs(files["log"])) == sorted([enqueued.id, failed.id])
+
+
 async def test_the_resend_script_skips_queued_jobs_and_marks_what_it_sends(redis_url, make_jobs_app, start_app, tmp_path):
     jobs = (await start_app(make_jobs_app(settings(redis_url, tmp_path / "var", plugins=["realtime", "jobs"], queue="t:resend"), plugins=TASK_PLUGINS)))[JOBS]
     broker = jobs.broker
