@@ -75,16 +75,27 @@ class Jobs:
             created_at=now,
             updated_at=now,
         )
-        if self.runner.settle_with_final and self.app.get(keys.PUBSUB) is None:
-            # Store and broker on one Redis, and no event to publish in
+        if self.runner.settle_with_final and self._events_stay_here():
+            # Store and broker on one Redis, and no event that must go out in
             # between: the record and the message are one command (a Lua
-            # script: the record exists before any worker can read the message).
+            # script: the record exists before any worker can read the
+            # message), so a crash cannot leave the job PENDING unqueued.
             await self.store.create(job, send=self.broker.message(type, job.id))
+            await events.publish(self.app, job)
             return job
         await self.store.create(job)
         await events.publish(self.app, job)
         await self.broker.send(type, job.id)
         return job
+
+    def _events_stay_here(self) -> bool:
+        """No pubsub, or one of this process only (``memory``, the core's default
+        service): a worker's PROCESSING event cannot reach a watcher before this
+        process's PENDING one, so that event may follow the queued message."""
+        if self.app.get(keys.PUBSUB) is None:
+            return True
+        services = self.app.get(keys.SERVICES)
+        return services is not None and services.provider("pubsub") == "memory"
 
     async def get(self, id: str) -> Job | None:
         return await self.store.get(id) if isinstance(id, str) else None
@@ -123,6 +134,18 @@ class Jobs:
             "run_at": None,
             "updated_at": now,
         }
+        if self.runner.settle_with_final and self._events_stay_here() and job.type in self.runner.tasks:
+            # As in enqueue: the record goes PENDING and its message is queued
+            # in one script, so a crash cannot leave it PENDING unqueued.
+            updated, applied = await self.store.update(id, changes, when=_RETRYABLE, send=self.broker.message(job.type, id))
+            if updated is None:
+                raise JobNotFound(f"no job with id {id!r}")
+            if not applied:
+                raise JobStateError(f"job {id} is {updated.status.value}; only FAILED or CANCELLED jobs can be retried")
+            await events.publish(self.app, updated)
+            return updated
+        # Otherwise a crash between the update and the send is repaired by
+        # the workers' reconcile (plugboard.plugins.jobs.reconcile).
         updated, applied = await self.store.update(id, changes, when=_RETRYABLE)
         if updated is None:
             raise JobNotFound(f"no job with id {id!r}")

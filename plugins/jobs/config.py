@@ -55,6 +55,8 @@ class ScheduleConfig:
     task: str
     cron: str
     args: dict[str, Any] = attrs.field(factory=dict)
+    #: A tick missed while no scheduler ran: skipped (false), or fired once when a scheduler starts (true).
+    catch_up: bool = False
 
 
 def _default_schedules() -> list[ScheduleConfig]:
@@ -79,6 +81,10 @@ class JobsConfig:
     max_backoff: Duration = 300.0
     #: A delivered job whose worker stopped heart-beating this long goes to another worker.
     idle_timeout: Duration = attrs.field(default=60.0, validator=validators.positive)
+    #: Redis broker: each worker sends again, at start and this often, jobs whose queue message was lost (0: at start only).
+    reconcile_interval: Duration = attrs.field(default=30.0, validator=attrs.validators.ge(0))
+    #: ...when PENDING and unchanged this long (RETRYING: due this long ago); a job being enqueued now is never sent twice.
+    reconcile_grace: Duration = attrs.field(default=60.0, validator=validators.positive)
     #: ``plugboard worker`` on SIGTERM: running jobs may finish within this.
     shutdown_grace: Duration = 30.0
     #: Finished job records older than this are removed by the cleanup job.

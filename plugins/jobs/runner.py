@@ -158,6 +158,19 @@ class Runner:
                 return
             await self.broker.settle(job_id)
             return
+        if job.attempts > job.max_attempts:
+            # A redelivery (the worker that ran the last attempt died: killed,
+            # out of memory, or the job itself took it down): running it again
+            # could take this worker down too, for ever. No extra round trip:
+            # the PROCESSING write above returned the counts.
+            message = (
+                f"WorkerLost: the worker running attempt {job.attempts - 1} of {job.max_attempts} stopped "
+                "before the job finished; no attempts left"
+            )
+            logger.warning("jobs: job %s (%s) failed: %s", job.id, job.type, message)
+            if not await self._fail(job, message):
+                await _persist(lambda: self.broker.settle(job_id))
+            return
         await events.publish(self.app, job)
         kwargs = dict(job.args)
         if entry.wants_context:

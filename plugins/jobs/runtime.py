@@ -23,8 +23,9 @@ from plugboard.plugins.jobs.cancelling import cancel_until_done
 from plugboard.plugins.jobs.config import JobsConfig
 from plugboard.plugins.jobs.keys import JOBS, ROLE
 from plugboard.plugins.jobs.model import JobStatus
+from plugboard.plugins.jobs.reconcile import ReconcileSettings, reconcile_forever
 from plugboard.plugins.jobs.runner import RetrySettings, Runner
-from plugboard.plugins.jobs.scheduler import MemoryTickLock, RedisTickLock, Scheduler, clock_ticks, collect_schedules, cron_problem
+from plugboard.plugins.jobs.scheduler import JobRecordLastTicks, MemoryTickLock, RedisLastTicks, RedisTickLock, Scheduler, clock_ticks, collect_schedules, cron_problem
 from plugboard.plugins.jobs.store import StoreOptions
 
 logger = logging.getLogger("plugboard.jobs")
@@ -96,9 +97,11 @@ def make_scheduler(app: web.Application, config: JobsConfig, jobs: Jobs) -> Sche
     schedules = collect_schedules(config.schedules, app[keys.SCHEDULES], jobs.runner.tasks)
     if config.broker == "redis":
         lock: Any = RedisTickLock(jobs.broker.redis, config.queue)
+        last: Any = RedisLastTicks(jobs.broker.redis, config.queue)
     else:
         lock = MemoryTickLock()
-    return Scheduler(schedules, jobs.enqueue, lock)
+        last = JobRecordLastTicks(jobs.store)
+    return Scheduler(schedules, jobs.enqueue, lock, last)
 
 
 async def resume_unfinished(jobs: Jobs) -> int:
@@ -168,7 +171,16 @@ async def lifespan(app: web.Application, config: JobsConfig) -> AsyncIterator[No
             logger.info("jobs: %d unfinished jobs sent again", resumed)
     if in_server and config.runs_scheduler_in_server():
         loop_task = asyncio.create_task(scheduler.run(clock_ticks()), name="plugboard.jobs.scheduler")
+    reconcile_task: asyncio.Task[None] | None = None
+    if app.get(ROLE) == "worker" and not broker.in_process:
+        # Jobs whose message a crash lost (plugboard.plugins.jobs.reconcile).
+        reconcile = ReconcileSettings(interval=config.reconcile_interval, grace=config.reconcile_grace)
+        reconcile_task = asyncio.create_task(
+            reconcile_forever(store, broker, runner.tasks, reconcile), name="plugboard.jobs.reconcile"
+        )
     yield
+    if reconcile_task is not None:
+        await cancel_until_done([reconcile_task])
     if loop_task is not None:
         await cancel_until_done([loop_task])
     await jobs.close()

@@ -19,7 +19,10 @@ What this subclass changes in taskiq-redis 1.2.4's ``RedisStreamBroker``:
   this worker's in-flight entries every ``idle_timeout / 3``, resetting
   their idle time;
 - retries wait in a sorted set ``<queue>:delayed`` (score = due time), so a
-  backoff survives the worker that scheduled it.
+  backoff survives the worker that scheduled it;
+- :meth:`RedisBroker.resend_missing` adds back the jobs whose message was
+  lost (a crash between the record write and the XADD), for the reconcile
+  in :mod:`plugboard.plugins.jobs.reconcile`.
 """
 
 from __future__ import annotations
@@ -61,6 +64,40 @@ for _, m in ipairs(due) do
   redis.call('ZREM', KEYS[1], m)
 end
 return #due
+"""
+
+# The reconcile (plugboard.plugins.jobs.reconcile): KEYS[1] = the stream,
+# KEYS[2] = the delayed set; ARGV[1] = the most entries either may hold for
+# the scan, ARGV[2] = the re-send marker's prefix, ARGV[3] = its lifetime
+# (ms), then job id, message, job id, message ... of the candidates.
+# A candidate with no stream entry (read or not: entries leave the stream
+# only when settled) and no delayed retry is added to the stream, once per
+# marker lifetime (SET NX): atomic, so several workers reconciling at once
+# send a lost job once. Returns the re-sent ids, or -1 when the stream or
+# the delayed set is too long to scan this time.
+_RESEND = """
+local limit = tonumber(ARGV[1])
+if redis.call('XLEN', KEYS[1]) > limit or redis.call('ZCARD', KEYS[2]) > limit then return -1 end
+local present = {}
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  local f = e[2]
+  for i = 1, #f, 2 do
+    if f[i] == 'job' then present[f[i + 1]] = true end
+  end
+end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  local sep = string.find(m, '|', 1, true)
+  if sep then present[string.sub(m, 1, sep - 1)] = true end
+end
+local sent = {}
+for i = 4, #ARGV, 2 do
+  local id = ARGV[i]
+  if not present[id] and redis.call('SET', ARGV[2] .. id, '1', 'NX', 'PX', ARGV[3]) then
+    redis.call('XADD', KEYS[1], '*', 'data', ARGV[i + 1], 'job', id)
+    sent[#sent + 1] = id
+  end
+end
+return sent
 """
 
 
@@ -163,6 +200,18 @@ class RedisBroker(RedisStreamBroker):
         ids = self.held(job_id)
         if ids:
             await self._ack(ids)
+
+    async def resend_missing(self, jobs: list[tuple[str, str]], *, scan_limit: int, marker_ttl: float) -> list[str] | None:
+        """Add to the stream the jobs of ``jobs`` (``(task, job id)`` pairs)
+        that have neither a stream entry nor a delayed retry (see ``_RESEND``);
+        the ids sent, or None when the queue was too long to scan."""
+        argv: list[Any] = [scan_limit, f"{self.queue_name}:resent:", max(1, int(marker_ttl * 1000))]
+        for task, job_id in jobs:
+            argv += [job_id, encode(self, task, job_id).message]
+        reply = await self.redis.eval(_RESEND, 2, self.queue_name, self.delayed_key, *argv)
+        if isinstance(reply, int):
+            return None
+        return [i.decode() if isinstance(i, bytes) else i for i in reply]
 
     def held(self, job_id: str) -> list[bytes]:
         """The stream entries of ``job_id`` this consumer holds (read, not yet acknowledged)."""

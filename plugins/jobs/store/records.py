@@ -143,6 +143,20 @@ class RecordsJobStore:
         jobs = [_job(r) for r in rows[:first]]
         return JobPage(jobs, jobs[-1].id if jobs else None, len(rows) > first, total)
 
+    async def waiting_since(self, before: float, limit: int) -> list[Job]:
+        """PENDING jobs last changed before ``before`` and RETRYING ones due
+        before it, oldest first, at most ``limit`` of each (the broker's reconcile)."""
+        t = self.table
+        queries = (
+            sa.select(t).where(t.c.status == JobStatus.PENDING.value, t.c.updated_at < before),
+            sa.select(t).where(t.c.status == JobStatus.RETRYING.value, t.c.run_at < before),
+        )
+        out: list[Job] = []
+        async with self._records.connect() as conn:
+            for query in queries:
+                out += [_job(r) for r in (await conn.execute(query.order_by(t.c.id).limit(limit))).all()]
+        return out
+
     async def counts(self) -> dict[JobStatus, int]:
         t = self.table
         async with self._records.connect() as conn:

@@ -10,7 +10,9 @@ BYLEX REV LIMIT`` on the index matching its filters; counts are ZCARDs.
 
 Every change is one round trip: ``create`` is a MULTI/EXEC, ``update`` a Lua
 script that checks the status condition, applies the changes, moves the job
-between status indexes and returns the record.
+between status indexes and returns the record. Sharing Redis with the
+broker, ``create`` and ``update`` may also add the job's message to the
+stream, or acknowledge entries, in the same script.
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ if applied == 1 then
     redis.call('ZADD', p .. ':idx:st:' .. newstatus .. ':' .. jtype, 0, id)
   end
 end
+-- then: send
 -- The record as one JSON document rather than a multi-bulk reply of every
 -- field: parsing thirty replies per update was most of a busy worker's
 -- time, and building the document field by field in Python half the rest.
@@ -85,6 +88,13 @@ end
 return {applied, '{' .. table.concat(parts, ',') .. '}'}
 """
 
+# _UPDATE with, as the last ARGV, a broker message added to the stream
+# KEYS[2] (fields ``data``, ``job``) when the update applies (no entries to
+# acknowledge): retry() makes the job PENDING and queues it in one command.
+_UPDATE_SEND = "local send = table.remove(ARGV)\n" + _UPDATE.replace(
+    "-- then: send\n",
+    "if applied == 1 then redis.call('XADD', KEYS[2], '*', 'data', send, 'job', redis.call('HGET', key, 'id')) end\n",
+)
 
 # KEYS[1] = the job hash, KEYS[2..5] = its indexes, KEYS[6] (optional) = the
 # broker's stream. ARGV[1] = the id, ARGV[2] = the message ("" without a
@@ -160,6 +170,7 @@ class RedisJobStore:
         self._own = False
         self._update_sha = ""
         self._create_sha = ""
+        self._update_send_sha = ""
         self.batcher: Batcher | None = None
         self._own_batcher = False
         p = self.options.prefix
@@ -177,6 +188,7 @@ class RedisJobStore:
         await self.check()
         self._update_sha = await self._client.script_load(_UPDATE)
         self._create_sha = await self._client.script_load(_CREATE)
+        self._update_send_sha = await self._client.script_load(_UPDATE_SEND)
         shared = None if self._own or self._app is None else self._app.get(keys.REDIS_BATCHER)
         self._own_batcher = shared is None
         self.batcher = shared if shared is not None else Batcher(self._client)
@@ -246,11 +258,17 @@ class RedisJobStore:
         when: Collection[JobStatus] | None = None,
         add_attempt: bool = False,
         ack: StreamAck | None = None,
+        send: StreamMessage | None = None,
     ) -> tuple[Job | None, bool]:
         """:meth:`JobStore.update <plugboard.plugins.jobs.store.JobStore.update>`, and with ``ack``
-        the broker's entries of this delivery acknowledged in the same command, after the update."""
+        the broker's entries of this delivery acknowledged in the same command, after the update;
+        with ``send`` (not with ``ack``) the job's message added to its stream if the update applied."""
         if ack is not None and not ack.entries:
             ack = None
+        if send is not None:
+            if ack is not None:
+                raise ValueError("update: ack or send, not both")
+            return await self._update_send(id, changes, when, add_attempt, send)
         argv = self.update_args(changes, when, add_attempt, ack)
         keys = (2, self._job + id, ack.stream) if ack is not None else (1, self._job + id)
         assert self.batcher is not None, "start() first"
@@ -260,6 +278,17 @@ class RedisJobStore:
             # Redis restarted and lost its script cache.
             self._update_sha = await self.client.script_load(_UPDATE)
             reply = await self.batcher.call("EVALSHA", self._update_sha, *keys, *argv)
+        return decode_update(reply)
+
+    async def _update_send(
+        self, id: str, changes: Mapping[str, Any], when: Collection[JobStatus] | None, add_attempt: bool, send: StreamMessage
+    ) -> tuple[Job | None, bool]:
+        argv = [*self.update_args(changes, when, add_attempt), send.data]
+        try:
+            reply = await self.client.execute_command("EVALSHA", self._update_send_sha, 2, self._job + id, send.stream, *argv)
+        except redis.exceptions.NoScriptError:
+            self._update_send_sha = await self.client.script_load(_UPDATE_SEND)
+            reply = await self.client.execute_command("EVALSHA", self._update_send_sha, 2, self._job + id, send.stream, *argv)
         return decode_update(reply)
 
     def _index(self, status: JobStatus | None, type: str | None) -> str:
@@ -288,6 +317,27 @@ class RedisJobStore:
             # A job deleted between the two round trips is left out.
             jobs = [decode_fields(flat) for flat in await pipe.execute() if flat]
         return JobPage(jobs, page[-1] if page else None, len(ids) > first, total)
+
+    async def waiting_since(self, before: float, limit: int) -> list[Job]:
+        """PENDING jobs last changed before ``before`` and RETRYING ones due
+        before it, oldest first (ids sort by creation), at most ``limit`` of
+        each (the broker's reconcile: a bounded scan, not a hot path)."""
+        out: list[Job] = []
+        for status, field in ((JobStatus.PENDING, "updated_at"), (JobStatus.RETRYING, "run_at")):
+            ids = await self.client.execute_command("ZRANGE", f"{self._idx}status:{status.value}", "-", "+", "BYLEX", "LIMIT", 0, limit)
+            if not ids:
+                continue
+            pipe = self.client.pipeline(transaction=False)
+            for job_id in ids:
+                pipe.hgetall(self._job + _text(job_id))
+            for flat in await pipe.execute():
+                if not flat:
+                    continue
+                job = decode_fields(flat)
+                when = getattr(job, field)
+                if job.status is status and when is not None and when < before:
+                    out.append(job)
+        return out
 
     async def counts(self) -> dict[JobStatus, int]:
         pipe = self.client.pipeline(transaction=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +60,15 @@ async def broken(job: TaskContext, log: str) -> None:
     raise ValueError(f"broken on attempt {job.attempt}")
 
 
+async def fatal(job: TaskContext, log: str) -> None:
+    """Log the run and SIGKILL this process (a job that takes its worker down)."""
+    _record(log, job)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 @hookimpl
 def plugboard_tasks() -> dict[str, Any]:
-    return {"logged": logged, "hold": hold, "stepped": stepped, "broken": broken}
+    return {"logged": logged, "hold": hold, "stepped": stepped, "broken": broken, "fatal": fatal}
 
 
 def runs(log: str) -> list[tuple[str, int, int]]:
