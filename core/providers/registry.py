@@ -221,9 +221,10 @@ def install_hint(requires: str) -> str:
         match = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
         if match:
             by_extra.setdefault(match.group(1), []).append(_project_name(requirement))
-    extras = sorted((len(names), extra) for extra, names in by_extra.items() if wanted in names and extra != "test")
+    # The narrowest extra wins; among equals, the first declared (s3 before ses for aiobotocore).
+    extras = sorted((len(names), i, extra) for i, (extra, names) in enumerate(by_extra.items()) if wanted in names and extra != "test")
     if extras:
-        return f"pip install 'plugboard[{extras[0][1]}]' (or: pip install {requires})"
+        return f"pip install 'plugboard[{extras[0][2]}]' (or: pip install {requires})"
     return f"pip install {requires}"
 
 

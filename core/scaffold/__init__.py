@@ -145,7 +145,7 @@ def init_project(dir: Path, force: bool = False, features: "list[Feature] | None
         missing = [f.plugin for f in features if f.plugin not in installed]
         text = contents["settings.yaml"].replace("plugins: []\n", plugins_block(features, installed), 1)
         marker = "# The seed's plain environment variable names"
-        text = text.replace(marker, settings_sections(features) + "\n" + marker, 1)
+        text = text.replace(marker, settings_sections(features, text) + "\n" + marker, 1)
         contents["settings.yaml"] = text
         contents[".env.example"] = env_example(features)
     try:

@@ -10,6 +10,8 @@ starts on embedded defaults and the deployer sees what to install.
 
 from __future__ import annotations
 
+import re
+
 from typing import Mapping
 
 import attrs
@@ -186,8 +188,12 @@ def plugins_block(features: list[Feature], installed: set[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def settings_sections(features: list[Feature]) -> str:
-    return "\n".join(f.settings for f in features if f.settings)
+def settings_sections(features: list[Feature], template: str = "") -> str:
+    """The commented settings of each feature whose section ``template`` does not already show."""
+    def shown(f: Feature) -> bool:
+        return re.search(rf"^(# )?{re.escape(f.plugin)}:", template, re.M) is not None
+
+    return "\n".join(f.settings for f in features if f.settings and not shown(f))
 
 
 def env_example(features: list[Feature]) -> str:
