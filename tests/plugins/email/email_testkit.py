@@ -67,7 +67,7 @@ def make_cert(subject_cn: str, issuer_key: Any, issuer_name: Any, key: Any, *, c
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
-    from cryptography.x509.oid import NameOID
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     now = dt.datetime.now(dt.timezone.utc)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
@@ -80,7 +80,21 @@ def make_cert(subject_cn: str, issuer_key: Any, issuer_name: Any, key: Any, *, c
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
     )
+    # What Python 3.13's default context (VERIFY_X509_STRICT) requires of a chain.
+    signer = issuer_key or key
+    builder = builder.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key()), critical=False)
+    usage = dict.fromkeys(
+        ("digital_signature", "content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only"),
+        False,
+    )
+    if ca:
+        usage.update(key_cert_sign=True, crl_sign=True, digital_signature=True)
+    else:
+        usage.update(digital_signature=True, key_encipherment=True)
+        builder = builder.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    builder = builder.add_extension(x509.KeyUsage(**usage), critical=True)
     if sans:
         entries = []
         for s in sans:
