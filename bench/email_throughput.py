@@ -1,6 +1,6 @@
 """Email throughput: ``sendEmail`` through the queue to a local aiosmtpd, against plain aiosmtplib.
 
-    python bench/email.py --messages 500 --rounds 3
+    python bench/email_throughput.py --messages 500 --rounds 3
 
 Each round, alternating which side goes first:
 
