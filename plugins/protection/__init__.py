@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from plugboard import hookimpl
+from plugboard import hookimpl, keys
 from plugboard.plugins.protection.config import ProtectionConfig
 from plugboard.plugins.protection.limiter import LIMITER, RequestLimiter, middleware, on_response_prepare
 from plugboard.plugins.protection.providers.memory import MemoryRateLimitConfig
@@ -56,6 +56,18 @@ def plugboard_providers() -> list[ProviderSpec]:
 def plugboard_configure(app: web.Application, config: ProtectionConfig) -> None:
     app[LIMITER] = RequestLimiter(app, config)
     app.on_response_prepare.append(on_response_prepare)
+
+
+@hookimpl
+async def plugboard_lifespan(app: web.Application, config: ProtectionConfig):
+    limiter = app[LIMITER]
+    services = app[keys.SERVICES]
+    if not services.names("ratelimit"):
+        # No services.ratelimit: a memory store of our own (limits hold per instance).
+        limiter._store = await app[keys.PROVIDERS].create(
+            "ratelimit", "memory", MemoryRateLimitConfig(), app=app, owner="protection", label="ratelimit:memory (built-in)"
+        )
+    yield
 
 
 @hookimpl
