@@ -7,6 +7,7 @@ this section says what to limit::
     protection:
       requests: {window_ms: 900000, max: 100, skip_failed_requests: false}  # per client (key > user > IP)
       graphql: {max_complexity: 1000, max_depth: 12}
+      budget: {enabled: false, window_ms: 3600000, max: 100000}   # cost units per client per window
       api_keys: true
       fail_closed: false          # store down: admit (logged) or refuse with 503
 
@@ -63,11 +64,26 @@ class GraphQLLimits:
 
 
 @attrs.define(frozen=True, kw_only=True)
+class CostBudget:
+    """``protection.budget``: each client (user, else IP) spends its operations' cost from a window's budget."""
+
+    enabled: bool = False
+    window_ms: int = attrs.field(default=60 * 60 * 1000, validator=validators.positive)
+    #: Cost units per window per client.
+    max: int = attrs.field(default=100_000, validator=validators.positive)
+
+    @property
+    def window(self) -> float:
+        return self.window_ms / 1000.0
+
+
+@attrs.define(frozen=True, kw_only=True)
 class ProtectionConfig:
     """``protection:`` — request rate limits, query cost and depth."""
 
     requests: RequestLimits = attrs.field(factory=RequestLimits)
     graphql: GraphQLLimits = attrs.field(factory=GraphQLLimits)
+    budget: CostBudget = attrs.field(factory=CostBudget)
     #: The seed's ``apiKeys`` switch (API key management is not built yet; see the README).
     api_keys: bool = False
     #: Proxies whose ``X-Forwarded-For`` is believed (addresses or CIDRs); empty: the

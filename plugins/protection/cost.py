@@ -191,7 +191,7 @@ ANALYSIS: web.AppKey[Analysis] = web.AppKey("plugboard.protection.analysis", Ana
 
 def operation_steps(app: Any, config: Any) -> list[Any]:
     """The depth/cost step, and the per-operation rate limit on WebSocket transports."""
-    from plugboard.plugins.protection.limiter import LIMITER
+    from plugboard.plugins.protection.limiter import LIMITER, merge_header, policy_header, ratelimit_header
 
     limits = config.graphql
     # Read here, once the schema is composed: a bad @cost fails start-up naming its SDL file and line.
@@ -200,9 +200,30 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
     app[ANALYSIS] = analysis
     limiter = app[LIMITER]
     steps: list[Any] = []
+    budget = config.budget
+
+    async def spend(op: Any, cost: int) -> None:
+        # The budget: the operation's cost from the client's window (the
+        # first refused operation is not charged).
+        key = f"cost:{limiter.identity_key(op.context)}"
+        state = await limiter.count(key, cost=max(cost, 1), limit=budget.max, window=budget.window)
+        if state is None:
+            return
+        headers = {"RateLimit-Policy": policy_header("cost", budget.max, budget.window), "RateLimit": ratelimit_header("cost", state)}
+        for name, value in headers.items():
+            merge_header(op.response_headers, name, value)
+        if not state.allowed:
+            limiter.refusals += 1
+            retry = max(math.ceil(state.reset_after), 1)
+            raise GraphQLError(
+                f"The query costs {cost}; {state.remaining} of this window's budget of {budget.max} is left",
+                "RATE_LIMITED",
+                extensions={"cost": cost, "remaining": state.remaining, "budget": budget.max, "retryAfter": retry},
+                headers={**headers, "Retry-After": str(retry)},
+            )
 
     async def query_limits(op: Any, call_next: Any) -> Any:
-        if limits.max_depth or limits.max_complexity:
+        if limits.max_depth or limits.max_complexity or budget.enabled:
             depth, cost = analysis.of(op)
             if limits.max_depth and depth > limits.max_depth:
                 raise GraphQLError(
@@ -216,6 +237,8 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
                     "QUERY_TOO_COMPLEX",
                     extensions={"cost": cost, "maxComplexity": limits.max_complexity},
                 )
+            if budget.enabled:
+                await spend(op, cost)
         return await call_next(op)
 
     steps.append(query_limits)

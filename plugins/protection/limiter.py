@@ -33,6 +33,17 @@ STATE: web.RequestKey[tuple[str, int, float, WindowState]] = web.RequestKey("plu
 POLICY = "default"
 
 
+def merge_header(headers: Any, name: str, value: str) -> None:
+    """Add one policy's item to a List structured header (``RateLimit``/``RateLimit-Policy``), keeping others' items."""
+    current = headers.get(name)
+    if not current:
+        headers[name] = value
+        return
+    label = value.split(";", 1)[0]
+    items = [item.strip() for item in current.split(",") if item.strip() and item.strip().split(";", 1)[0] != label]
+    headers[name] = ", ".join([value, *items])
+
+
 def policy_header(name: str, limit: int, window: float) -> str:
     """``RateLimit-Policy`` for one policy: ``"default";q=100;w=900``."""
     return f'"{name}";q={limit};w={max(math.ceil(window), 1)}'
@@ -102,15 +113,26 @@ class RequestLimiter:
     def client_key(self, request: web.Request) -> str:
         return f"ip:{self.client_address(request)}"
 
-    async def count(self, key: str, *, cost: int = 1, peek: bool = False) -> WindowState | None:
-        """Count a hit (or only look) under the default policy; None when the store failed and we fail open."""
+    def identity_key(self, context: Any) -> str:
+        """Who an operation's cost is charged to: the identity (``user:<repr>``), else the client IP."""
+        identity = getattr(context, "identity", None)
+        if identity is not None:
+            ident = getattr(identity, "id", None) or (identity.get("id") if isinstance(identity, dict) else None) or identity
+            return f"user:{ident}"
+        request = getattr(context, "request", None)
+        return self.client_key(request) if request is not None else "ip:unknown"
+
+    async def count(self, key: str, *, cost: int = 1, peek: bool = False, limit: int | None = None, window: float | None = None) -> WindowState | None:
+        """Count a hit (or only look) under the default policy (or ``limit``/``window``); None when the store failed and we fail open."""
         store = self.store()
         if store is None:
             return None
+        limit = self.policy.max if limit is None else limit
+        window = self.policy.window if window is None else window
         try:
             if peek:
-                return await store.peek(key, limit=self.policy.max, window=self.policy.window)
-            return await store.hit(key, limit=self.policy.max, window=self.policy.window, cost=cost)
+                return await store.peek(key, limit=limit, window=window)
+            return await store.hit(key, limit=limit, window=window, cost=cost)
         except (ProviderError, OSError) as e:
             self.store_errors += 1
             logger.warning("protection: the ratelimit store failed (%s); %s", e, "refusing" if self.config.fail_closed else "admitting")
@@ -165,7 +187,7 @@ def middleware(limiter: RequestLimiter) -> Callable[..., Awaitable[web.StreamRes
             if counted is not None and not response.prepared:
                 # Report the state after this request counted.
                 for name, value in limiter.headers(counted).items():
-                    response.headers[name] = value
+                    merge_header(response.headers, name, value)
         return response
 
     return rate_limit
@@ -174,11 +196,11 @@ def middleware(limiter: RequestLimiter) -> Callable[..., Awaitable[web.StreamRes
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Add the RateLimit headers to every response a policy covered, streams included."""
     entry = request.get(STATE)
-    if entry is None or "RateLimit" in response.headers:
+    if entry is None or f'"{POLICY}";' in response.headers.get("RateLimit", ""):
         return
     limiter = request.app[LIMITER]
     for name, value in limiter.headers(entry[3]).items():
-        response.headers[name] = value
+        merge_header(response.headers, name, value)
 
 
 LIMITER: web.AppKey[RequestLimiter] = web.AppKey("plugboard.protection.limiter", RequestLimiter)

@@ -131,3 +131,23 @@ def test_the_seeds_variables_reach_protection_and_bad_ones_name_the_variable(tmp
 def test_bad_trusted_proxy_is_a_config_error(plugboard_app):
     with pytest.raises(ConfigError, match="trusted_proxies"):
         plugboard_app({"plugins": ["protection"], "protection": {"trusted_proxies": ["not-an-ip"]}})
+
+
+async def test_cost_budget_spent_per_client_with_remaining_in_headers(plugboard_client):
+    client = await plugboard_client(settings(requests={"max": 100, "window_ms": 60000}, budget={"enabled": True, "max": 50, "window_ms": 60000}))
+    q = "{ books(first: 10) { author { name } } }"  # cost 20
+    for remaining in (30, 10):
+        async with client.post("/graphql", json={"query": q}) as resp:
+            assert resp.status == 200, await resp.text()
+            assert resp.headers["RateLimit-Policy"] == '"default";q=100;w=60, "cost";q=50;w=60'
+            policies = dict(item.split(";", 1) for item in resp.headers["RateLimit"].split(", "))
+            assert policies['"cost"'].startswith(f"r={remaining};") and policies['"default"'].startswith("r=")
+    async with client.post("/graphql", json={"query": q}, headers=GQL) as resp:
+        assert resp.status == 429
+        body = await resp.json()
+        assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
+        assert body["errors"][0]["extensions"]["cost"] == 20 and body["errors"][0]["extensions"]["remaining"] == 10
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert '"cost";r=10;' in resp.headers["RateLimit"]
+    # A cheaper query still fits the rest of the budget.
+    await client.gql_data("{ books(first: 4) { author { name } } }")
