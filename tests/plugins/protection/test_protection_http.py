@@ -151,3 +151,15 @@ async def test_cost_budget_spent_per_client_with_remaining_in_headers(plugboard_
         assert '"cost";r=10;' in resp.headers["RateLimit"]
     # A cheaper query still fits the rest of the budget.
     await client.gql_data("{ books(first: 4) { author { name } } }")
+
+
+async def test_sse_streams_are_counted(plugboard_client):
+    client = await plugboard_client({"plugins": ["realtime", "books", "protection"], "protection": {"requests": {"max": 1, "window_ms": 60000}}})
+    body = {"query": "subscription { bookUpdated { title } }"}
+    headers = {"Accept": "text/event-stream"}
+    async with client.post("/graphql", json=body, headers=headers) as resp:
+        assert resp.status == 200
+        assert resp.headers["RateLimit"].startswith('"default";r=0;')
+        async with client.post("/graphql", json=body, headers=headers) as refused:
+            assert refused.status == 429
+            assert "Retry-After" in refused.headers
