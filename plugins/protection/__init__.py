@@ -7,8 +7,12 @@ The seed's "Rate Limiting & API Protection". The hook implementations are thin:
 - the request policy (``protection.requests``), an aiohttp middleware
   (:mod:`.limiter`) that covers HTTP, WebSocket upgrades and SSE streams, with
   ``RateLimit-Policy``/``RateLimit`` headers and 429 + ``Retry-After``;
-- depth and cost limits (``protection.graphql``), an operation step
-  (:mod:`.cost`) on the core's document view.
+- depth and cost limits (``protection.graphql``) and cost budgets
+  (``protection.budget``), an operation step (:mod:`.cost`) on the core's
+  document view;
+- API keys (``protection.api_keys``): records-store table, GraphQL
+  management (:mod:`.graphql`), the ``plugboard apikey`` command
+  (:mod:`.commands`), and the identity they give requests (:func:`plugboard_context`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 from aiohttp import web
 
 from plugboard import hookimpl, keys
+from plugboard.plugins.protection.apikeys import ApiKeys, presented_key
+from plugboard.plugins.protection.appkeys import API_KEYS
 from plugboard.plugins.protection.config import ProtectionConfig
 from plugboard.plugins.protection.limiter import LIMITER, RequestLimiter, middleware, on_response_prepare
 from plugboard.plugins.protection.providers.memory import MemoryRateLimitConfig
@@ -29,6 +35,58 @@ from plugboard.providers.registry import ProviderSpec
 @hookimpl
 def plugboard_config_class() -> type:
     return ProtectionConfig
+
+
+@hookimpl
+def plugboard_schema(config: ProtectionConfig) -> list[Path]:
+    schemas = [Path(__file__).with_name("schema.graphql")]
+    if config.api_keys:
+        schemas.append(Path(__file__).with_name("apikeys.graphql"))
+    return schemas
+
+
+@hookimpl
+def plugboard_resolvers(config: ProtectionConfig) -> dict[str, Any]:
+    if not config.api_keys:
+        return {}
+    from plugboard.plugins.protection.graphql import RESOLVERS
+
+    return dict(RESOLVERS)
+
+
+@hookimpl
+def plugboard_tables(metadata: Any, config: ProtectionConfig) -> None:
+    # Defined even with api_keys off, so turning them on later finds the table's shape unchanged.
+    from plugboard.plugins.protection.apikeys import define_tables
+
+    define_tables(metadata)
+
+
+@hookimpl
+def plugboard_commands() -> list[Any]:
+    from plugboard.plugins.protection.commands import commands
+
+    return commands()
+
+
+@hookimpl
+async def plugboard_context(context: Any, request: web.Request, connection_params: Any) -> None:
+    keys_ = context.app.get(API_KEYS)
+    if keys_ is None:
+        return
+    secret = presented_key(request.headers, connection_params)
+    if secret is None:
+        return
+    key = await keys_.authenticate(secret)
+    context.api_key = key
+    context.identity = {"id": key.owner or f"apikey:{key.id}", "apiKey": key.id}
+    context.scopes = key.scopes
+    if "admin" in key.scopes:
+        context.roles = tuple({*context.roles, "admin"})
+    if key.expires_at is not None:
+        expires = key.expires_at.timestamp()
+        if context.identity_expires_at is None or expires < context.identity_expires_at:
+            context.identity_expires_at = expires
 
 
 @hookimpl
@@ -61,6 +119,8 @@ def plugboard_configure(app: web.Application, config: ProtectionConfig) -> None:
 @hookimpl
 async def plugboard_lifespan(app: web.Application, config: ProtectionConfig):
     limiter = app[LIMITER]
+    if config.api_keys:
+        app[API_KEYS] = ApiKeys(app[keys.RECORDS], app[keys.METADATA])
     services = app[keys.SERVICES]
     if not services.names("ratelimit"):
         # No services.ratelimit: a memory store of our own (limits hold per instance).

@@ -84,7 +84,7 @@ class ProtectionConfig:
     requests: RequestLimits = attrs.field(factory=RequestLimits)
     graphql: GraphQLLimits = attrs.field(factory=GraphQLLimits)
     budget: CostBudget = attrs.field(factory=CostBudget)
-    #: The seed's ``apiKeys`` switch (API key management is not built yet; see the README).
+    #: The seed's ``apiKeys`` switch: API keys accepted (``X-API-Key`` or a ``pbk_`` bearer) and managed.
     api_keys: bool = False
     #: Proxies whose ``X-Forwarded-For`` is believed (addresses or CIDRs); empty: the
     #: core's ``server.trust_proxy_headers`` decides, trusting the last hop only.

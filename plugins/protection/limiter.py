@@ -115,6 +115,9 @@ class RequestLimiter:
 
     def identity_key(self, context: Any) -> str:
         """Who an operation's cost is charged to: the identity (``user:<repr>``), else the client IP."""
+        api_key = getattr(context, "api_key", None)
+        if api_key is not None:
+            return f"key:{api_key.id}"
         identity = getattr(context, "identity", None)
         if identity is not None:
             ident = getattr(identity, "id", None) or (identity.get("id") if isinstance(identity, dict) else None) or identity
