@@ -23,8 +23,11 @@ from typing import Any
 from aiohttp import web
 
 from plugboard import hookimpl, keys
+from plugboard.errors import ConfigError, ConfigProblem
+from plugboard.graphql.context import is_admin
 from plugboard.plugins.protection.apikeys import ApiKeys, presented_key
-from plugboard.plugins.protection.appkeys import API_KEYS
+from plugboard.plugins.protection.appkeys import API_KEYS, JWT
+from plugboard.plugins.protection.jwtauth import JWTVerifier
 from plugboard.plugins.protection.config import ProtectionConfig
 from plugboard.plugins.protection.limiter import LIMITER, RequestLimiter, middleware, on_response_prepare
 from plugboard.plugins.protection.providers.memory import MemoryRateLimitConfig
@@ -72,10 +75,11 @@ def plugboard_commands() -> list[Any]:
 @hookimpl
 async def plugboard_context(context: Any, request: web.Request, connection_params: Any) -> None:
     keys_ = context.app.get(API_KEYS)
-    if keys_ is None:
-        return
-    secret = presented_key(request.headers, connection_params)
+    secret = presented_key(request.headers, connection_params) if keys_ is not None else None
     if secret is None:
+        verifier = context.app.get(JWT)
+        if verifier is not None:
+            await _jwt_identity(context, verifier, request, connection_params)
         return
     key = await keys_.authenticate(secret)
     context.api_key = key
@@ -87,6 +91,18 @@ async def plugboard_context(context: Any, request: web.Request, connection_param
         expires = key.expires_at.timestamp()
         if context.identity_expires_at is None or expires < context.identity_expires_at:
             context.identity_expires_at = expires
+
+
+async def _jwt_identity(context: Any, verifier: JWTVerifier, request: web.Request, connection_params: Any) -> None:
+    auth = request.headers.get("Authorization", "")
+    if connection_params and isinstance(connection_params.get("authorization"), str):
+        auth = connection_params["authorization"]
+    if auth[:7].lower() != "bearer " or is_admin(context):
+        return
+    claims = await verifier.verify(auth[7:].strip())
+    context.identity = {"id": str(claims["sub"]), "claims": claims}
+    context.roles = verifier.roles(claims)
+    context.identity_expires_at = float(claims["exp"])
 
 
 @hookimpl
@@ -112,7 +128,14 @@ def plugboard_providers() -> list[ProviderSpec]:
 
 @hookimpl
 def plugboard_configure(app: web.Application, config: ProtectionConfig) -> None:
+    if config.jwt.enabled and not (config.jwt.secret or config.jwt.jwks_url):
+        settings = app[keys.SETTINGS]
+        raise ConfigError(
+            [ConfigProblem("protection.jwt", "...", "jwt.enabled needs a secret (HS256) or a jwks_url (RS256/ES256)", settings.source("protection.jwt.enabled"))]
+        )
     app[LIMITER] = RequestLimiter(app, config)
+    if config.jwt.enabled:
+        app[JWT] = JWTVerifier(config.jwt)
     app.on_response_prepare.append(on_response_prepare)
 
 

@@ -22,6 +22,7 @@ import ipaddress
 import attrs
 
 from plugboard import validators
+from plugboard.plugins.protection.jwtauth import JWTConfig
 
 
 def _networks(instance: object, attribute: attrs.Attribute, value: list[str]) -> None:
@@ -84,6 +85,8 @@ class ProtectionConfig:
     requests: RequestLimits = attrs.field(factory=RequestLimits)
     graphql: GraphQLLimits = attrs.field(factory=GraphQLLimits)
     budget: CostBudget = attrs.field(factory=CostBudget)
+    #: Bearer JWTs as identity (PyJWT): HS256 ``secret`` or RS256/ES256 from ``jwks_url``.
+    jwt: JWTConfig = attrs.field(factory=JWTConfig)
     #: The seed's ``apiKeys`` switch: API keys accepted (``X-API-Key`` or a ``pbk_`` bearer) and managed.
     api_keys: bool = False
     #: Proxies whose ``X-Forwarded-For`` is believed (addresses or CIDRs); empty: the
