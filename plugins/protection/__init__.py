@@ -29,6 +29,7 @@ from plugboard.plugins.protection.apikeys import ApiKeys, presented_key
 from plugboard.plugins.protection.appkeys import API_KEYS, JWT
 from plugboard.plugins.protection.jwtauth import JWTVerifier
 from plugboard.plugins.protection.config import ProtectionConfig
+from plugboard.plugins.protection.metrics import METRICS, Metrics, metrics_handler, metrics_step
 from plugboard.plugins.protection.limiter import LIMITER, RequestLimiter, middleware, on_response_prepare
 from plugboard.plugins.protection.providers.memory import MemoryRateLimitConfig
 from plugboard.plugins.protection.providers.redis import RedisRateLimitConfig
@@ -134,6 +135,8 @@ def plugboard_configure(app: web.Application, config: ProtectionConfig) -> None:
             [ConfigProblem("protection.jwt", "...", "jwt.enabled needs a secret (HS256) or a jwks_url (RS256/ES256)", settings.source("protection.jwt.enabled"))]
         )
     app[LIMITER] = RequestLimiter(app, config)
+    if config.metrics.enabled:
+        app[METRICS] = Metrics(app)
     if config.jwt.enabled:
         app[JWT] = JWTVerifier(config.jwt)
     app.on_response_prepare.append(on_response_prepare)
@@ -164,4 +167,15 @@ def plugboard_middleware(app: web.Application, config: ProtectionConfig) -> list
 def plugboard_operation_steps(app: web.Application, config: ProtectionConfig) -> list[Any]:
     from plugboard.plugins.protection.cost import operation_steps
 
-    return operation_steps(app, config)
+    steps = operation_steps(app, config)
+    if config.metrics.enabled:
+        # Outermost: refusals by the limits are counted too.
+        steps.insert(0, metrics_step(app))
+    return steps
+
+
+@hookimpl
+def plugboard_routes(app: web.Application, config: ProtectionConfig) -> list[Any]:
+    if not config.metrics.enabled:
+        return []
+    return [web.get(config.metrics.path, metrics_handler)]

@@ -79,12 +79,23 @@ class CostBudget:
 
 
 @attrs.define(frozen=True, kw_only=True)
+class MetricsOptions:
+    """``protection.metrics``: Prometheus ``/metrics``."""
+
+    enabled: bool = True
+    path: str = attrs.field(default="/metrics", validator=validators.url_path)
+    #: False: only ``Authorization: Bearer <server.admin_token>`` may read it.
+    public: bool = False
+
+
+@attrs.define(frozen=True, kw_only=True)
 class ProtectionConfig:
     """``protection:`` — request rate limits, query cost and depth."""
 
     requests: RequestLimits = attrs.field(factory=RequestLimits)
     graphql: GraphQLLimits = attrs.field(factory=GraphQLLimits)
     budget: CostBudget = attrs.field(factory=CostBudget)
+    metrics: MetricsOptions = attrs.field(factory=MetricsOptions)
     #: Bearer JWTs as identity (PyJWT): HS256 ``secret`` or RS256/ES256 from ``jwks_url``.
     jwt: JWTConfig = attrs.field(factory=JWTConfig)
     #: The seed's ``apiKeys`` switch: API keys accepted (``X-API-Key`` or a ``pbk_`` bearer) and managed.

@@ -198,7 +198,10 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
     costs = read_costs(app[keys.COMPOSED_SCHEMA].fragments)
     analysis = Analysis(CostModel(costs, limits))
     app[ANALYSIS] = analysis
+    from plugboard.plugins.protection.metrics import METRICS, operation_name
+
     limiter = app[LIMITER]
+    metrics = app.get(METRICS)
     steps: list[Any] = []
     budget = config.budget
 
@@ -225,6 +228,8 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
     async def query_limits(op: Any, call_next: Any) -> Any:
         if limits.max_depth or limits.max_complexity or budget.enabled:
             depth, cost = analysis.of(op)
+            if metrics is not None:
+                metrics.cost.labels(metrics.operation_label(operation_name(op))).observe(cost)
             if limits.max_depth and depth > limits.max_depth:
                 raise GraphQLError(
                     f"The query is {depth} levels deep; the limit is {limits.max_depth}",
