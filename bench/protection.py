@@ -38,7 +38,18 @@ import urllib.request  # noqa: E402,F401
 
 sys.path.insert(0, str(HERE))
 
-from http_books import PYTHON, QUERY, free_port, post, start, stop, wait_ready, wrk  # noqa: E402
+from http_books import PYTHON, QUERY, free_port, post, stop, wait_ready, wrk  # noqa: E402
+
+_LOGS: list = []
+
+
+def start(cmd: list[str], cpu: str, env: dict | None = None) -> subprocess.Popen:
+    # Server output to a file, not http_books' undrained pipe: aiohttp logs a
+    # traceback for each request wrk cuts off at the end of a run, and once
+    # the pipe's 64 KB are full the server blocks writing (0 req/s).
+    log = tempfile.TemporaryFile()
+    _LOGS.append(log)
+    return subprocess.Popen(["taskset", "-c", cpu, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
 def scripts(root: Path) -> dict[str, Path]:

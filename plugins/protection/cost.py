@@ -205,11 +205,19 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
     steps: list[Any] = []
     budget = config.budget
 
+    async def _count(key: str, **kwargs: Any) -> Any:
+        # fail_closed inside an operation: the transport's own error form
+        # (a WebSocket error message, an HTTP error) rather than an aiohttp 503.
+        try:
+            return await limiter.count(key, **kwargs)
+        except web.HTTPServiceUnavailable:
+            raise GraphQLError("the rate limit store is unavailable; retry later", "SERVICE_UNAVAILABLE", headers={"Retry-After": "1"}) from None
+
     async def spend(op: Any, cost: int) -> None:
         # The budget: the operation's cost from the client's window (the
         # first refused operation is not charged).
         key = f"cost:{limiter.identity_key(op.context)}"
-        state = await limiter.count(key, cost=max(cost, 1), limit=budget.max, window=budget.window)
+        state = await _count(key, cost=max(cost, 1), limit=budget.max, window=budget.window)
         if state is None:
             return
         headers = {"RateLimit-Policy": policy_header("cost", budget.max, budget.window), "RateLimit": ratelimit_header("cost", state)}
@@ -256,7 +264,7 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
             if op.transport == "ws":
                 request = getattr(op.context, "request", None)
                 if request is not None:
-                    state = await limiter.count(limiter.client_key(request))
+                    state = await _count(limiter.client_key(request))
                     if state is not None and not state.allowed:
                         limiter.refusals += 1
                         retry = max(math.ceil(state.reset_after), 1)
