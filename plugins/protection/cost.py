@@ -162,7 +162,7 @@ class Analysis:
 
     def __init__(self, model: CostModel) -> None:
         self.model = model
-        self._cache: collections.OrderedDict[tuple[Any, ...], tuple[int, int]] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[tuple[Any, ...], tuple[int, int, str | None]] = collections.OrderedDict()
         self.computed = 0
 
     def key(self, op: Any) -> tuple[Any, ...]:
@@ -170,15 +170,15 @@ class Analysis:
         variables = json.dumps(op.variables, sort_keys=True, default=repr) if op.variables else ""
         return (document, op.operation_name, variables)
 
-    def of(self, op: Any) -> tuple[int, int]:
-        """``(depth, cost)`` of the operation."""
+    def of(self, op: Any) -> tuple[int, int, str | None]:
+        """``(depth, cost, operation name)`` of the operation (the name: the request's, else the document's)."""
         key = self.key(op)
         found = self._cache.get(key)
         if found is not None:
             self._cache.move_to_end(key)
             return found
         view = op.document
-        found = (view.depth, self.model.cost(view))
+        found = (view.depth, self.model.cost(view), op.operation_name or view.operation_name)
         self.computed += 1
         self._cache[key] = found
         if len(self._cache) > CACHE_SIZE:
@@ -198,7 +198,7 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
     costs = read_costs(app[keys.COMPOSED_SCHEMA].fragments)
     analysis = Analysis(CostModel(costs, limits))
     app[ANALYSIS] = analysis
-    from plugboard.plugins.protection.metrics import METRICS, operation_name
+    from plugboard.plugins.protection.metrics import METRICS
 
     limiter = app[LIMITER]
     metrics = app.get(METRICS)
@@ -235,9 +235,9 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
 
     async def query_limits(op: Any, call_next: Any) -> Any:
         if limits.max_depth or limits.max_complexity or budget.enabled:
-            depth, cost = analysis.of(op)
+            depth, cost, name = analysis.of(op)
             if metrics is not None:
-                metrics.cost.labels(metrics.operation_label(operation_name(op))).observe(cost)
+                metrics.cost.labels(metrics.operation_label(name)).observe(cost)
             if limits.max_depth and depth > limits.max_depth:
                 raise GraphQLError(
                     f"The query is {depth} levels deep; the limit is {limits.max_depth}",

@@ -104,13 +104,14 @@ def registry(app: web.Application) -> CollectorRegistry | None:
     return metrics.registry if metrics is not None else None
 
 
-def operation_name(op: Any) -> str | None:
-    """The operation's name: the request's ``operationName``, else the document's."""
-    if op.operation_name:
+def operation_name(app: web.Application, op: Any) -> str | None:
+    """The operation's name: the request's ``operationName``, else the document's (from the cost analysis' cache)."""
+    if op.operation_name or op.parsed is None:
         return op.operation_name
-    if op.parsed is None:
-        return None
-    return op.document.operation_name
+    from plugboard.plugins.protection.cost import ANALYSIS
+
+    analysis = app.get(ANALYSIS)
+    return analysis.of(op)[2] if analysis is not None else op.document.operation_name
 
 
 def metrics_step(app: web.Application) -> Any:
@@ -123,7 +124,7 @@ def metrics_step(app: web.Application) -> Any:
             outcome = "error" if isinstance(result, dict) and result.get("errors") else "ok"
             return result
         finally:
-            name = m.operation_label(operation_name(op))
+            name = m.operation_label(operation_name(app, op))
             kind = op.operation_type or "unknown"
             m.operations.labels(name, kind, outcome).inc()
             if kind != "subscription":
