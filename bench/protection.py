@@ -7,7 +7,9 @@ POST JSON, 64 connections; rounds alternate the sides, medians kept):
 - ``off``: books alone;
 - ``memory``: books + protection (request limit, depth and cost step,
   metrics), ``services.ratelimit: memory``, a limit no run reaches;
-- ``redis``: the same on ``services.ratelimit: redis``.
+- ``redis``: the same on ``services.ratelimit: redis``;
+- diagnostics, on request: ``memory-nometrics``, ``memory-nocost``,
+  ``memory-nolimits`` (one part of the plugin off).
 
 Then, in process, the latency of ``store.hit`` alone (p50, p99) on each store.
 
@@ -77,14 +79,23 @@ def settings_for(side: str, redis_url: str | None) -> dict:
     books = {"allow_anonymous_mutations": True}
     if side == "off":
         return {"plugins": ["books"], "server": {"data_dir": "var"}, "books": books}
+    store, _, without = side.partition("-no")
+    protection: dict = {"requests": {"max": 100_000_000, "window_ms": 60_000}}
+    # Diagnostic sides: memory-nometrics, memory-nocost, memory-nolimits (one part off).
+    if without == "metrics":
+        protection["metrics"] = {"enabled": False}
+    elif without == "cost":
+        protection["graphql"] = {"max_complexity": 0, "max_depth": 0}
+    elif without == "limits":
+        protection["requests"] = {"enabled": False}
     data: dict = {
         "plugins": ["books", "protection"],
         "server": {"data_dir": "var"},
         "books": books,
-        "protection": {"requests": {"max": 100_000_000, "window_ms": 60_000}},
-        "services": {"ratelimit": {"provider": side}},
+        "protection": protection,
+        "services": {"ratelimit": {"provider": store}},
     }
-    if side == "redis":
+    if store == "redis":
         data["redis"] = {"url": redis_url}
     return data
 
