@@ -70,7 +70,7 @@ _CACHE = """\
 _PROTECTION = """\
 # Rate limiting and API protection: per-IP / per-user request limits, query
 # complexity and depth limits, API keys.
-# ratelimit:
+# protection:
 #   requests: {window_ms: 900000, max: 100, skip_failed_requests: false}   # or RATE_LIMIT_WINDOW_MS, RATE_LIMIT_MAX, RATE_LIMIT_SKIP_FAILED_REQUESTS
 #   graphql: {max_complexity: 1000, max_depth: 10}
 #   api_keys: false
@@ -140,7 +140,7 @@ FEATURES: Mapping[str, Feature] = {
         ),
         Feature(
             name="protection",
-            plugin="ratelimit",
+            plugin="protection",
             summary="rate limiting, query complexity and depth limits, API keys",
             settings=_PROTECTION,
             env=(("RATE_LIMIT_WINDOW_MS", "900000"), ("RATE_LIMIT_MAX", "100"), ("RATE_LIMIT_SKIP_FAILED_REQUESTS", "true")),

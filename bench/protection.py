@@ -1,0 +1,199 @@
+"""The protection plugin's cost on the books benchmark, and the latency of one limit check.
+
+Sides (each server alone on CPU 0 with uvloop, wrk on CPU 1, Redis on CPU 1;
+the books query ``{ books(first: 20) { id title author { id name } } }``,
+POST JSON, 64 connections; rounds alternate the sides, medians kept):
+
+- ``off``: books alone;
+- ``memory``: books + protection (request limit, depth and cost step,
+  metrics), ``services.ratelimit: memory``, a limit no run reaches;
+- ``redis``: the same on ``services.ratelimit: redis``;
+- diagnostics, on request: ``memory-nometrics``, ``memory-nocost``,
+  ``memory-nolimits`` (one part of the plugin off).
+
+Then, in process, the latency of ``store.hit`` alone (p50, p99) on each store.
+
+    python bench/protection.py [--duration 10] [--rounds 3] [--connections 64] [--checks 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# bench/email.py would shadow the standard library's email package (urllib
+# and aiohttp import it): import the real one first, then put this folder
+# back for the sibling helpers.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import email.message  # noqa: E402,F401
+import urllib.request  # noqa: E402,F401
+
+sys.path.insert(0, str(HERE))
+
+from http_books import PYTHON, QUERY, free_port, post, stop, wait_ready, wrk  # noqa: E402
+
+_LOGS: list = []
+
+
+def start(cmd: list[str], cpu: str, env: dict | None = None) -> subprocess.Popen:
+    # Server output to a file, not http_books' undrained pipe: aiohttp logs a
+    # traceback for each request wrk cuts off at the end of a run, and once
+    # the pipe's 64 KB are full the server blocks writing (0 req/s).
+    log = tempfile.TemporaryFile()
+    _LOGS.append(log)
+    return subprocess.Popen(["taskset", "-c", cpu, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
+def scripts(root: Path) -> dict[str, Path]:
+    fixed = root / "fixed.lua"
+    fixed.write_text(
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = {json.dumps(json.dumps({'query': QUERY}))}\n"
+    )
+    return {"fixed": fixed}
+
+
+def versions() -> str:
+    from importlib.metadata import version
+
+    parts = [f"Python {sys.version.split()[0]}"]
+    for dist in ("aiohttp", "tartiflette", "redis", "uvloop", "limits"):
+        parts.append(f"{dist} {version(dist)}")
+    return ", ".join(parts)
+
+TARGETS = {"memory": 0.95, "redis": 0.85}
+
+
+def settings_for(side: str, redis_url: str | None) -> dict:
+    # The seeding mutations run anonymously.
+    books = {"allow_anonymous_mutations": True}
+    if side == "off":
+        return {"plugins": ["books"], "server": {"data_dir": "var"}, "books": books}
+    store, _, without = side.partition("-no")
+    protection: dict = {"requests": {"max": 100_000_000, "window_ms": 60_000}}
+    # Diagnostic sides: memory-nometrics, memory-nocost, memory-nolimits (one part off).
+    if without == "metrics":
+        protection["metrics"] = {"enabled": False}
+    elif without == "cost":
+        protection["graphql"] = {"max_complexity": 0, "max_depth": 0}
+    elif without == "limits":
+        protection["requests"] = {"enabled": False}
+    data: dict = {
+        "plugins": ["books", "protection"],
+        "server": {"data_dir": "var"},
+        "books": books,
+        "protection": protection,
+        "services": {"ratelimit": {"provider": store}},
+    }
+    if store == "redis":
+        data["redis"] = {"url": redis_url}
+    return data
+
+
+async def check_latency(redis_url: str, checks: int) -> dict[str, tuple[float, float]]:
+    from plugboard import keys
+    from plugboard.core_config import CoreConfig
+    from plugboard.plugins.protection.providers.memory import MemoryRateLimitStore
+    from plugboard.plugins.protection.providers.redis import RedisRateLimitConfig, RedisRateLimitStore
+    from plugboard.providers.redis import RedisConfig
+    import attrs
+
+    out = {}
+    stores = {
+        "memory": MemoryRateLimitStore(),
+        "redis": RedisRateLimitStore(RedisRateLimitConfig(), {keys.CORE_CONFIG: attrs.evolve(CoreConfig(), redis=RedisConfig(url=redis_url))}),
+    }
+    for name, store in stores.items():
+        await store.start()
+        samples = []
+        for i in range(checks):
+            t = time.perf_counter()
+            await store.hit(f"ip:10.0.{i % 50}.1", limit=1_000_000, window=60)
+            samples.append((time.perf_counter() - t) * 1e6)
+        await store.close()
+        samples.sort()
+        out[name] = (samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--checks", type=int, default=5000)
+    parser.add_argument("--sides", default="off,memory,redis")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("wrk is needed: apt-get install wrk")
+    from plugboard.testing_servers import RedisServer
+
+    sides = args.sides.split(",")
+    root = Path(tempfile.mkdtemp(prefix="plugboard-bench-protection-"))
+    lua = scripts(root)
+    env = dict(os.environ, PLUGBOARD_LOG_LEVEL="WARNING")
+    env.pop("REDIS_URL", None)
+    redis_server = RedisServer().start()
+    subprocess.run(["taskset", "-p", "-c", "1", str(redis_server.process.pid)], check=True, capture_output=True)
+    results: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
+    try:
+        (root / "settings.yaml").write_text(json.dumps(settings_for("off", None)))
+        port = free_port()
+        seed = start([PYTHON, "-m", "plugboard.cli", "serve", "--root", str(root), "--port", str(port)], "0", env)
+        wait_ready(f"http://127.0.0.1:{port}/readyz")
+        for i in range(100):
+            post(
+                f"http://127.0.0.1:{port}/graphql",
+                "mutation($t: String!, $a: String!) { createBook(input: {title: $t, authorName: $a, publishedYear: 1990}) { id } }",
+                {"t": f"Book {i}", "a": f"Author {i % 17}"},
+            )
+        stop(seed)
+        for _ in range(args.rounds):
+            for side in sides:
+                port = free_port()
+                (root / "settings.yaml").write_text(json.dumps(settings_for(side, redis_server.url)))
+                proc = start([PYTHON, "-m", "plugboard.cli", "serve", "--root", str(root), "--port", str(port)], "0", env)
+                try:
+                    wait_ready(f"http://127.0.0.1:{port}/readyz")
+                    url = f"http://127.0.0.1:{port}/graphql"
+                    check = post(url, QUERY)
+                    assert len(check["data"]["books"]) == 20, check
+                    wrk(url, 2, args.connections, lua["fixed"])  # warm-up
+                    results[side].append(wrk(url, args.duration, args.connections, lua["fixed"]))
+                finally:
+                    stop(proc)
+        latency = asyncio.run(check_latency(redis_server.url, args.checks))
+    finally:
+        redis_server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+    medians = {side: (statistics.median(r for r, _ in rs), statistics.median(p for _, p in rs)) for side, rs in results.items()}
+    print(versions())
+    print("| side | req/s (median) | p99 ms (median) | rounds |")
+    print("|---|---|---|---|")
+    for side, (rps, p99) in medians.items():
+        print(f"| {side} | {rps:.0f} | {p99:.1f} | {args.rounds} x {args.duration}s |")
+    print()
+    for side, target in TARGETS.items():
+        if side in medians and "off" in medians:
+            print(f"{side}/off: {medians[side][0] / medians['off'][0]:.2f} (target >= {target})")
+    print()
+    print("| store | limit check p50 us | p99 us | checks |")
+    print("|---|---|---|---|")
+    for name, (p50, p99) in latency.items():
+        print(f"| {name} | {p50:.0f} | {p99:.0f} | {args.checks} |")
+    print("raw:", json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()

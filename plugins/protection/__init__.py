@@ -1,0 +1,178 @@
+"""Protection: rate limits on every transport, query depth and cost, and the ratelimit stores.
+
+The seed's "Rate Limiting & API Protection". The hook implementations are thin:
+
+- ``memory`` and ``redis`` providers of the core's ``ratelimit`` kind
+  (:mod:`.providers`, on the ``limits`` library), selected in ``services.ratelimit``;
+- the request policy (``protection.requests``), an aiohttp middleware
+  (:mod:`.limiter`) that covers HTTP, WebSocket upgrades and SSE streams, with
+  ``RateLimit-Policy``/``RateLimit`` headers and 429 + ``Retry-After``;
+- depth and cost limits (``protection.graphql``) and cost budgets
+  (``protection.budget``), an operation step (:mod:`.cost`) on the core's
+  document view;
+- API keys (``protection.api_keys``): records-store table, GraphQL
+  management (:mod:`.graphql`), the ``plugboard apikey`` command
+  (:mod:`.commands`), and the identity they give requests (:func:`plugboard_context`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from plugboard import hookimpl, keys
+from plugboard.errors import ConfigError, ConfigProblem
+from plugboard.graphql.context import is_admin
+from plugboard.plugins.protection.apikeys import ApiKeys, presented_key
+from plugboard.plugins.protection.appkeys import API_KEYS, JWT
+from plugboard.plugins.protection.jwtauth import JWTVerifier
+from plugboard.plugins.protection.config import ProtectionConfig
+from plugboard.plugins.protection.metrics import METRICS, Metrics, metrics_handler, metrics_step
+from plugboard.plugins.protection.limiter import LIMITER, RequestLimiter, middleware, on_response_prepare
+from plugboard.plugins.protection.providers.memory import MemoryRateLimitConfig
+from plugboard.plugins.protection.providers.redis import RedisRateLimitConfig
+from plugboard.providers.registry import ProviderSpec
+
+
+@hookimpl
+def plugboard_config_class() -> type:
+    return ProtectionConfig
+
+
+@hookimpl
+def plugboard_schema(config: ProtectionConfig) -> list[Path]:
+    schemas = [Path(__file__).with_name("schema.graphql")]
+    if config.api_keys:
+        schemas.append(Path(__file__).with_name("apikeys.graphql"))
+    return schemas
+
+
+@hookimpl
+def plugboard_resolvers(config: ProtectionConfig) -> dict[str, Any]:
+    if not config.api_keys:
+        return {}
+    from plugboard.plugins.protection.graphql import RESOLVERS
+
+    return dict(RESOLVERS)
+
+
+@hookimpl
+def plugboard_tables(metadata: Any, config: ProtectionConfig) -> None:
+    # Defined even with api_keys off, so turning them on later finds the table's shape unchanged.
+    from plugboard.plugins.protection.apikeys import define_tables
+
+    define_tables(metadata)
+
+
+@hookimpl
+def plugboard_commands() -> list[Any]:
+    from plugboard.plugins.protection.commands import commands
+
+    return commands()
+
+
+@hookimpl
+async def plugboard_context(context: Any, request: web.Request, connection_params: Any) -> None:
+    keys_ = context.app.get(API_KEYS)
+    secret = presented_key(request.headers, connection_params) if keys_ is not None else None
+    if secret is None:
+        verifier = context.app.get(JWT)
+        if verifier is not None:
+            await _jwt_identity(context, verifier, request, connection_params)
+        return
+    key = await keys_.authenticate(secret)
+    context.api_key = key
+    context.identity = {"id": key.owner or f"apikey:{key.id}", "apiKey": key.id}
+    context.scopes = key.scopes
+    if "admin" in key.scopes:
+        context.roles = tuple({*context.roles, "admin"})
+    if key.expires_at is not None:
+        expires = key.expires_at.timestamp()
+        if context.identity_expires_at is None or expires < context.identity_expires_at:
+            context.identity_expires_at = expires
+
+
+async def _jwt_identity(context: Any, verifier: JWTVerifier, request: web.Request, connection_params: Any) -> None:
+    auth = request.headers.get("Authorization", "")
+    if connection_params and isinstance(connection_params.get("authorization"), str):
+        auth = connection_params["authorization"]
+    if auth[:7].lower() != "bearer " or is_admin(context):
+        return
+    claims = await verifier.verify(auth[7:].strip())
+    context.identity = {"id": str(claims["sub"]), "claims": claims}
+    context.roles = verifier.roles(claims)
+    context.identity_expires_at = float(claims["exp"])
+
+
+@hookimpl
+def plugboard_providers() -> list[ProviderSpec]:
+    return [
+        ProviderSpec(
+            kind="ratelimit",
+            name="memory",
+            factory="plugboard.plugins.protection.providers.memory:MemoryRateLimitStore",
+            config=MemoryRateLimitConfig,
+            description="moving-window counters in this process (limits' MemoryStorage)",
+        ),
+        ProviderSpec(
+            kind="ratelimit",
+            name="redis",
+            factory="plugboard.plugins.protection.providers.redis:RedisRateLimitStore",
+            config=RedisRateLimitConfig,
+            description="moving-window counters in the shared Redis (redis.url), atomic across instances",
+            requires="limits",
+        ),
+    ]
+
+
+@hookimpl
+def plugboard_configure(app: web.Application, config: ProtectionConfig) -> None:
+    if config.jwt.enabled and not (config.jwt.secret or config.jwt.jwks_url):
+        settings = app[keys.SETTINGS]
+        raise ConfigError(
+            [ConfigProblem("protection.jwt", "...", "jwt.enabled needs a secret (HS256) or a jwks_url (RS256/ES256)", settings.source("protection.jwt.enabled"))]
+        )
+    app[LIMITER] = RequestLimiter(app, config)
+    if config.metrics.enabled:
+        app[METRICS] = Metrics(app)
+    if config.jwt.enabled:
+        app[JWT] = JWTVerifier(config.jwt)
+    app.on_response_prepare.append(on_response_prepare)
+
+
+@hookimpl
+async def plugboard_lifespan(app: web.Application, config: ProtectionConfig):
+    limiter = app[LIMITER]
+    if config.api_keys:
+        app[API_KEYS] = ApiKeys(app[keys.RECORDS], app[keys.METADATA])
+    # The counters are the core's ratelimit service: without services.ratelimit,
+    # the core's default is this plugin's memory provider (limits per instance).
+    limiter._store = app[keys.SERVICES].get("ratelimit")
+    yield
+
+
+@hookimpl
+def plugboard_middleware(app: web.Application, config: ProtectionConfig) -> list[Any]:
+    if not config.requests.enabled:
+        return []
+    return [middleware(app[LIMITER])]
+
+
+@hookimpl
+def plugboard_operation_steps(app: web.Application, config: ProtectionConfig) -> list[Any]:
+    from plugboard.plugins.protection.cost import operation_steps
+
+    steps = operation_steps(app, config)
+    if config.metrics.enabled:
+        # Outermost: refusals by the limits are counted too.
+        steps.insert(0, metrics_step(app))
+    return steps
+
+
+@hookimpl
+def plugboard_routes(app: web.Application, config: ProtectionConfig) -> list[Any]:
+    if not config.metrics.enabled:
+        return []
+    return [web.get(config.metrics.path, metrics_handler)]

@@ -1,0 +1,107 @@
+"""``protection:`` settings — the seed's RateLimitConfig, plus what a server needs around it.
+
+The counters live in the ``ratelimit`` service (``services.ratelimit``:
+``memory`` or ``redis``), selected once in the core's ``services:`` section;
+this section says what to limit::
+
+    protection:
+      requests: {window_ms: 900000, max: 100, skip_failed_requests: false}  # per client (key > user > IP)
+      graphql: {max_complexity: 1000, max_depth: 12}
+      budget: {enabled: false, window_ms: 3600000, max: 100000}   # cost units per client per window
+      api_keys: true
+      fail_closed: false          # store down: admit (logged) or refuse with 503
+
+Environment: ``RATE_LIMIT_WINDOW_MS``, ``RATE_LIMIT_MAX``,
+``RATE_LIMIT_SKIP_FAILED_REQUESTS`` (aliases in settings.yaml).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import attrs
+
+from plugboard import validators
+from plugboard.plugins.protection.jwtauth import JWTConfig
+
+
+def _networks(instance: object, attribute: attrs.Attribute, value: list[str]) -> None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
+
+
+@attrs.define(frozen=True, kw_only=True)
+class RequestLimits:
+    """``protection.requests``: the default policy, per client, on every transport."""
+
+    enabled: bool = True
+    #: The window in milliseconds (the seed's ``windowMs``); counted in whole seconds.
+    window_ms: int = attrs.field(default=15 * 60 * 1000, validator=validators.positive)
+    #: Requests per window per client (the seed's ``max``).
+    max: int = attrs.field(default=1000, validator=validators.positive)
+    #: Responses with status >= 400 are given back (the seed's ``skipFailedRequests``).
+    skip_failed_requests: bool = False
+    #: Paths never limited (health checks).
+    exempt_paths: list[str] = attrs.field(factory=lambda: ["/healthz", "/readyz", "/metrics"])
+
+    @property
+    def window(self) -> float:
+        return self.window_ms / 1000.0
+
+
+@attrs.define(frozen=True, kw_only=True)
+class GraphQLLimits:
+    """``protection.graphql``: cost and depth of one operation (0 turns a check off)."""
+
+    max_complexity: int = attrs.field(default=1000, validator=validators.non_negative)
+    max_depth: int = attrs.field(default=12, validator=validators.non_negative)
+    #: The multiplier of a list field without a ``first``/``last``/``limit`` argument.
+    default_list_size: int = attrs.field(default=10, validator=validators.positive)
+    object_cost: int = attrs.field(default=1, validator=validators.non_negative)
+    scalar_cost: int = attrs.field(default=0, validator=validators.non_negative)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class CostBudget:
+    """``protection.budget``: each client (user, else IP) spends its operations' cost from a window's budget."""
+
+    enabled: bool = False
+    window_ms: int = attrs.field(default=60 * 60 * 1000, validator=validators.positive)
+    #: Cost units per window per client.
+    max: int = attrs.field(default=100_000, validator=validators.positive)
+
+    @property
+    def window(self) -> float:
+        return self.window_ms / 1000.0
+
+
+@attrs.define(frozen=True, kw_only=True)
+class MetricsOptions:
+    """``protection.metrics``: Prometheus ``/metrics``."""
+
+    enabled: bool = True
+    path: str = attrs.field(default="/metrics", validator=validators.url_path)
+    #: False: only ``Authorization: Bearer <server.admin_token>`` may read it.
+    public: bool = False
+
+
+@attrs.define(frozen=True, kw_only=True)
+class ProtectionConfig:
+    """``protection:`` — request rate limits, query cost and depth."""
+
+    requests: RequestLimits = attrs.field(factory=RequestLimits)
+    graphql: GraphQLLimits = attrs.field(factory=GraphQLLimits)
+    budget: CostBudget = attrs.field(factory=CostBudget)
+    metrics: MetricsOptions = attrs.field(factory=MetricsOptions)
+    #: Bearer JWTs as identity (PyJWT): HS256 ``secret`` or RS256/ES256 from ``jwks_url``.
+    jwt: JWTConfig = attrs.field(factory=JWTConfig)
+    #: The seed's ``apiKeys`` switch: API keys accepted (``X-API-Key`` or a ``pbk_`` bearer) and managed.
+    api_keys: bool = False
+    #: Proxies whose ``X-Forwarded-For`` is believed (addresses or CIDRs); empty: the
+    #: core's ``server.trust_proxy_headers`` decides, trusting the last hop only.
+    trusted_proxies: list[str] = attrs.field(factory=list, validator=_networks)
+    #: When the ratelimit store fails: False admits the request (logged), True refuses with 503.
+    fail_closed: bool = False

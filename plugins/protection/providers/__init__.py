@@ -1,0 +1,1 @@
+"""The ``memory`` and ``redis`` providers of the core's ``ratelimit`` kind, on the ``limits`` library."""

@@ -1,0 +1,118 @@
+"""API keys: GraphQL management, the identity they give, bad keys (malformed, unknown, revoked, expired), the CLI, revocation across two servers."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import aiohttp
+import sqlalchemy as sa
+
+from plugboard.plugins.protection.apikeys import TABLE, hash_key
+from plugboard.plugins.protection.appkeys import API_KEYS
+
+ADMIN = {"Authorization": "Bearer admin-secret"}
+GQL = {"Accept": "application/graphql-response+json"}
+BOOKS = "{ books(first: 1) { title } }"
+CREATE = "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret key { id prefix name scopes owner revokedAt } } }"
+
+
+def settings(**extra):
+    return {"plugins": ["books", "protection"], "server": {"admin_token": "admin-secret"}, "protection": {"api_keys": True, **extra}}
+
+
+async def test_create_use_list_revoke(plugboard_client):
+    client = await plugboard_client(settings())
+    created = (await client.gql(CREATE, {"i": {"name": "ci", "owner": "alice", "scopes": ["read", "jobs:admin"]}}, headers=ADMIN))["data"]["createApiKey"]
+    secret, key = created["secret"], created["key"]
+    assert secret.startswith(key["prefix"] + "_") and len(secret) == len("pbk_12345678_") + 43
+    assert key["scopes"] == ["read", "jobs:admin"] and key["owner"] == "alice"
+    # Stored hashed: the secret is nowhere in the table.
+    async with client.app[API_KEYS].records.connect() as conn:
+        row = (await conn.execute(sa.select(client.app[API_KEYS].table))).one()
+    assert row.hash == hash_key(secret) and secret not in repr(tuple(row))
+    # Accepted as X-API-Key and as a pbk_ bearer.
+    await client.gql_data(BOOKS, headers={"X-API-Key": secret})
+    await client.gql_data(BOOKS, headers={"Authorization": f"Bearer {secret}"})
+    listed = (await client.gql("{ apiKeys { id prefix lastUsedAt } }", headers=ADMIN))["data"]["apiKeys"]
+    assert [k["id"] for k in listed] == [key["id"]] and listed[0]["lastUsedAt"] is not None
+    assert "secret" not in str(listed)
+    # A read-scoped key is no admin.
+    result = await client.gql("{ apiKeys { id } }", headers={"X-API-Key": secret})
+    assert result["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert (await client.gql("mutation($id: ID!) { revokeApiKey(id: $id) }", {"id": key["id"]}, headers=ADMIN))["data"]["revokeApiKey"] is True
+    result = await client.gql(BOOKS, headers={"X-API-Key": secret, **GQL}, status=401)
+    assert result["errors"][0]["message"] == "this API key was revoked"
+    assert (await client.gql("mutation($id: ID!) { revokeApiKey(id: $id) }", {"id": key["id"]}, headers=ADMIN))["data"]["revokeApiKey"] is False
+
+
+async def test_bad_keys_are_refused(plugboard_client):
+    client = await plugboard_client(settings())
+    for bad, message in (
+        ("nonsense", "malformed API key"),
+        ("pbk_zzzzzzzz_" + "a" * 43, "malformed API key"),
+        ("pbk_12345678_" + "a" * 43, "unknown API key"),
+    ):
+        result = await client.gql(BOOKS, headers={"X-API-Key": bad, **GQL}, status=401)
+        assert result["errors"][0] == {"message": message, "extensions": {"code": "UNAUTHENTICATED"}}
+    keys = client.app[API_KEYS]
+    key, secret = await keys.create(name="old", expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=1))
+    async with keys.records.begin() as conn:
+        await conn.execute(keys.table.update().where(keys.table.c.id == key.id).values(expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)))
+    result = await client.gql(BOOKS, headers={"X-API-Key": secret, **GQL}, status=401)
+    assert result["errors"][0]["message"] == "this API key has expired"
+    # Bad input to createApiKey.
+    result = await client.gql(CREATE, {"i": {"name": "x", "scopes": ["Not A Scope"]}}, headers=ADMIN)
+    assert result["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    result = await client.gql(CREATE, {"i": {"name": "x", "expiresAt": "2001-01-01T00:00:00"}}, headers=ADMIN)
+    assert "in the past" in result["errors"][0]["message"]
+    result = await client.gql(CREATE, {"i": {"name": "x"}})
+    assert result["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+async def test_an_admin_scoped_key_manages_keys_and_budgets_count_per_key(plugboard_client):
+    client = await plugboard_client(settings(budget={"enabled": True, "max": 100, "window_ms": 60000}))
+    _, admin = await client.app[API_KEYS].create(name="ops", scopes=["admin"])
+    _, other = await client.app[API_KEYS].create(name="other", scopes=["read"])
+    await client.gql_data("{ apiKeys { id } }", headers={"X-API-Key": admin})
+    async with client.post("/graphql", json={"query": "{ books(first: 10) { author { name } } }"}, headers={"X-API-Key": other}) as resp:
+        assert '"cost";r=80;' in resp.headers["RateLimit"]
+    async with client.post("/graphql", json={"query": "{ books(first: 10) { author { name } } }"}, headers={"X-API-Key": admin}) as resp:
+        # The same IP, another key: its own budget (apiKeys above cost it 10: a list of 10 objects by default).
+        assert '"cost";r=70;' in resp.headers["RateLimit"]
+
+
+def test_the_apikey_command(tmp_path, capsys):
+    from plugboard.cli import main
+    from plugboard.testing_process import write_project
+
+    project = write_project(tmp_path / "proj", settings())
+    assert main(["apikey", "--root", str(project), "create", "--name", "ci", "--scope", "read", "--scope", "write"]) == 0
+    out = capsys.readouterr().out
+    key_id = out.split("id:")[1].split()[0]
+    assert "pbk_" in out and "shown this once" in out
+    assert main(["apikey", "--root", str(project), "list"]) == 0
+    listed = capsys.readouterr().out
+    assert key_id in listed and "active" in listed and "read,write" in listed
+    assert main(["apikey", "--root", str(project), "revoke", key_id]) == 0
+    assert main(["apikey", "--root", str(project), "list"]) == 0
+    assert "revoked" in capsys.readouterr().out
+    assert main(["apikey", "--root", str(project), "revoke", key_id]) == 1
+    assert main(["apikey", "--root", str(project), "create", "--name", "bad", "--scope", "NOPE"]) == 2
+
+
+async def test_revoked_through_one_server_refused_by_the_other(plugboard_serve, tmp_path):
+    from plugboard.testing_process import write_project
+
+    project = write_project(tmp_path / "shared", settings())
+    a = plugboard_serve(project)
+    b = plugboard_serve(project)
+    async with aiohttp.ClientSession() as http:
+        async with http.post(a.url + "/graphql", json={"query": CREATE, "variables": {"i": {"name": "ci"}}}, headers=ADMIN) as resp:
+            created = (await resp.json())["data"]["createApiKey"]
+        for server in (a, b):
+            async with http.post(server.url + "/graphql", json={"query": BOOKS}, headers={"X-API-Key": created["secret"]}) as resp:
+                assert resp.status == 200, await resp.text()
+        async with http.post(a.url + "/graphql", json={"query": "mutation($id: ID!) { revokeApiKey(id: $id) }", "variables": {"id": created["key"]["id"]}}, headers=ADMIN) as resp:
+            assert (await resp.json())["data"]["revokeApiKey"] is True
+        async with http.post(b.url + "/graphql", json={"query": BOOKS}, headers={"X-API-Key": created["secret"], **GQL}) as resp:
+            assert resp.status == 401
