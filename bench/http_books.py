@@ -66,7 +66,8 @@ def post(url: str, query: str, variables: dict | None = None, headers: dict | No
 
 
 def start(cmd: list[str], cpu: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(["taskset", "-c", cpu, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # The server's log goes to a file: a pipe nobody reads fills and stalls the server.
+    return subprocess.Popen(["taskset", "-c", cpu, *cmd], env=env, stdout=subprocess.DEVNULL, stderr=tempfile.TemporaryFile())
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--plugins", help="comma-separated plugins to enable (default: every built-in plus books)")
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -106,9 +108,16 @@ def main() -> None:
     print("wrk:", subprocess.run(["wrk", "--version"], capture_output=True, text=True, check=False).stdout.splitlines()[0:1], flush=True)
 
     root = Path(tempfile.mkdtemp(prefix="plugboard-bench-"))
-    plugins = all_plugins()
+    plugins = args.plugins.split(",") if args.plugins else all_plugins()
     # books' mutations need an identity or the operator's token (seeding only).
     settings = {"plugins": plugins, "server": {"data_dir": "var", "admin_token": "bench-operator"}}
+    # Uncached execution against uncached Tartiflette, and one client address
+    # sending 64 connections' worth: the response cache and the request limits
+    # are measured by bench/cache.py and bench/protection.py instead.
+    if "cache" in plugins:
+        settings["cache"] = {"queryCache": {"enabled": False}}
+    if "protection" in plugins:
+        settings["protection"] = {"requests": {"enabled": False}}
     (root / "settings.yaml").write_text(json.dumps(settings))
     script = root / "post_books.lua"
     script.write_text(
