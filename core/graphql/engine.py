@@ -14,7 +14,6 @@ import functools
 import inspect
 import logging
 import uuid
-from collections import OrderedDict
 from typing import Any, AsyncIterator, Callable, Mapping
 
 import attrs
@@ -31,6 +30,7 @@ from tartiflette.schema.registry import SchemaRegistry
 from tartiflette.types.exceptions.tartiflette import TartifletteError
 
 from plugboard.errors import SchemaError
+from plugboard.graphql.document_cache import DocumentCache
 from plugboard.graphql.document import MISSING, DirectiveTemplate, DocumentView, FieldTemplate, FragmentBody
 from plugboard.graphql.document import FragmentTemplate, Node, OperationTemplate, TypeRef, Var, tokenize
 from plugboard.graphql import introspection
@@ -253,45 +253,6 @@ class ParsedDocument:
 
 _BYTES_PER_TOKEN = 400
 _REQUEST_ERROR: Any = object()
-
-
-class DocumentCache:
-    """An LRU of parsed documents bounded by entry count and by estimated bytes.
-
-    Only documents that parsed and validated are kept: a failed one costs its
-    sender a parse every time, and cannot fill the memory of the server.
-    """
-
-    def __init__(self, max_entries: int, max_bytes: int) -> None:
-        self.max_entries = max_entries
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: OrderedDict[str, ParsedDocument] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, source: str) -> ParsedDocument | None:
-        parsed = self._entries.get(source)
-        if parsed is not None:
-            self._entries.move_to_end(source)
-        return parsed
-
-    def put(self, source: str, parsed: ParsedDocument) -> None:
-        if parsed.errors or source in self._entries:
-            return
-        weight = parsed.weight
-        if weight > self.max_bytes:
-            return
-        self._entries[source] = parsed
-        self.bytes += weight
-        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
-            _, old = self._entries.popitem(last=False)
-            self.bytes -= old.weight
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self.bytes = 0
 
 
 class _TemplateBuilder:

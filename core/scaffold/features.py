@@ -157,7 +157,7 @@ FEATURES: Mapping[str, Feature] = {
 
 
 class UnknownFeature(ValueError):
-    pass
+    """``init --features`` named a feature that does not exist; the message lists the known ones."""
 
 
 def parse_features(text: str) -> list[Feature]:

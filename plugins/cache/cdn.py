@@ -10,6 +10,7 @@ dropped: the mutation that caused it has long returned.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import time
@@ -32,7 +33,7 @@ class PurgeFailed(Exception):
         self.retry = retry
 
 
-class Purger:
+class Purger(abc.ABC):
     """Batches tags and sends them with retries; subclasses send one batch."""
 
     name = "cdn"
@@ -105,8 +106,9 @@ class Purger:
                 await asyncio.sleep(delay)
                 delay *= 2
 
+    @abc.abstractmethod
     async def send(self, tags: list[str]) -> None:
-        raise NotImplementedError
+        """Purge ``tags`` at the CDN once; raise :class:`PurgeFailed` to be retried."""
 
 
 class CloudflarePurger(Purger):

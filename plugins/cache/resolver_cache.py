@@ -23,6 +23,8 @@ function runs uncached.
 
 from __future__ import annotations
 
+import contextlib
+
 import datetime as dt
 import functools
 import hashlib
@@ -75,14 +77,13 @@ def cached(
             if raw is not None:
                 try:
                     return loads(raw)
-                except ValueError:
-                    pass
+                except ValueError:  # an entry not written by us (or truncated): a miss, overwritten below
+                    raw = None
             value = await fn(*args, **kwargs)
             entry_tags = check_tags(tags(value, *args, **kwargs)) if static_tags is None else static_tags
-            try:
+            # An outage: the value is still returned, only not stored.
+            with contextlib.suppress(ProviderError):
                 await cache.set(entry_key, dumps(value), ttl=runtime.config.redis.ttl if ttl is None else ttl, tags=entry_tags)
-            except ProviderError:
-                pass
             return value
 
         return wrapper  # type: ignore[return-value]

@@ -57,8 +57,10 @@ class CacheRuntime:
             self._listener.cancel()
             try:
                 await self._listener
-            except (asyncio.CancelledError, Exception):
-                pass
+            except asyncio.CancelledError:
+                pass  # the cancellation asked for above
+            except Exception:  # noqa: BLE001 - shutting down: report, never raise
+                logger.exception("cache: the invalidation listener had failed")
 
     async def invalidate(self, tags: Iterable[str], *, strict: bool = False) -> int:
         """Remove every entry carrying one of ``tags``, on every instance, and purge the CDN.

@@ -19,7 +19,7 @@ TAG = re.compile(r"^[A-Za-z0-9_:.\-/]{1,128}$")
 
 
 class BadTag(ValueError):
-    pass
+    """A tag with characters a CDN refuses, or longer than 128."""
 
 
 def check_tags(tags: Iterable[Any]) -> list[str]:

@@ -51,7 +51,7 @@ class Rendered:
 
 
 class _Deadline(Exception):
-    pass
+    """Raised by the render tracer when a template runs past ``render_timeout``."""
 
 
 class _Sandbox(SandboxedEnvironment):

@@ -146,13 +146,13 @@ class MemoryCache:
         return self._lru.bytes
 
     async def start(self) -> None:
-        pass
+        """Nothing to connect: the store is this process's memory."""
 
     async def close(self) -> None:
         self._lru.clear()
 
     async def check(self) -> None:
-        pass
+        """Always ready: there is no backend that could stop answering."""
 
     async def get(self, key: str) -> bytes | None:
         return self._lru.get(key)
