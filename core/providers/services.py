@@ -80,10 +80,7 @@ def declare_services(
         if not isinstance(services, Mapping):
             problems.append(ConfigProblem(prefix, services, "expected a mapping such as {provider: NAME}", source_of(prefix)))
             continue
-        if "provider" in services:
-            entries = {"default": (prefix, services)}
-        else:
-            entries = {name: (f"{prefix}.{name}", value) for name, value in services.items()}
+        entries = _entries(prefix, services, source_of, problems)
         default = KINDS[kind].default
         if default in registry.names(kind) and "default" not in entries:
             entries["default"] = (f"{prefix}.default", {"provider": default})
@@ -92,6 +89,37 @@ def declare_services(
             if decl is not None:
                 decls.append(decl)
     return decls, problems
+
+
+def _entries(
+    prefix: str, services: Mapping[str, Any], source_of: Callable[[str], str], problems: list[ConfigProblem]
+) -> dict[str, tuple[str, Any]]:
+    """One kind's services by name, each with its settings key.
+
+    The shorthand (``mailer: {provider: smtp, host: h}``) is the ``default`` service. Both
+    forms can meet in one section when layers write differently: settings.yaml has
+    ``storage: {default: {provider: s3}}`` and an environment alias sets
+    ``services.storage.bucket``, or the reverse. The shorthand's options then join
+    ``default``; an option set in both forms is refused rather than guessed.
+    """
+    if "provider" in services:
+        shorthand = {k: v for k, v in services.items() if k != "default"}
+        long_form = services.get("default")
+    else:
+        shorthand = {k: v for k, v in services.items() if not isinstance(v, Mapping)}
+        long_form = services.get("default") if shorthand else None
+    if not isinstance(long_form, Mapping):
+        if "provider" in services:
+            return {"default": (prefix, services)}
+        return {name: (f"{prefix}.{name}", value) for name, value in services.items()}
+    for option in sorted(shorthand.keys() & long_form.keys()):
+        key = f"{prefix}.{option}"
+        problems.append(
+            ConfigProblem(key, "...", f"also set as {prefix}.default.{option}; set it in one form", source_of(key))
+        )
+    entries = {name: (f"{prefix}.{name}", value) for name, value in services.items() if isinstance(value, Mapping) and name not in shorthand}
+    entries["default"] = (f"{prefix}.default", {**long_form, **shorthand})
+    return entries
 
 
 def _declare(

@@ -107,6 +107,23 @@ async def test_named_services_and_the_shorthand(make_app, aiohttp_client, tmp_pa
         services.get("cache")
 
 
+def test_the_two_forms_meet_when_layers_write_them_differently(make_app, tmp_path):
+    # settings.yaml in the long form, an environment alias in the shorthand...
+    app = make_app({"services": {"storage": {"default": {"provider": "local"}, "exports": {"provider": "local"}, "base_url": "https://cdn.example.com"}}})
+    services = app[keys.SERVICES]
+    assert services.names("storage") == ["default", "exports"]
+    assert services.require("storage", "default", key="k", source="s").config.base_url == "https://cdn.example.com"
+    # ...and the reverse.
+    app = make_app({"services": {"mailer": {"provider": "outbox", "default": {"dir": "mail"}}}})
+    assert str(app[keys.SERVICES].require("mailer", "default", key="k", source="s").config.dir).endswith("mail")
+    # An option set in both forms is refused, naming both keys, without its value.
+    with pytest.raises(ConfigError) as info:
+        make_app({"services": {"mailer": {"provider": "smtp", "password": "hunter2", "default": {"password": "swordfish"}}}})
+    text = str(info.value)
+    assert "services.mailer.password = '...'" in text and "also set as services.mailer.default.password" in text
+    assert "hunter2" not in text and "swordfish" not in text
+
+
 @pytest.mark.parametrize("kind", SERVICE_KINDS)
 def test_an_unknown_provider_is_a_settings_error_for_every_kind(make_app, kind):
     with pytest.raises(ConfigError) as info:
