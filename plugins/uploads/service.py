@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import tempfile
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -254,34 +255,24 @@ class UploadService:
         return web.Response(status=200)
 
     async def complete(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Verify a direct upload's object against what was prepared; the ready record, or an error (and nothing left)."""
+        """Verify a direct upload's object against what was prepared; the ready record, or an error (and nothing left).
+
+        The store's own enforcement (signed Content-Length and Content-Type,
+        which S3 and GCS check and their emulators do not) is not relied on:
+        the size comes from a HEAD, the type from a ranged GET of the first
+        bytes, and an image is decoded with Pillow, cheapest first, so an
+        oversize or spoofed object is refused (and deleted) without being
+        downloaded.
+        """
         if row["expires_at"] is not None and _aware(row["expires_at"]) < dt.datetime.now(dt.timezone.utc):
             await self._forget(row["id"], row["key"])
             raise validation.UploadRefused("this direct upload has expired; prepare it again", "UPLOAD_EXPIRED")
-        storage = self.storage
         try:
-            stored = await storage.stat(row["key"])
+            stored = await self.storage.stat(row["key"])
         except FileNotFoundError:
             raise validation.UploadRefused("nothing was uploaded yet for this file", "UPLOAD_INCOMPLETE") from None
         try:
-            if stored.size != row["size"]:
-                raise validation.UploadRefused(
-                    f"the uploaded object has {stored.size} bytes, not the {row['size']} prepared", "FILE_SIZE_MISMATCH"
-                )
-            import tempfile
-
-            with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as file:
-                async for chunk in storage.open(row["key"]):
-                    await asyncio.to_thread(file.write, chunk)
-                head = validation.read_head(file)
-                sniffed = validation.sniff(head, row["mimetype"])
-                if sniffed != row["mimetype"]:
-                    raise validation.UploadRefused(
-                        f"the uploaded object's content is {sniffed}, not the prepared {row['mimetype']}", "FILE_TYPE_MISMATCH"
-                    )
-                dims = None
-                if sniffed.startswith("image/"):
-                    dims = await asyncio.to_thread(validation.check_image, file, max_pixels=self.config.max_pixels)
+            dims = await self._verify_object(row, stored.size)
         except validation.UploadRefused:
             await self._forget(row["id"], row["key"])
             raise
@@ -295,6 +286,56 @@ class UploadService:
                 .values(status="ready", expires_at=None, variants=row["variants"], processing=row["processing"], job_id=row["job_id"])
             )
         return row
+
+    async def _verify_object(self, row: dict[str, Any], size: int) -> tuple[int, int] | None:
+        """Size (HEAD), type (first bytes), then an image's decode; UploadRefused for the first violation."""
+        config = self.config
+        if size != row["size"]:
+            raise validation.UploadRefused(f"the uploaded object has {size} bytes, not the {row['size']} prepared", "FILE_SIZE_MISMATCH")
+        if size > config.max_file_size:  # prepared under a larger limit since lowered
+            raise validation.UploadRefused(f"the uploaded object is {size} bytes, over the limit of {config.max_file_size}", "FILE_TOO_LARGE")
+        head = await self._read_head(row["key"], validation.SNIFF_BYTES)
+        sniffed = validation.sniff(head, row["mimetype"])
+        if sniffed != row["mimetype"]:
+            raise validation.UploadRefused(f"the uploaded object's content is {sniffed}, not the prepared {row['mimetype']}", "FILE_TYPE_MISMATCH")
+        if not validation.type_allowed(sniffed, config.allowed_types):
+            raise validation.UploadRefused(
+                f"files of type {sniffed} are not accepted (allowed: {', '.join(config.allowed_types)})", "FILE_TYPE_NOT_ALLOWED"
+            )
+        if not sniffed.startswith("image/"):
+            return None
+        info = getattr(self.storage, "image_info", None)
+        if info is not None:
+            # The store decoded the image itself (Cloudinary): its answer stands for Pillow's.
+            width, height = await info(row["key"])
+            if width * height > config.max_pixels:
+                raise validation.UploadRefused(f"the image has {width}x{height} pixels, more than the limit of {config.max_pixels}", "IMAGE_TOO_LARGE")
+            return width, height
+
+        with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as file:
+            received = 0
+            async for chunk in self.storage.open(row["key"]):
+                received += len(chunk)
+                if received > size:  # replaced since the HEAD: never read more than was checked
+                    raise validation.UploadRefused("the uploaded object changed while it was verified", "FILE_SIZE_MISMATCH")
+                await asyncio.to_thread(file.write, chunk)
+            return await asyncio.to_thread(validation.check_image, file, max_pixels=config.max_pixels)
+
+    async def _read_head(self, key: str, n: int) -> bytes:
+        """The object's first ``n`` bytes: a ranged GET where the storage has one, else the start of a download."""
+        read_head = getattr(self.storage, "read_head", None)
+        if read_head is not None:
+            return await read_head(key, n)
+        head = bytearray()
+        stream = self.storage.open(key)
+        try:
+            async for chunk in stream:
+                head += chunk
+                if len(head) >= n:
+                    break
+        finally:
+            await stream.aclose()
+        return bytes(head[:n])
 
     # -- image variants ------------------------------------------------------
 
