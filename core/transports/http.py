@@ -23,7 +23,7 @@ from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.operation import EncodedResult, Operation, OperationRejected
 from plugboard.middleware import REQUEST_ID
 from plugboard.transports import upload_rules
-from plugboard.transports.multipart import MultipartError, read_multipart
+from plugboard.transports.multipart import MultipartError, read_multipart, request_media_type
 
 logger = logging.getLogger("plugboard.http")
 
@@ -223,7 +223,7 @@ async def graphql_post(request: web.Request) -> web.StreamResponse:
     media_type = choose_media_type(request.headers.get("Accept", ""))
     if media_type is None:
         return error_response("acceptable media types: application/graphql-response+json, application/json", 406)
-    content_type = request.content_type.lower()
+    content_type = request_media_type(request)
     try:
         if content_type == "application/json":
             body = await read_json_body(request)

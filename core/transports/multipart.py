@@ -53,6 +53,17 @@ _Container = dict[str, Any] | list[Any]
 RulesFor = Callable[[Any], Mapping[str, Sequence[tuple[str, UploadRules]]]]
 
 
+def request_media_type(request: web.BaseRequest) -> str:
+    """The request's media type, lowercased, without parameters (``application/octet-stream`` when unset).
+
+    What ``request.content_type`` gives, without its cost: aiohttp parses the
+    header with the email package on every new value, and each multipart
+    request's boundary makes its value new.
+    """
+    value = request.headers.get(hdrs.CONTENT_TYPE)
+    return value.split(";", 1)[0].strip().lower() if value else "application/octet-stream"
+
+
 class MultipartError(Exception):
     """A multipart request the server refuses: ``status`` (400, 413, or a field check's), ``message`` and ``code``."""
 
@@ -109,8 +120,8 @@ async def read_multipart(
     :raises MultipartError: for anything the spec or the limits refuse, and for
         a body that is malformed or cut short (the client disconnected).
     """
-    if request.content_type != "multipart/form-data":
-        raise MultipartError(400, f"Multipart requests must have Content-Type multipart/form-data, got {request.content_type!r}")
+    if request_media_type(request) != "multipart/form-data":
+        raise MultipartError(400, f"Multipart requests must have Content-Type multipart/form-data, got {request_media_type(request)!r}")
     opened: list[IO[bytes]] = []
     try:
         return await _read(
@@ -151,6 +162,7 @@ async def _read(
     reader = await request.multipart()
 
     part = await reader.next()
+    # Each read of part.name / part.filename parses the Content-Disposition header again.
     if not isinstance(part, BodyPartReader) or part.name != "operations":
         if part is None:
             raise MultipartError(400, f"The multipart request has no 'operations' field {_SPEC}")
@@ -175,7 +187,7 @@ async def _read(
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             raise MultipartError(400, "Nested multipart parts are not supported in a GraphQL multipart request")
-        name = part.name
+        name, filename = part.name, part.filename or ""
         if name is None or name not in targets:
             raise MultipartError(400, f"Unexpected multipart field {_part_name(part)}: it is not named in 'map'")
         if name in received:
@@ -191,12 +203,12 @@ async def _read(
             max_size=max_file_size,
             spool_threshold=spool_threshold,
             rules=rules.get(name, ()),
-            filename=part.filename or "",
+            filename=filename,
             mimetype=mimetype,
         )
         upload = Upload(
             file,
-            filename=part.filename or "",
+            filename=filename,
             mimetype=mimetype,
             encoding=part.headers.get(hdrs.CONTENT_TRANSFER_ENCODING) or DEFAULT_ENCODING,
             size=size,

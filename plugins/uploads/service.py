@@ -1,11 +1,12 @@
 """The upload service: validate, store, record, and hand out URLs; one per app (``app[UPLOADS]``).
 
-Order of writes, so a crash loses nothing and leaks nothing: the record is
-written first as ``pending``, then the object, then the record turns
-``ready``. Any failure in between removes what was written (object and
-record); a crash leaves a ``pending`` row whose object the cleanup removes
-with it. Objects under :data:`PREFIX` with no record are removed by the
-cleanup too (see :meth:`UploadService.cleanup`).
+Order of writes, so a crash loses nothing and leaks nothing: the object is
+stored first, then its record is written, ``ready`` (one commit, shared with
+the other uploads finishing at the same moment: :mod:`.writer`). A failure in
+between removes the object; a crash leaves an object with no record, which
+the cleanup removes once it is older than its ``max_age`` (see
+:meth:`UploadService.cleanup`), and nothing was acknowledged to the client.
+Rows ``pending`` (the order before: record first) are still cleaned up.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.uploads import validation
 from plugboard.plugins.uploads.config import UploadsConfig
 from plugboard.plugins.uploads.tables import TABLE
+from plugboard.plugins.uploads.writer import RecordWriter
 from plugboard.providers.storage import StorageError
 
 if TYPE_CHECKING:
@@ -48,6 +50,14 @@ class UploadService:
     def __init__(self, app: web.Application, config: UploadsConfig) -> None:
         self.app = app
         self.config = config
+        self._writer: RecordWriter | None = None
+
+    @property
+    def writer(self) -> RecordWriter:
+        # Made on first use: the records store and tables exist only once the app started.
+        if self._writer is None:
+            self._writer = RecordWriter(self.records, self.table)
+        return self._writer
 
     # -- dependencies --------------------------------------------------------
 
@@ -109,14 +119,13 @@ class UploadService:
             "size": upload.size,
             "owner": owner,
             "visibility": visibility,
-            "status": "pending",
+            "status": "ready",
             "variants": [],
             "processing": False,
             "job_id": None,
             "created_at": dt.datetime.now(dt.timezone.utc),
+            "expires_at": None,
         }
-        async with self.records.begin() as conn:
-            await conn.execute(self.table.insert().values(**row))
         try:
             upload.seek(0)
             # The spooled file itself: providers read it in parts of their own size.
@@ -127,23 +136,22 @@ class UploadService:
                 logger.warning("uploads: storing %s failed: %s", key, e)
                 raise GraphQLError(f"the file could not be stored: {_describe(e)}", "STORAGE_UNAVAILABLE") from e
             raise
-        row["status"] = "ready"
-        if mimetype.startswith("image/") and config.image_optimization.enabled:
-            row.update(await self._variants(id, key, owner, dims))
-        async with self.records.begin() as conn:
-            await conn.execute(
-                self.table.update()
-                .where(self.table.c.id == id)
-                .values(status="ready", variants=row["variants"], processing=row["processing"], job_id=row["job_id"])
-            )
+        try:
+            if mimetype.startswith("image/") and config.image_optimization.enabled:
+                row.update(await self._variants(id, key, owner, dims))
+            await self.writer.insert(row)
+        except BaseException:
+            await self._forget(id, key, variants=row["variants"])
+            raise
         return row
 
-    async def _forget(self, id: str, key: str) -> None:
-        """Remove a failed upload's object (if any) and record; never raises."""
-        try:
-            await self.storage.delete(key)
-        except Exception as e:  # the storage is what failed: the cleanup retries later
-            logger.warning("uploads: could not remove %s after a failed upload: %s", key, e)
+    async def _forget(self, id: str, key: str, *, variants: list[dict[str, Any]] | None = None) -> None:
+        """Remove a failed upload's objects (if any) and record."""
+        for name in [key, *(v["key"] for v in variants or [] if v["key"] != key)]:
+            try:
+                await self.storage.delete(name)
+            except Exception as e:  # the storage is what failed: the cleanup retries later
+                logger.warning("uploads: could not remove %s after a failed upload: %s", name, e)
         async with self.records.begin() as conn:
             await conn.execute(self.table.delete().where(self.table.c.id == id))
 
