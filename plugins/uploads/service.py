@@ -499,15 +499,21 @@ class UploadService:
     # -- cleanup -------------------------------------------------------------
 
     async def cleanup(self, *, max_age: float = 3600.0) -> dict[str, int]:
-        """Remove stale pending uploads (record and object) and objects under our prefixes with no record.
+        """Remove what a crash or an abandoned upload left: nothing newer than ``max_age`` seconds is touched.
 
-        Only things older than ``max_age`` seconds are touched, so an upload in
-        progress on another instance is never removed under it.
+        - ``pending``: rows of the old record-first write order, with their object;
+        - ``expired``: direct uploads never completed in time, with whatever was uploaded;
+        - ``orphans``: objects under our prefixes with no record (a crash between
+          storing an object and writing its record);
+        - ``missing``: ready records whose object is gone from the storage (checked
+          twice: absent from the listing, then a ``stat``), with their variants.
+
+        The age limit keeps an upload in progress on another instance safe.
         """
         t = self.table
-        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=max_age)
         now = dt.datetime.now(dt.timezone.utc)
-        removed = {"pending": 0, "expired": 0, "orphans": 0}
+        cutoff = now - dt.timedelta(seconds=max_age)
+        removed = {"pending": 0, "expired": 0, "orphans": 0, "missing": 0}
         async with self.records.connect() as conn:
             stale = (await conn.execute(sa.select(t.c.id, t.c.key).where(t.c.status == "pending", t.c.created_at < cutoff))).all()
             expired = (await conn.execute(sa.select(t.c.id, t.c.key).where(t.c.status == "uploading", t.c.expires_at < now))).all()
@@ -518,12 +524,14 @@ class UploadService:
             await self._forget(id, key)
             removed["expired"] += 1
         async with self.records.connect() as conn:
-            rows = (await conn.execute(sa.select(t.c.id, t.c.key, t.c.variants))).all()
+            rows = (await conn.execute(sa.select(t.c.id, t.c.key, t.c.variants, t.c.status, t.c.created_at))).all()
         known = {r.key for r in rows} | {v["key"] for r in rows for v in (r.variants or [])}
         ids = {r.id for r in rows}
-        limit = dt.datetime.now(dt.timezone.utc).timestamp() - max_age
+        limit = cutoff.timestamp()
+        listed: set[str] = set()
         for prefix in (PREFIX, VARIANTS_PREFIX):
             async for stored in self.storage.list(prefix):
+                listed.add(stored.key)
                 if stored.key in known or stored.modified > limit:
                     continue
                 # A variant of a file still processing is not yet in its record.
@@ -531,6 +539,13 @@ class UploadService:
                     continue
                 await self.storage.delete(stored.key)
                 removed["orphans"] += 1
+        for r in rows:
+            if r.status != "ready" or r.key in listed or _aware(r.created_at) > cutoff:
+                continue
+            if await self.storage.exists(r.key):  # listed under another spelling: keep it
+                continue
+            await self._forget(r.id, r.key, variants=r.variants)
+            removed["missing"] += 1
         return removed
 
 

@@ -262,10 +262,16 @@ async def test_cleanup_removes_objects_without_records_and_records_without_objec
             encoding="7bit", size=1, owner="alice", visibility="private", status="pending", variants=[], processing=False,
             created_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2),
         ))
+    # A ready file whose object vanished (removed behind our back, or a storage restored from an old backup).
+    gone = (await upload(client, "gone.png", png(), "image/png"))["data"]["uploadFile"]
+    await service.storage.delete(f"uploads/{gone['id']}.png")
     removed = await service.cleanup(max_age=0)
-    assert removed == {"pending": 1, "expired": 0, "orphans": 1}
+    assert removed == {"pending": 1, "expired": 0, "orphans": 1, "missing": 1}
     assert stored(tmp_path) == [f"uploads/{kept['id']}.png"]
     assert [r.id for r in await records(client)] == [kept["id"]]
+    # Younger than max_age: nothing is touched (an upload in progress elsewhere).
+    await service.storage.put("uploads/" + "e" * 32 + ".png", png())
+    assert await service.cleanup(max_age=3600) == {"pending": 0, "expired": 0, "orphans": 0, "missing": 0}
 
 
 async def test_uploads_cleanup_runs_as_a_job(plugboard_client, tmp_path):
@@ -285,5 +291,5 @@ async def test_uploads_cleanup_runs_as_a_job(plugboard_client, tmp_path):
         return got if got.status.value == "COMPLETED" else None
 
     done = await eventually(finished, timeout=10)
-    assert done.result == {"pending": 0, "expired": 0, "orphans": 1}
+    assert done.result == {"pending": 0, "expired": 0, "orphans": 1, "missing": 0}
     assert stored(tmp_path) == []
