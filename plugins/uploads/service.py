@@ -248,14 +248,24 @@ class UploadService:
 
         async def body() -> Any:
             received = 0
+            head = bytearray()
             async for chunk in request.content.iter_chunked(256 * 1024):
                 received += len(chunk)
                 if received > row["size"]:
                     raise web.HTTPRequestEntityTooLarge(max_size=row["size"], actual_size=received)
+                if len(head) < validation.SNIFF_BYTES:
+                    # Refused on the first bytes, as a multipart upload is: the rest is never stored.
+                    head += chunk[: validation.SNIFF_BYTES - len(head)]
+                    if len(head) >= validation.SNIFF_BYTES or received == row["size"]:
+                        sniffed = validation.sniff(bytes(head), row["mimetype"])
+                        if sniffed != row["mimetype"]:
+                            raise _DirectRefused(f"the content is {sniffed}, not the prepared {row['mimetype']}")
                 yield chunk
 
         try:
             await self.storage.put(row["key"], body(), content_type=row["mimetype"])
+        except _DirectRefused as e:
+            return _text(400, str(e))
         except web.HTTPException:
             raise
         except (StorageError, OSError) as e:
@@ -547,6 +557,10 @@ class UploadService:
             await self._forget(r.id, r.key, variants=r.variants)
             removed["missing"] += 1
         return removed
+
+
+class _DirectRefused(Exception):
+    """A direct upload to the local route whose first bytes contradict the prepared type."""
 
 
 def _text(status: int, message: str) -> web.Response:

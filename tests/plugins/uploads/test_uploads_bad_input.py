@@ -220,6 +220,9 @@ async def test_direct_upload_url_forged_wrong_length_or_type(uploads_client, tmp
         assert resp.status == 400 and "Content-Length" in await resp.text()
     async with client.put(prepared["url"], data=png(), headers={"Content-Type": "image/jpeg"}) as resp:
         assert resp.status == 400 and "Content-Type" in await resp.text()
+    # The right length and type header, the wrong content: refused on the first bytes, nothing stored.
+    async with client.put(prepared["url"], data=elf()[: len(png())].ljust(len(png()), b"\0"), headers=prepared["headers"]) as resp:
+        assert resp.status == 400 and "application/x-executable" in await resp.text()
     assert error_code(await client.gql(COMPLETE, {"id": prepared["id"]}, headers=ALICE)) == "UPLOAD_INCOMPLETE"
     # Another user cannot complete it.
     assert error_code(await client.gql(COMPLETE, {"id": prepared["id"]}, headers={"Authorization": "Bearer bob"})) == "NOT_FOUND"
