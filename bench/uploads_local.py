@@ -4,10 +4,15 @@ Side A: ``plugboard serve`` with the uploads plugin on the embedded defaults
 (local storage, SQLite records): multipart parsing, type sniffing, Pillow
 decode (the files are PNGs), the record, the atomic write with fsync.
 Side B: a bare aiohttp handler (its own process) that reads the same
-multipart body and writes the file with ``open().write()``. Same client,
-same run; latency of each request, p50 / p99 / max.
+multipart body and writes the file with ``open().write()``. Side C: the same
+handler made durable as the local storage is (the write, an fsync of the file
+and one of its folder, in a worker thread): the floor that durability alone
+sets. Same client, same run; latency of each request, p50 / p99 / max.
 
-    python bench/uploads_local.py [--requests 200] [--rounds 3]
+    python bench/uploads_local.py [--requests 200] [--rounds 3] [--profile out.txt]
+
+``--profile`` samples the plugboard server with py-spy during the rounds
+(``pip install py-spy``) and writes collapsed stacks (flamegraph input).
 """
 
 from __future__ import annotations
@@ -30,10 +35,21 @@ from pathlib import Path
 import aiohttp
 
 BARE = r'''
-import sys, uuid
+import asyncio, os, sys, uuid
 from pathlib import Path
 from aiohttp import web
 root = Path(sys.argv[2])
+durable = sys.argv[3] == "durable"
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 async def handle(request):
     reader = await request.multipart()
     ops = await (await reader.next()).read()
@@ -41,6 +57,13 @@ async def handle(request):
     part = await reader.next()
     path = root / uuid.uuid4().hex
     size = 0
+    if durable:
+        data = bytearray()
+        while chunk := await part.read_chunk(65536):
+            data += chunk
+        size = len(data)
+        await asyncio.to_thread(write, path, data)
+        return web.json_response({"data": {"uploadFile": {"size": size}}})
     with open(path, "wb") as f:
         while chunk := await part.read_chunk(65536):
             f.write(chunk)
@@ -108,9 +131,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--profile", help="py-spy collapsed stacks of the plugboard server go here")
     args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from versions import print_report
+
+    print_report(("pillow", "filetype", "sqlalchemy", "aiosqlite"))
     root = Path(tempfile.mkdtemp(prefix="plugboard-uploads-local-"))
     (root / "bare").mkdir()
+    (root / "durable").mkdir()
     settings = {
         "plugins": ["uploads"],
         "server": {"data_dir": "var"},
@@ -120,24 +149,41 @@ def main() -> None:
     (root / "bare.py").write_text(BARE)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PLUGBOARD_", "AWS_", "UPLOAD_"))}
     env.update(PLUGBOARD_LOG_LEVEL="WARNING", TMPDIR=str(root))
-    ours_port, bare_port = free_port(), free_port()
+    ours_port, bare_port, durable_port = free_port(), free_port(), free_port()
     procs = [
         subprocess.Popen([sys.executable, "-m", "plugboard.cli", "serve", "--root", str(root), "--port", str(ours_port)], env=env),
-        subprocess.Popen([sys.executable, str(root / "bare.py"), str(bare_port), str(root / "bare")], env=env),
+        subprocess.Popen([sys.executable, str(root / "bare.py"), str(bare_port), str(root / "bare"), "plain"], env=env),
+        subprocess.Popen([sys.executable, str(root / "bare.py"), str(durable_port), str(root / "durable"), "durable"], env=env),
     ]
     try:
         wait_http(f"http://127.0.0.1:{ours_port}/readyz")
         wait_http(f"http://127.0.0.1:{bare_port}/graphql")
+        wait_http(f"http://127.0.0.1:{durable_port}/graphql")
         content = sample_png(100 * 1024)
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(procs[0].pid), "--format", "raw", "--rate", "250", "-o", args.profile],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(1)
         print(f"{args.requests} concurrent uploads of a {len(content) / 1024:.0f} KB PNG\n")
         print("| round | side | p50 | p99 | max | wall |")
         print("|---|---|---|---|---|---|")
         for round in range(1, args.rounds + 1):
-            for side, port in (("bare aiohttp handler", bare_port), ("uploadFile (plugboard, local)", ours_port)):
+            sides = (("bare aiohttp handler", bare_port), ("bare handler + fsync", durable_port), ("uploadFile (plugboard, local)", ours_port))
+            p99s = {}
+            for side, port in sides:
                 start = time.perf_counter()
                 lat = asyncio.run(burst(f"http://127.0.0.1:{port}/graphql", args.requests, content))
                 wall = time.perf_counter() - start
+                p99s[side] = pct(lat, 99)
                 print(f"| {round} | {side} | {pct(lat, 50):.0f} ms | {pct(lat, 99):.0f} ms | {lat[-1] * 1000:.0f} ms | {wall:.2f} s |")
+            ours = p99s["uploadFile (plugboard, local)"]
+            print(f"|   | p99 ratio | vs bare {ours / p99s['bare aiohttp handler']:.1f}x | vs bare + fsync {ours / p99s['bare handler + fsync']:.1f}x | | |")
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(60)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGTERM)

@@ -32,6 +32,7 @@ from plugboard.providers.registry import ProviderRegistry, ProviderSpec
 from plugboard.providers.services import SECTION as SERVICES_SECTION, Services, declare_services
 from plugboard.settings import Settings
 from plugboard.transports import routes as core_routes
+from plugboard.transports import upload_rules
 
 
 def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Application:
@@ -70,6 +71,7 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
     pm.call_all("plugboard_tables", metadata=app[keys.METADATA], configs=configs)
     _collect_tasks(app, pm, configs)
     _collect_transports(app, pm, configs)
+    app[keys.UPLOAD_RULES] = upload_rules.collect(app, pm, configs)
     _add_routes(app, pm, configs, core_config)
     for plugin, middleware in collect_middleware(pm, app, configs):
         app.middlewares.append(middleware)

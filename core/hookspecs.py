@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from plugboard.commands import Command
     from plugboard.graphql.context import Context
     from plugboard.graphql.operation import OperationStep
+    from plugboard.graphql.upload import UploadRules
     from plugboard.providers.registry import ProviderSpec
 
 
@@ -272,6 +273,41 @@ def plugboard_transports(app: "web.Application", config: Any) -> list[Any] | Non
     :param app: the application being built.
     :param config: this plugin's validated config.
     :returns: a list of transports, or None.
+    """
+
+
+@hookspec
+def plugboard_upload_rules(app: "web.Application", config: Any) -> Mapping[str, "UploadRules"] | None:
+    """Return limits and content checks for files sent to your fields, applied as the bytes arrive.
+
+    Called once while the app is built. The multipart transport (GraphQL
+    multipart request spec) finds, before reading any file, which fields each
+    file reaches through the operation's variables, and applies the rules of
+    those fields while it streams the file to disk: a smaller
+    ``max_file_size`` than the core's ``graphql.max_file_size`` stops the
+    upload mid-way (413, ``extensions.code`` ``FILE_TOO_LARGE``, the
+    temporary file removed), and ``check`` sees the first bytes, so a wrong
+    type is refused before the rest is received. Files mapped to fields
+    without rules get the core's limits only. Several plugins may give rules
+    for one field: all of them apply.
+
+    :param app: the application being built.
+    :param config: this plugin's validated config.
+    :returns: a mapping of field coordinates (``"Mutation.uploadFile"``) to
+        :class:`plugboard.graphql.upload.UploadRules`, or None. A coordinate
+        that names no field of the composed schema fails start-up.
+
+    Example::
+
+        from plugboard.graphql.errors import GraphQLError
+        from plugboard.graphql.upload import UploadRules
+
+        @hookimpl
+        def plugboard_upload_rules(config):
+            def only_pdf(head):
+                if not head.data.startswith(b"%PDF-"):
+                    raise GraphQLError("only PDF files", "FILE_TYPE_NOT_ALLOWED")
+            return {"Mutation.importInvoice": UploadRules(max_file_size=2_000_000, check=only_pdf)}
     """
 
 

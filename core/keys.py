@@ -66,6 +66,8 @@ METADATA: web.AppKey["sqlalchemy.MetaData"] = web.AppKey("plugboard.metadata")
 CONTRIBUTIONS: web.AppKey[dict] = web.AppKey("plugboard.contributions")
 #: Transports contributed through ``plugboard_transports``, in plugin order.
 TRANSPORTS: web.AppKey[list] = web.AppKey("plugboard.transports")
+#: ``plugboard_upload_rules``: field coordinate -> [(coordinate, UploadRules)], for the multipart transport.
+UPLOAD_RULES: web.AppKey[dict] = web.AppKey("plugboard.upload_rules")
 #: The running pubsub provider (see plugboard.providers.pubsub), when a plugin provides one.
 PUBSUB: web.AppKey["PubSub"] = web.AppKey("plugboard.pubsub")
 #: Signs and checks the download URLs of locally stored files (see plugboard.providers.storage).

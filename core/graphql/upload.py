@@ -8,6 +8,12 @@ page-cache hits), larger ones in a worker thread so a resolver reading a big
 file never stalls the event loop. The transport owns the file's lifetime and
 closes it after the response is sent, so resolvers must copy out (``save``)
 anything they want to keep.
+
+A plugin that owns fields taking ``Upload`` arguments can have the transport
+refuse a file while it streams rather than after it is spooled: it returns
+:class:`UploadRules` for those fields from ``plugboard_upload_rules``; the
+transport applies a lower ``max_file_size`` as bytes arrive and calls
+``check`` with the file's first bytes (:class:`UploadHead`).
 """
 
 from __future__ import annotations
@@ -15,7 +21,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from typing import IO, AsyncIterator
+from typing import IO, Any, AsyncIterator, Awaitable, Callable
+
+import attrs
 
 DEFAULT_MIMETYPE = "application/octet-stream"
 DEFAULT_ENCODING = "7bit"
@@ -118,3 +126,48 @@ class Upload:
 
     def __repr__(self) -> str:
         return f"<Upload filename={self.filename!r} mimetype={self.mimetype!r} size={self.size}>"
+
+
+@attrs.frozen
+class UploadHead:
+    """The first bytes of a file on its way in, for :attr:`UploadRules.check`.
+
+    :ivar field: the schema coordinate of the field the file is an argument
+        of (``Mutation.uploadFile``).
+    :ivar filename: the file name the client sent ("" when it sent none).
+    :ivar mimetype: the part's declared Content-Type (the client's claim).
+    :ivar data: the first :attr:`UploadRules.head_size` bytes, or the whole
+        file when it is shorter.
+    :ivar complete: True when ``data`` is the whole file.
+    """
+
+    field: str
+    filename: str
+    mimetype: str
+    data: bytes
+    complete: bool
+
+
+@attrs.frozen(kw_only=True)
+class UploadRules:
+    """What a field accepts in its ``Upload`` arguments, enforced while the file streams in.
+
+    The multipart transport finds the fields each file is mapped to (through
+    the operation's variables) and applies the rules of every one of them on
+    top of the core's ``graphql.max_file_size``: the smallest limit wins.
+
+    :ivar max_file_size: bytes allowed per file; beyond it the transport stops
+        reading, answers 413 with ``extensions.code`` ``FILE_TOO_LARGE``,
+        and removes the temporary file. None: the core's limit only.
+    :ivar check: called once with an :class:`UploadHead` as soon as
+        ``head_size`` bytes have arrived (or the whole file, if shorter);
+        may be ``async``. Raise :class:`plugboard.graphql.errors.GraphQLError`
+        to refuse the file: the request is answered with the error's HTTP
+        status and code, before the rest of the body is read.
+    :ivar head_size: how many leading bytes ``check`` wants (type sniffing
+        needs a few KB).
+    """
+
+    max_file_size: int | None = None
+    check: Callable[[UploadHead], Awaitable[Any] | Any] | None = None
+    head_size: int = 8192

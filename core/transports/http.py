@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import partial
 from typing import Any, Mapping
 
 from aiohttp import web
@@ -21,7 +22,8 @@ from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.operation import EncodedResult, Operation, OperationRejected
 from plugboard.middleware import REQUEST_ID
-from plugboard.transports.multipart import MultipartError, read_multipart
+from plugboard.transports import upload_rules
+from plugboard.transports.multipart import MultipartError, read_multipart, request_media_type
 
 logger = logging.getLogger("plugboard.http")
 
@@ -221,7 +223,7 @@ async def graphql_post(request: web.Request) -> web.StreamResponse:
     media_type = choose_media_type(request.headers.get("Accept", ""))
     if media_type is None:
         return error_response("acceptable media types: application/graphql-response+json, application/json", 406)
-    content_type = request.content_type.lower()
+    content_type = request_media_type(request)
     try:
         if content_type == "application/json":
             body = await read_json_body(request)
@@ -283,9 +285,17 @@ async def _multipart(request: web.Request, media_type: str) -> web.Response:
             max_files=cfg.graphql.max_files,
             max_operations_size=cfg.graphql.max_body_size,
             spool_threshold=cfg.graphql.upload_spool_size,
+            rules_for=partial(upload_rules.rules_by_file, request.app) if request.app[keys.UPLOAD_RULES] else None,
         )
     except MultipartError as e:
-        raise RequestError(e.message, e.status) from None
+        # Answered before the rest of the body is read, with Connection: close:
+        # aiohttp reads and drops what the client still sends (for at most its
+        # lingering time) before closing, so the client gets this response
+        # rather than a reset, and the connection is not reused mid-body.
+        errors = [{"message": e.message, "extensions": {"code": e.code}}]
+        response = error_response(e.message, e.status, media_type, errors=errors)
+        response.force_close()
+        return response
     try:
         return await _respond(request, upload.operations, media_type)
     finally:

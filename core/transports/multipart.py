@@ -13,19 +13,28 @@ enforces the size and count limits as bytes arrive, and puts the resulting
 failure closes every temporary file already opened before raising
 :class:`MultipartError`, whose ``status`` (400 or 413) and ``message`` the HTTP
 transport turns into its error response.
+
+Plugins may set stricter rules for the fields they own
+(:class:`~plugboard.graphql.upload.UploadRules`): given ``rules_for``, the
+reader learns which fields each file reaches before reading any, enforces
+the smallest size limit as bytes arrive, and hands the first bytes to the
+fields' checks, so a refused file is never received in full.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import tempfile
-from typing import IO, Any
+from typing import IO, Any, Callable, Mapping, Sequence
 
 from aiohttp import BodyPartReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from plugboard.graphql.upload import DEFAULT_ENCODING, DEFAULT_MIMETYPE, Upload
+from plugboard.graphql.errors import GraphQLError
+from plugboard.graphql.upload import DEFAULT_ENCODING, DEFAULT_MIMETYPE, Upload, UploadHead, UploadRules
+from plugboard.transports.upload_rules import FileSlot
 
 # aiohttp hands back at most this much per read_chunk call.
 _READ_CHUNK = 64 * 1024
@@ -39,15 +48,30 @@ _SPEC = "(GraphQL multipart request spec: 'operations', then 'map', then the fil
 _MALFORMED = (ValueError, LookupError, HttpProcessingError, EOFError)
 
 _Container = dict[str, Any] | list[Any]
+#: ``rules_for(operations)``: file name -> ``(field coordinate, rules)`` for
+#: each ruled field the file reaches; ``operations`` holds a FileSlot per file.
+RulesFor = Callable[[Any], Mapping[str, Sequence[tuple[str, UploadRules]]]]
+
+
+def request_media_type(request: web.BaseRequest) -> str:
+    """The request's media type, lowercased, without parameters (``application/octet-stream`` when unset).
+
+    What ``request.content_type`` gives, without its cost: aiohttp parses the
+    header with the email package on every new value, and each multipart
+    request's boundary makes its value new.
+    """
+    value = request.headers.get(hdrs.CONTENT_TYPE)
+    return value.split(";", 1)[0].strip().lower() if value else "application/octet-stream"
 
 
 class MultipartError(Exception):
-    """A multipart request the server refuses: ``status`` is 400 or 413, ``message`` says why."""
+    """A multipart request the server refuses: ``status`` (400, 413, or a field check's), ``message`` and ``code``."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.code = code or ("PAYLOAD_TOO_LARGE" if status == 413 else "BAD_REQUEST")
 
 
 class MultipartRequest:
@@ -83,6 +107,7 @@ async def read_multipart(
     max_operations_size: int,
     spool_threshold: int = 1024 * 1024,
     tmp_dir: str | None = None,
+    rules_for: RulesFor | None = None,
 ) -> MultipartRequest:
     """Read a GraphQL multipart request; the caller must ``await result.close()`` when done.
 
@@ -91,11 +116,12 @@ async def read_multipart(
     :param max_operations_size: bytes allowed for each of ``operations`` and ``map`` (413 beyond).
     :param spool_threshold: a file stays in memory up to this many bytes, then moves to disk.
     :param tmp_dir: where on-disk files go (the system temporary directory if None).
+    :param rules_for: finds the field rules for each file (see :data:`RulesFor`).
     :raises MultipartError: for anything the spec or the limits refuse, and for
         a body that is malformed or cut short (the client disconnected).
     """
-    if request.content_type != "multipart/form-data":
-        raise MultipartError(400, f"Multipart requests must have Content-Type multipart/form-data, got {request.content_type!r}")
+    if request_media_type(request) != "multipart/form-data":
+        raise MultipartError(400, f"Multipart requests must have Content-Type multipart/form-data, got {request_media_type(request)!r}")
     opened: list[IO[bytes]] = []
     try:
         return await _read(
@@ -106,6 +132,7 @@ async def read_multipart(
             max_operations_size=max_operations_size,
             spool_threshold=spool_threshold,
             tmp_dir=tmp_dir,
+            rules_for=rules_for,
         )
     except BaseException as exc:
         # Also on cancellation: a half-written temporary file must not outlive
@@ -130,10 +157,12 @@ async def _read(
     max_operations_size: int,
     spool_threshold: int,
     tmp_dir: str | None,
+    rules_for: RulesFor | None,
 ) -> MultipartRequest:
     reader = await request.multipart()
 
     part = await reader.next()
+    # Each read of part.name / part.filename parses the Content-Disposition header again.
     if not isinstance(part, BodyPartReader) or part.name != "operations":
         if part is None:
             raise MultipartError(400, f"The multipart request has no 'operations' field {_SPEC}")
@@ -151,13 +180,14 @@ async def _read(
     # Every path is checked before any file is read, so a bad request costs
     # the client no upload and the server no disk.
     targets = _resolve_targets(operations, mapping)
+    rules = _find_rules(operations, targets, rules_for) if rules_for is not None and targets else {}
 
     uploads: list[Upload] = []
     received: set[str] = set()
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
             raise MultipartError(400, "Nested multipart parts are not supported in a GraphQL multipart request")
-        name = part.name
+        name, filename = part.name, part.filename or ""
         if name is None or name not in targets:
             raise MultipartError(400, f"Unexpected multipart field {_part_name(part)}: it is not named in 'map'")
         if name in received:
@@ -165,11 +195,21 @@ async def _read(
         received.add(name)
         file = tempfile.SpooledTemporaryFile(max_size=spool_threshold, mode="w+b", dir=tmp_dir, prefix="plugboard-upload-")
         opened.append(file)
-        size = await _receive_file(part, file, name=name, max_size=max_file_size, spool_threshold=spool_threshold)
+        mimetype = part.headers.get(hdrs.CONTENT_TYPE) or DEFAULT_MIMETYPE
+        size = await _receive_file(
+            part,
+            file,
+            name=name,
+            max_size=max_file_size,
+            spool_threshold=spool_threshold,
+            rules=rules.get(name, ()),
+            filename=filename,
+            mimetype=mimetype,
+        )
         upload = Upload(
             file,
-            filename=part.filename or "",
-            mimetype=part.headers.get(hdrs.CONTENT_TYPE) or DEFAULT_MIMETYPE,
+            filename=filename,
+            mimetype=mimetype,
             encoding=part.headers.get(hdrs.CONTENT_TRANSFER_ENCODING) or DEFAULT_ENCODING,
             size=size,
         )
@@ -266,22 +306,73 @@ def _locate(root: _Container, path: str) -> tuple[_Container, str | int] | None:
     return None
 
 
-async def _receive_file(part: BodyPartReader, file: IO[bytes], *, name: str, max_size: int, spool_threshold: int) -> int:
+def _find_rules(operations: _Container, targets: dict[str, list[tuple[_Container, str | int]]], rules_for: RulesFor) -> Mapping[str, Sequence[tuple[str, UploadRules]]]:
+    # Slots stand where the files will go while the rules are looked up, then
+    # the paths hold null again (the Uploads replace them as files arrive).
+    for name, slots in targets.items():
+        for container, key in slots:
+            container[key] = FileSlot(name)  # type: ignore[index]
+    try:
+        return rules_for(operations)
+    finally:
+        for slots in targets.values():
+            for container, key in slots:
+                container[key] = None  # type: ignore[index]
+
+
+async def _receive_file(
+    part: BodyPartReader,
+    file: IO[bytes],
+    *,
+    name: str,
+    max_size: int,
+    spool_threshold: int,
+    rules: Sequence[tuple[str, UploadRules]] = (),
+    filename: str = "",
+    mimetype: str = DEFAULT_MIMETYPE,
+) -> int:
     """Stream one file part into ``file``; returns its size, file positioned at 0."""
+    limit, limit_field = max_size, None
+    for field, rule in rules:
+        if rule.max_file_size is not None and rule.max_file_size < limit:
+            limit, limit_field = rule.max_file_size, field
+    checks = [(field, rule) for field, rule in rules if rule.check is not None]
+    head_size = max((rule.head_size for _field, rule in checks), default=0)
+    head = bytearray()
     size = 0
     pending = bytearray()
     while chunk := await part.read_chunk(_READ_CHUNK):
         size += len(chunk)
-        if size > max_size:
-            raise MultipartError(413, f"File {name!r} is larger than the limit of {max_size} bytes")
+        if size > limit:
+            if limit_field is None:
+                raise MultipartError(413, f"File {name!r} is larger than the limit of {limit} bytes", "FILE_TOO_LARGE")
+            raise MultipartError(413, f"File {name!r} is larger than the limit of {limit} bytes for {limit_field}", "FILE_TOO_LARGE")
+        if checks:
+            head += chunk[: head_size - len(head)]
+            if len(head) >= head_size:
+                await _check_head(checks, bytes(head), filename=filename, mimetype=mimetype, complete=False)
+                checks = []
         pending += chunk
         if len(pending) >= _WRITE_CHUNK:
             await _write(file, pending, on_disk=size > spool_threshold)
             pending = bytearray()
+    if checks:
+        await _check_head(checks, bytes(head), filename=filename, mimetype=mimetype, complete=True)
     if pending:
         await _write(file, pending, on_disk=size > spool_threshold)
     file.seek(0)
     return size
+
+
+async def _check_head(checks: list[tuple[str, UploadRules]], head: bytes, *, filename: str, mimetype: str, complete: bool) -> None:
+    for field, rule in checks:
+        data = head[: rule.head_size]
+        try:
+            result = rule.check(UploadHead(field, filename, mimetype, data, complete and len(data) == len(head)))  # type: ignore[misc]
+            if inspect.isawaitable(result):
+                await result
+        except GraphQLError as e:
+            raise MultipartError(e.http_status, e.message, e.code) from None
 
 
 async def _write(file: IO[bytes], data: bytearray, *, on_disk: bool) -> None:

@@ -36,6 +36,15 @@ def plugboard_configure(app: Any, config: UploadsConfig) -> None:
 
 
 @hookimpl
+def plugboard_upload_rules(config: UploadsConfig) -> dict[str, Any]:
+    # maxFileSize and allowedTypes applied by the multipart transport as the
+    # bytes arrive: a refused file is never received in full.
+    from plugboard.plugins.uploads.validation import upload_rules
+
+    return upload_rules(config)
+
+
+@hookimpl
 def plugboard_schema() -> Path:
     return Path(__file__).with_name("schema.graphql")
 

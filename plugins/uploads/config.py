@@ -61,8 +61,9 @@ class UploadsConfig:
     storage: str = "default"
     #: The seed's ``provider`` (``UPLOAD_PROVIDER``): when set, the storage service must use it.
     provider: Literal["local", "s3", "gcs", "cloudinary"] | None = None
-    #: Largest file accepted (``10MB``); at most ``graphql.max_file_size``, which the
-    #: multipart transport enforces as bytes arrive.
+    #: Largest file accepted (``10MB``), at most ``graphql.max_file_size``. The multipart
+    #: transport stops an upload to this plugin's fields as soon as it passes this
+    #: (``plugboard_upload_rules``); completeUpload checks direct uploads against it.
     max_file_size: Size = attrs.field(default=10 * 1024 * 1024, validator=validators.positive)
     #: Files one ``uploadMultipleFiles`` accepts (the transport's ``graphql.max_files`` also applies).
     max_files: int = attrs.field(default=10, validator=validators.positive)

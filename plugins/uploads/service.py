@@ -1,11 +1,12 @@
 """The upload service: validate, store, record, and hand out URLs; one per app (``app[UPLOADS]``).
 
-Order of writes, so a crash loses nothing and leaks nothing: the record is
-written first as ``pending``, then the object, then the record turns
-``ready``. Any failure in between removes what was written (object and
-record); a crash leaves a ``pending`` row whose object the cleanup removes
-with it. Objects under :data:`PREFIX` with no record are removed by the
-cleanup too (see :meth:`UploadService.cleanup`).
+Order of writes, so a crash loses nothing and leaks nothing: the object is
+stored first, then its record is written, ``ready`` (one commit, shared with
+the other uploads finishing at the same moment: :mod:`.writer`). A failure in
+between removes the object; a crash leaves an object with no record, which
+the cleanup removes once it is older than its ``max_age`` (see
+:meth:`UploadService.cleanup`), and nothing was acknowledged to the client.
+Rows ``pending`` (the order before: record first) are still cleaned up.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import tempfile
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +26,7 @@ from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.uploads import validation
 from plugboard.plugins.uploads.config import UploadsConfig
 from plugboard.plugins.uploads.tables import TABLE
+from plugboard.plugins.uploads.writer import RecordWriter
 from plugboard.providers.storage import StorageError
 
 if TYPE_CHECKING:
@@ -47,6 +50,14 @@ class UploadService:
     def __init__(self, app: web.Application, config: UploadsConfig) -> None:
         self.app = app
         self.config = config
+        self._writer: RecordWriter | None = None
+
+    @property
+    def writer(self) -> RecordWriter:
+        # Made on first use: the records store and tables exist only once the app started.
+        if self._writer is None:
+            self._writer = RecordWriter(self.records, self.table)
+        return self._writer
 
     # -- dependencies --------------------------------------------------------
 
@@ -108,14 +119,13 @@ class UploadService:
             "size": upload.size,
             "owner": owner,
             "visibility": visibility,
-            "status": "pending",
+            "status": "ready",
             "variants": [],
             "processing": False,
             "job_id": None,
             "created_at": dt.datetime.now(dt.timezone.utc),
+            "expires_at": None,
         }
-        async with self.records.begin() as conn:
-            await conn.execute(self.table.insert().values(**row))
         try:
             upload.seek(0)
             # The spooled file itself: providers read it in parts of their own size.
@@ -126,23 +136,22 @@ class UploadService:
                 logger.warning("uploads: storing %s failed: %s", key, e)
                 raise GraphQLError(f"the file could not be stored: {_describe(e)}", "STORAGE_UNAVAILABLE") from e
             raise
-        row["status"] = "ready"
-        if mimetype.startswith("image/") and config.image_optimization.enabled:
-            row.update(await self._variants(id, key, owner, dims))
-        async with self.records.begin() as conn:
-            await conn.execute(
-                self.table.update()
-                .where(self.table.c.id == id)
-                .values(status="ready", variants=row["variants"], processing=row["processing"], job_id=row["job_id"])
-            )
+        try:
+            if mimetype.startswith("image/") and config.image_optimization.enabled:
+                row.update(await self._variants(id, key, owner, dims))
+            await self.writer.insert(row)
+        except BaseException:
+            await self._forget(id, key, variants=row["variants"])
+            raise
         return row
 
-    async def _forget(self, id: str, key: str) -> None:
-        """Remove a failed upload's object (if any) and record; never raises."""
-        try:
-            await self.storage.delete(key)
-        except Exception as e:  # the storage is what failed: the cleanup retries later
-            logger.warning("uploads: could not remove %s after a failed upload: %s", key, e)
+    async def _forget(self, id: str, key: str, *, variants: list[dict[str, Any]] | None = None) -> None:
+        """Remove a failed upload's objects (if any) and record."""
+        for name in [key, *(v["key"] for v in variants or [] if v["key"] != key)]:
+            try:
+                await self.storage.delete(name)
+            except Exception as e:  # the storage is what failed: the cleanup retries later
+                logger.warning("uploads: could not remove %s after a failed upload: %s", name, e)
         async with self.records.begin() as conn:
             await conn.execute(self.table.delete().where(self.table.c.id == id))
 
@@ -239,14 +248,24 @@ class UploadService:
 
         async def body() -> Any:
             received = 0
+            head = bytearray()
             async for chunk in request.content.iter_chunked(256 * 1024):
                 received += len(chunk)
                 if received > row["size"]:
                     raise web.HTTPRequestEntityTooLarge(max_size=row["size"], actual_size=received)
+                if len(head) < validation.SNIFF_BYTES:
+                    # Refused on the first bytes, as a multipart upload is: the rest is never stored.
+                    head += chunk[: validation.SNIFF_BYTES - len(head)]
+                    if len(head) >= validation.SNIFF_BYTES or received == row["size"]:
+                        sniffed = validation.sniff(bytes(head), row["mimetype"])
+                        if sniffed != row["mimetype"]:
+                            raise _DirectRefused(f"the content is {sniffed}, not the prepared {row['mimetype']}")
                 yield chunk
 
         try:
             await self.storage.put(row["key"], body(), content_type=row["mimetype"])
+        except _DirectRefused as e:
+            return _text(400, str(e))
         except web.HTTPException:
             raise
         except (StorageError, OSError) as e:
@@ -254,34 +273,24 @@ class UploadService:
         return web.Response(status=200)
 
     async def complete(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Verify a direct upload's object against what was prepared; the ready record, or an error (and nothing left)."""
+        """Verify a direct upload's object against what was prepared; the ready record, or an error (and nothing left).
+
+        The store's own enforcement (signed Content-Length and Content-Type,
+        which S3 and GCS check and their emulators do not) is not relied on:
+        the size comes from a HEAD, the type from a ranged GET of the first
+        bytes, and an image is decoded with Pillow, cheapest first, so an
+        oversize or spoofed object is refused (and deleted) without being
+        downloaded.
+        """
         if row["expires_at"] is not None and _aware(row["expires_at"]) < dt.datetime.now(dt.timezone.utc):
             await self._forget(row["id"], row["key"])
             raise validation.UploadRefused("this direct upload has expired; prepare it again", "UPLOAD_EXPIRED")
-        storage = self.storage
         try:
-            stored = await storage.stat(row["key"])
+            stored = await self.storage.stat(row["key"])
         except FileNotFoundError:
             raise validation.UploadRefused("nothing was uploaded yet for this file", "UPLOAD_INCOMPLETE") from None
         try:
-            if stored.size != row["size"]:
-                raise validation.UploadRefused(
-                    f"the uploaded object has {stored.size} bytes, not the {row['size']} prepared", "FILE_SIZE_MISMATCH"
-                )
-            import tempfile
-
-            with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as file:
-                async for chunk in storage.open(row["key"]):
-                    await asyncio.to_thread(file.write, chunk)
-                head = validation.read_head(file)
-                sniffed = validation.sniff(head, row["mimetype"])
-                if sniffed != row["mimetype"]:
-                    raise validation.UploadRefused(
-                        f"the uploaded object's content is {sniffed}, not the prepared {row['mimetype']}", "FILE_TYPE_MISMATCH"
-                    )
-                dims = None
-                if sniffed.startswith("image/"):
-                    dims = await asyncio.to_thread(validation.check_image, file, max_pixels=self.config.max_pixels)
+            dims = await self._verify_object(row, stored.size)
         except validation.UploadRefused:
             await self._forget(row["id"], row["key"])
             raise
@@ -295,6 +304,56 @@ class UploadService:
                 .values(status="ready", expires_at=None, variants=row["variants"], processing=row["processing"], job_id=row["job_id"])
             )
         return row
+
+    async def _verify_object(self, row: dict[str, Any], size: int) -> tuple[int, int] | None:
+        """Size (HEAD), type (first bytes), then an image's decode; UploadRefused for the first violation."""
+        config = self.config
+        if size != row["size"]:
+            raise validation.UploadRefused(f"the uploaded object has {size} bytes, not the {row['size']} prepared", "FILE_SIZE_MISMATCH")
+        if size > config.max_file_size:  # prepared under a larger limit since lowered
+            raise validation.UploadRefused(f"the uploaded object is {size} bytes, over the limit of {config.max_file_size}", "FILE_TOO_LARGE")
+        head = await self._read_head(row["key"], validation.SNIFF_BYTES)
+        sniffed = validation.sniff(head, row["mimetype"])
+        if sniffed != row["mimetype"]:
+            raise validation.UploadRefused(f"the uploaded object's content is {sniffed}, not the prepared {row['mimetype']}", "FILE_TYPE_MISMATCH")
+        if not validation.type_allowed(sniffed, config.allowed_types):
+            raise validation.UploadRefused(
+                f"files of type {sniffed} are not accepted (allowed: {', '.join(config.allowed_types)})", "FILE_TYPE_NOT_ALLOWED"
+            )
+        if not sniffed.startswith("image/"):
+            return None
+        info = getattr(self.storage, "image_info", None)
+        if info is not None:
+            # The store decoded the image itself (Cloudinary): its answer stands for Pillow's.
+            width, height = await info(row["key"])
+            if width * height > config.max_pixels:
+                raise validation.UploadRefused(f"the image has {width}x{height} pixels, more than the limit of {config.max_pixels}", "IMAGE_TOO_LARGE")
+            return width, height
+
+        with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as file:
+            received = 0
+            async for chunk in self.storage.open(row["key"]):
+                received += len(chunk)
+                if received > size:  # replaced since the HEAD: never read more than was checked
+                    raise validation.UploadRefused("the uploaded object changed while it was verified", "FILE_SIZE_MISMATCH")
+                await asyncio.to_thread(file.write, chunk)
+            return await asyncio.to_thread(validation.check_image, file, max_pixels=config.max_pixels)
+
+    async def _read_head(self, key: str, n: int) -> bytes:
+        """The object's first ``n`` bytes: a ranged GET where the storage has one, else the start of a download."""
+        read_head = getattr(self.storage, "read_head", None)
+        if read_head is not None:
+            return await read_head(key, n)
+        head = bytearray()
+        stream = self.storage.open(key)
+        try:
+            async for chunk in stream:
+                head += chunk
+                if len(head) >= n:
+                    break
+        finally:
+            await stream.aclose()
+        return bytes(head[:n])
 
     # -- image variants ------------------------------------------------------
 
@@ -450,15 +509,21 @@ class UploadService:
     # -- cleanup -------------------------------------------------------------
 
     async def cleanup(self, *, max_age: float = 3600.0) -> dict[str, int]:
-        """Remove stale pending uploads (record and object) and objects under our prefixes with no record.
+        """Remove what a crash or an abandoned upload left: nothing newer than ``max_age`` seconds is touched.
 
-        Only things older than ``max_age`` seconds are touched, so an upload in
-        progress on another instance is never removed under it.
+        - ``pending``: rows of the old record-first write order, with their object;
+        - ``expired``: direct uploads never completed in time, with whatever was uploaded;
+        - ``orphans``: objects under our prefixes with no record (a crash between
+          storing an object and writing its record);
+        - ``missing``: ready records whose object is gone from the storage (checked
+          twice: absent from the listing, then a ``stat``), with their variants.
+
+        The age limit keeps an upload in progress on another instance safe.
         """
         t = self.table
-        cutoff = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=max_age)
         now = dt.datetime.now(dt.timezone.utc)
-        removed = {"pending": 0, "expired": 0, "orphans": 0}
+        cutoff = now - dt.timedelta(seconds=max_age)
+        removed = {"pending": 0, "expired": 0, "orphans": 0, "missing": 0}
         async with self.records.connect() as conn:
             stale = (await conn.execute(sa.select(t.c.id, t.c.key).where(t.c.status == "pending", t.c.created_at < cutoff))).all()
             expired = (await conn.execute(sa.select(t.c.id, t.c.key).where(t.c.status == "uploading", t.c.expires_at < now))).all()
@@ -469,12 +534,14 @@ class UploadService:
             await self._forget(id, key)
             removed["expired"] += 1
         async with self.records.connect() as conn:
-            rows = (await conn.execute(sa.select(t.c.id, t.c.key, t.c.variants))).all()
+            rows = (await conn.execute(sa.select(t.c.id, t.c.key, t.c.variants, t.c.status, t.c.created_at))).all()
         known = {r.key for r in rows} | {v["key"] for r in rows for v in (r.variants or [])}
         ids = {r.id for r in rows}
-        limit = dt.datetime.now(dt.timezone.utc).timestamp() - max_age
+        limit = cutoff.timestamp()
+        listed: set[str] = set()
         for prefix in (PREFIX, VARIANTS_PREFIX):
             async for stored in self.storage.list(prefix):
+                listed.add(stored.key)
                 if stored.key in known or stored.modified > limit:
                     continue
                 # A variant of a file still processing is not yet in its record.
@@ -482,7 +549,18 @@ class UploadService:
                     continue
                 await self.storage.delete(stored.key)
                 removed["orphans"] += 1
+        for r in rows:
+            if r.status != "ready" or r.key in listed or _aware(r.created_at) > cutoff:
+                continue
+            if await self.storage.exists(r.key):  # listed under another spelling: keep it
+                continue
+            await self._forget(r.id, r.key, variants=r.variants)
+            removed["missing"] += 1
         return removed
+
+
+class _DirectRefused(Exception):
+    """A direct upload to the local route whose first bytes contradict the prepared type."""
 
 
 def _text(status: int, message: str) -> web.Response:

@@ -20,9 +20,9 @@ def define_tables(metadata: sa.MetaData) -> sa.Table:
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("owner", sa.String(255), nullable=True, index=True),
         sa.Column("visibility", sa.String(16), nullable=False),
-        # pending: the record is written before the object (a crash between the
-        # two leaves a pending row the cleanup finds); uploading: a direct upload
-        # prepared, not completed; ready: visible.
+        # ready: visible (written once its object is stored); uploading: a direct
+        # upload prepared, not completed; pending: only in rows of the old
+        # record-first write order, which the cleanup still removes.
         sa.Column("status", sa.String(16), nullable=False, index=True),
         sa.Column("variants", sa.JSON, nullable=False, default=list),
         sa.Column("processing", sa.Boolean, nullable=False, default=False),

@@ -16,9 +16,15 @@ import unicodedata
 import warnings
 from typing import IO
 
+from typing import TYPE_CHECKING
+
 import filetype
 
 from plugboard.graphql.errors import GraphQLError
+
+if TYPE_CHECKING:
+    from plugboard.graphql.upload import UploadHead, UploadRules
+    from plugboard.plugins.uploads.config import UploadsConfig
 
 #: Bytes read to sniff a type (filetype needs 261; archives-based formats a little more).
 SNIFF_BYTES = 8192
@@ -93,6 +99,19 @@ def check_type(head: bytes, declared: str, allowed: list[str]) -> str:
             f"files of type {sniffed} are not accepted (allowed: {', '.join(allowed)})", "FILE_TYPE_NOT_ALLOWED"
         )
     return sniffed
+
+
+def upload_rules(config: "UploadsConfig") -> dict[str, "UploadRules"]:
+    """The File API's fields' rules for the multipart transport: the size limit, and the type checked on the first bytes."""
+    from plugboard.graphql.upload import UploadRules
+
+    def check(head: "UploadHead") -> None:
+        if head.complete and not head.data:
+            raise UploadRefused(f"{head.filename or 'the file'} is empty (0 bytes)", "EMPTY_FILE")
+        check_type(head.data, head.mimetype, config.allowed_types)
+
+    rules = UploadRules(max_file_size=config.max_file_size, check=check, head_size=SNIFF_BYTES)
+    return {"Mutation.uploadFile": rules, "Mutation.uploadMultipleFiles": rules}
 
 
 def check_image(file: IO[bytes], *, max_pixels: int) -> tuple[int, int]:
@@ -170,5 +189,6 @@ __all__ = [
     "read_head",
     "sniff",
     "type_allowed",
+    "upload_rules",
 ]
 

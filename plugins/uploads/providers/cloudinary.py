@@ -9,6 +9,22 @@ auth). Images are stored as ``image`` resources (public id without
 extension), anything else as ``raw``. Delivery URLs of ``authenticated``
 resources carry Cloudinary's URL signature (``s--<8 chars>--``); images are
 delivered optimised through transformation URLs (``f_auto,q_auto``, widths).
+
+What Cloudinary cannot do, and what stands in for it:
+
+- **Expiring delivery URLs.** A signed delivery URL never expires (expiring
+  ones need token authentication, a paid add-on). Private files are therefore
+  handed out through the private download API
+  (``/v1_1/<cloud>/<resource_type>/download``, signed like an upload, with
+  ``expires_at``: Cloudinary's ``private_download_url``), which refuses the
+  URL after it expires; public files get the stable signed delivery URL.
+- **A signed size.** No upload parameter limits the size, so a direct upload's
+  size cannot be fixed in its signature; its format can (``allowed_formats``,
+  which Cloudinary enforces). ``completeUpload`` checks the stored asset's
+  ``bytes`` and format through the Admin API and destroys it if they differ
+  from what was prepared. A signed upload URL can also not be limited to one
+  use: until it expires (``timestamp`` + 1 hour) it may be re-sent, which
+  overwrites the same public id and is verified again on completion.
 """
 
 from __future__ import annotations
@@ -111,19 +127,19 @@ class CloudinaryStorage:
         import aiohttp
 
         resource_type, public_id = self._resource(key)
+        counted = _Counted(data)
         params = self._signed_params({"public_id": public_id, "type": self.config.delivery_type, "overwrite": "true"})
         form = aiohttp.FormData()
         for name, value in params.items():
             form.add_field(name, str(value))
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            body: Any = bytes(data)
-        elif hasattr(data, "__aiter__"):
-            body = _AsyncReader(data)  # aiohttp streams an async iterable payload
-        else:
-            body = data
-        form.add_field("file", body, filename=posixpath.basename(key), content_type=content_type or guess_type(key))
+        form.add_field("file", counted.body(), filename=posixpath.basename(key), content_type=content_type or guess_type(key))
         async with self.session.post(self._api(f"{resource_type}/upload"), data=form) as response:
             result = await self._json(response)
+        # The upload response says what Cloudinary stored: an asset that is not
+        # what was sent (cut short on the way) is destroyed, not kept.
+        if counted.size is not None and int(result.get("bytes", -1)) != counted.size:
+            await self.delete(key)
+            raise StorageError(f"Cloudinary stored {result.get('bytes')} bytes of the {counted.size} sent; the asset was destroyed")
         return StoredFile(key=key, size=int(result["bytes"]), content_type=content_type or guess_type(key), modified=time.time())
 
     async def delete(self, key: str) -> bool:
@@ -156,11 +172,11 @@ class CloudinaryStorage:
         return True
 
     async def open(self, key: str) -> AsyncIterator[bytes]:  # type: ignore[override]
-        async with self.session.get(await self.url(key)) as response:
+        async with self.session.get(self.download_url(key, expires_in=300)) as response:
             if response.status == 404:
                 raise FileNotFoundError(key)
             if response.status >= 400:
-                raise StorageError(f"Cloudinary delivery answered {response.status}")
+                raise StorageError(f"Cloudinary's download API answered {response.status}")
             async for chunk in response.content.iter_chunked(64 * 1024):
                 yield chunk
 
@@ -198,9 +214,19 @@ class CloudinaryStorage:
         base = self.config.delivery_base_url.rstrip("/")
         return f"{base}/{self.cloud_name}/{resource_type}/{self.config.delivery_type}/{signature}{quote(path, safe='/,_')}"
 
+    def download_url(self, key: str, *, expires_in: float = 3600.0) -> str:
+        """A private download URL (Cloudinary's download API) that stops working after ``expires_in`` seconds."""
+        from urllib.parse import urlencode
+
+        resource_type, public_id = self._resource(key)
+        params: dict[str, Any] = {"public_id": public_id, "type": self.config.delivery_type, "expires_at": int(time.time() + expires_in)}
+        if resource_type == "image":
+            params["format"] = _format(key)
+        return self._api(f"{resource_type}/download") + "?" + urlencode(self._signed_params(params))
+
     async def url(self, key: str, *, expires_in: float = 3600.0) -> str:
-        # Cloudinary's signed delivery URLs do not expire (expiring ones need token auth, a paid add-on).
-        return self.delivery_url(key)
+        # Signed delivery URLs never expire: private files go through the download API instead.
+        return self.download_url(key, expires_in=expires_in)
 
     async def public_url(self, key: str) -> str:
         return self.delivery_url(key)
@@ -211,10 +237,58 @@ class CloudinaryStorage:
         return self.delivery_url(key, f"{fmt},q_auto,w_{width},c_limit")
 
     async def presigned_post(self, key: str, *, content_type: str, size: int, expires_in: float = 900.0) -> dict[str, Any]:
-        """Signed upload parameters for a direct (browser) upload; the client adds ``file``."""
+        """Signed upload parameters for a direct (browser) upload; the client adds ``file``.
+
+        The format is signed (``allowed_formats``: Cloudinary refuses any
+        other); the size cannot be (see the module notes), so completion checks it.
+        """
         resource_type, public_id = self._resource(key)
-        fields = self._signed_params({"public_id": public_id, "type": self.config.delivery_type})
+        params = {"public_id": public_id, "type": self.config.delivery_type}
+        if resource_type == "image":
+            # Cloudinary tells an image's format from its content; a raw file's is only its name.
+            params["allowed_formats"] = _format(key)
+        fields = self._signed_params(params)
         return {"method": "POST", "url": self._api(f"{resource_type}/upload"), "headers": {}, "fields": fields}
+
+    async def image_info(self, key: str) -> tuple[int, int]:
+        """(width, height) Cloudinary measured when it decoded the stored image (Admin API)."""
+        info = await self._resource_info(key)
+        if not info.get("width") or not info.get("height"):
+            raise StorageError(f"Cloudinary has no dimensions for {key}")
+        return int(info["width"]), int(info["height"])
+
+
+def _format(key: str) -> str:
+    """Cloudinary's format name for a key's extension (``jpg``, ``png``, ``pdf``)."""
+    ext = posixpath.splitext(key)[1].lstrip(".").lower()
+    return {"jpeg": "jpg", "tif": "tiff"}.get(ext, ext)
+
+
+class _Counted:
+    """The upload body, counting the bytes sent (None: a file whose size is not known up front)."""
+
+    def __init__(self, data: Data) -> None:
+        self.data = data
+        self.size: int | None = None
+
+    def body(self) -> Any:
+        data = self.data
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self.size = len(data)
+            return bytes(data)
+        if hasattr(data, "__aiter__"):
+            self.size = 0
+            return _AsyncReader(self._count(data))  # aiohttp streams an async iterable payload
+        if hasattr(data, "seek") and hasattr(data, "tell"):
+            position = data.tell()  # type: ignore[union-attr]
+            self.size = data.seek(0, 2) - position  # type: ignore[union-attr]
+            data.seek(position)  # type: ignore[union-attr]
+        return data
+
+    async def _count(self, chunks: Any) -> Any:
+        async for chunk in chunks:
+            self.size = (self.size or 0) + len(chunk)
+            yield chunk
 
 
 class _AsyncReader:

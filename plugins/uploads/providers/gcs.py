@@ -94,11 +94,16 @@ class GCSStorage:
     async def read(self, key: str) -> bytes:
         return await self._call(self.client.download, key)
 
-    async def _call(self, method: Any, key: str) -> Any:
+    async def read_head(self, key: str, n: int) -> bytes:
+        """The first ``n`` bytes (a ranged GET): what type sniffing needs, without the rest."""
+        data = await self._call(self.client.download, key, headers={"Range": f"bytes=0-{n - 1}"})
+        return data[:n]
+
+    async def _call(self, method: Any, key: str, **kwargs: Any) -> Any:
         import aiohttp
 
         try:
-            return await method(self.config.bucket, self._name(key))
+            return await method(self.config.bucket, self._name(key), **kwargs)
         except aiohttp.ClientResponseError as e:
             if e.status == 404:
                 raise FileNotFoundError(key) from None

@@ -150,9 +150,15 @@ class S3Storage:
         async with response["Body"] as body:
             return await body.read()
 
-    async def _get(self, key: str) -> Any:
+    async def read_head(self, key: str, n: int) -> bytes:
+        """The first ``n`` bytes (a ranged GET): what type sniffing needs, without the rest."""
+        response = await self._get(key, Range=f"bytes=0-{n - 1}")
+        async with response["Body"] as body:
+            return (await body.read())[:n]
+
+    async def _get(self, key: str, **extra: Any) -> Any:
         try:
-            return await self.client.get_object(Bucket=self.config.bucket, Key=self._key(key))
+            return await self.client.get_object(Bucket=self.config.bucket, Key=self._key(key), **extra)
         except self.client.exceptions.NoSuchKey:
             raise FileNotFoundError(key) from None
 

@@ -8,7 +8,14 @@ Written from Cloudinary's documentation, independently of the provider:
   ``{"error": {"message": "Invalid Signature ..."}}`` otherwise, and the upload
   response fields (public_id, version, bytes, format, resource_type, type, url,
   secure_url, created_at, width/height for images).
+  ``allowed_formats`` (comma-separated) refuses an image of any other format
+  (400 "Image file format <fmt> not allowed"); formats are Cloudinary's names
+  (``jpg``, not ``jpeg``).
 - ``POST .../destroy`` (same signature rule): ``{"result": "ok" | "not found"}``.
+- Private download API (``GET /v1_1/<cloud>/<resource_type>/download``, the SDKs'
+  ``private_download_url``): query ``public_id``, ``format``, ``type``,
+  ``expires_at``, ``timestamp``, ``api_key``, ``signature`` (same rule); refused
+  once ``expires_at`` has passed; answers the original bytes.
 - Admin API (HTTP basic auth ``api_key:api_secret``): one resource, or a listing by prefix.
 - Delivery: ``/<cloud>/<resource_type>/<type>/[s--SIG--/][transformation/]<public_id>[.ext]``;
   ``authenticated`` resources need the signature (first 8 chars of URL-safe
@@ -47,10 +54,11 @@ class FakeCloudinary:
         self.app.router.add_post("/v1_1/{cloud}/{rtype}/destroy", self.destroy)
         self.app.router.add_get("/v1_1/{cloud}/resources/{rtype}/{type}", self.listing)
         self.app.router.add_get("/v1_1/{cloud}/resources/{rtype}/{type}/{public_id:.+}", self.resource)
+        self.app.router.add_get("/v1_1/{cloud}/{rtype}/download", self.download)
         self.app.router.add_get("/{cloud}/{rtype}/{type}/{rest:.+}", self.deliver)
         self.base = ""
 
-    def check_signed(self, request: web.Request, params: dict[str, str]) -> web.Response | None:
+    def check_signed(self, request: web.Request, params: dict[str, str], *, fresh: bool = True) -> web.Response | None:
         if request.match_info["cloud"] != CLOUD:
             return error(404, "Invalid cloud_name " + request.match_info["cloud"])
         if request.match_info["rtype"] not in ("image", "raw", "video", "auto"):
@@ -58,7 +66,7 @@ class FakeCloudinary:
         if params.get("api_key") != KEY:
             return error(401, f"Unknown API key {params.get('api_key')}")
         timestamp = params.get("timestamp", "")
-        if not timestamp.isdigit() or abs(int(timestamp) - time.time()) > 3600:
+        if not timestamp.isdigit() or (fresh and abs(int(timestamp) - time.time()) > 3600):
             return error(400, f"Stale request - reported time is {timestamp}")
         good, to_sign = expected_signature(params)
         if params.get("signature") != good:
@@ -102,9 +110,13 @@ class FakeCloudinary:
 
             try:
                 with Image.open(io.BytesIO(data)) as image:
-                    resource.update(width=image.width, height=image.height, format=image.format.lower())
+                    fmt = {"jpeg": "jpg"}.get(image.format.lower(), image.format.lower())
+                    resource.update(width=image.width, height=image.height, format=fmt)
             except UnidentifiedImageError:
                 return error(400, "Invalid image file")
+            allowed = params.get("allowed_formats")
+            if allowed and resource["format"] not in allowed.split(","):
+                return error(400, f"Image file format {resource['format']} not allowed")
         if (rtype, dtype, public_id) in self.resources and params.get("overwrite") == "false":
             return web.json_response({**self.resources[(rtype, dtype, public_id)]["info"], "existing": True})
         ext = f".{resource['format']}" if "format" in resource else ""
@@ -121,6 +133,22 @@ class FakeCloudinary:
             return refused
         key = (request.match_info["rtype"], params.get("type", "upload"), params.get("public_id", ""))
         return web.json_response({"result": "ok" if self.resources.pop(key, None) else "not found"})
+
+    async def download(self, request: web.Request) -> web.Response:
+        params = dict(request.query)
+        self.requests.append({"path": request.path, "params": dict(params)})
+        # The URL may be used until expires_at, however old its timestamp.
+        refused = self.check_signed(request, params, fresh=False)
+        if refused is not None:
+            return refused
+        expires_at = params.get("expires_at", "")
+        if not expires_at.isdigit() or int(expires_at) < time.time():
+            return error(401, "The download URL has expired")
+        rtype = request.match_info["rtype"]
+        found = self.resources.get((rtype, params.get("type", "upload"), params.get("public_id", "")))
+        if found is None or (rtype == "image" and params.get("format") != found["info"].get("format")):
+            return error(404, "Resource not found")
+        return web.Response(body=found["data"], headers={"Content-Disposition": "attachment"})
 
     def check_basic(self, request: web.Request) -> web.Response | None:
         expected = "Basic " + base64.b64encode(f"{KEY}:{SECRET}".encode()).decode()

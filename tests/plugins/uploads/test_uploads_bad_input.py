@@ -37,7 +37,8 @@ async def test_over_the_transport_limit_is_cut_mid_stream_with_413(uploads_clien
 
 async def test_over_the_plugin_limit(uploads_client, tmp_path):
     client = await uploads_client(uploads={"max_file_size": "1KB"})
-    result = await upload(client, "big.pdf", pdf() + b" " * 2000, "application/pdf")
+    # Stopped by the transport as the bytes arrive (test_uploads_streaming.py proves mid-stream).
+    result = await upload(client, "big.pdf", pdf() + b" " * 2000, "application/pdf", status=413)
     assert error_code(result) == "FILE_TOO_LARGE"
     await assert_nothing_left(client, tmp_path)
 
@@ -53,7 +54,7 @@ async def test_plugin_limit_above_the_transport_limit_fails_startup(plugboard_ap
 
 async def test_disallowed_type(uploads_client, tmp_path):
     client = await uploads_client(uploads={"allowed_types": ["image/*"]})
-    result = await upload(client, "doc.pdf", pdf(), "application/pdf")
+    result = await upload(client, "doc.pdf", pdf(), "application/pdf", status=400)
     assert error_code(result) == "FILE_TYPE_NOT_ALLOWED"
     assert "application/pdf" in result["errors"][0]["message"]
     await assert_nothing_left(client, tmp_path)
@@ -61,7 +62,7 @@ async def test_disallowed_type(uploads_client, tmp_path):
 
 async def test_spoofed_type_an_executable_sent_as_png(uploads_client, tmp_path):
     client = await uploads_client()
-    result = await upload(client, "cat.png", elf(), "image/png")
+    result = await upload(client, "cat.png", elf(), "image/png", status=400)
     assert error_code(result) == "FILE_TYPE_MISMATCH"
     assert "application/x-executable" in result["errors"][0]["message"]
     await assert_nothing_left(client, tmp_path)
@@ -69,7 +70,7 @@ async def test_spoofed_type_an_executable_sent_as_png(uploads_client, tmp_path):
 
 async def test_executable_with_no_declared_type_is_not_allowed(uploads_client, tmp_path):
     client = await uploads_client()
-    result = await upload(client, "cat.png", elf(), "application/octet-stream")
+    result = await upload(client, "cat.png", elf(), "application/octet-stream", status=400)
     assert error_code(result) == "FILE_TYPE_NOT_ALLOWED"
     await assert_nothing_left(client, tmp_path)
 
@@ -92,7 +93,7 @@ async def test_decompression_bomb(uploads_client, tmp_path):
 
 async def test_zero_byte_file(uploads_client, tmp_path):
     client = await uploads_client()
-    result = await upload(client, "empty.png", b"", "image/png")
+    result = await upload(client, "empty.png", b"", "image/png", status=400)
     assert error_code(result) == "EMPTY_FILE"
     await assert_nothing_left(client, tmp_path)
 
@@ -219,6 +220,9 @@ async def test_direct_upload_url_forged_wrong_length_or_type(uploads_client, tmp
         assert resp.status == 400 and "Content-Length" in await resp.text()
     async with client.put(prepared["url"], data=png(), headers={"Content-Type": "image/jpeg"}) as resp:
         assert resp.status == 400 and "Content-Type" in await resp.text()
+    # The right length and type header, the wrong content: refused on the first bytes, nothing stored.
+    async with client.put(prepared["url"], data=elf()[: len(png())].ljust(len(png()), b"\0"), headers=prepared["headers"]) as resp:
+        assert resp.status == 400 and "application/x-executable" in await resp.text()
     assert error_code(await client.gql(COMPLETE, {"id": prepared["id"]}, headers=ALICE)) == "UPLOAD_INCOMPLETE"
     # Another user cannot complete it.
     assert error_code(await client.gql(COMPLETE, {"id": prepared["id"]}, headers={"Authorization": "Bearer bob"})) == "NOT_FOUND"
@@ -261,10 +265,16 @@ async def test_cleanup_removes_objects_without_records_and_records_without_objec
             encoding="7bit", size=1, owner="alice", visibility="private", status="pending", variants=[], processing=False,
             created_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=2),
         ))
+    # A ready file whose object vanished (removed behind our back, or a storage restored from an old backup).
+    gone = (await upload(client, "gone.png", png(), "image/png"))["data"]["uploadFile"]
+    await service.storage.delete(f"uploads/{gone['id']}.png")
     removed = await service.cleanup(max_age=0)
-    assert removed == {"pending": 1, "expired": 0, "orphans": 1}
+    assert removed == {"pending": 1, "expired": 0, "orphans": 1, "missing": 1}
     assert stored(tmp_path) == [f"uploads/{kept['id']}.png"]
     assert [r.id for r in await records(client)] == [kept["id"]]
+    # Younger than max_age: nothing is touched (an upload in progress elsewhere).
+    await service.storage.put("uploads/" + "e" * 32 + ".png", png())
+    assert await service.cleanup(max_age=3600) == {"pending": 0, "expired": 0, "orphans": 0, "missing": 0}
 
 
 async def test_uploads_cleanup_runs_as_a_job(plugboard_client, tmp_path):
@@ -284,5 +294,5 @@ async def test_uploads_cleanup_runs_as_a_job(plugboard_client, tmp_path):
         return got if got.status.value == "COMPLETED" else None
 
     done = await eventually(finished, timeout=10)
-    assert done.result == {"pending": 0, "expired": 0, "orphans": 1}
+    assert done.result == {"pending": 0, "expired": 0, "orphans": 1, "missing": 0}
     assert stored(tmp_path) == []

@@ -11,6 +11,8 @@ from typing import Any
 from plugboard import hookimpl
 
 PREFLIGHT = {"apollo-require-preflight": "true"}
+#: The GCS emulator's default bucket (conftest's ``gcs_emulator``).
+GCS_BUCKET = "plugboard-gcs"
 
 FILE_FIELDS = "id filename mimetype encoding url size createdAt owner visibility processing jobId variants { format width height size url }"
 UPLOAD = f"mutation($f: Upload!, $v: FileVisibility) {{ uploadFile(file: $f, visibility: $v) {{ {FILE_FIELDS} }} }}"
