@@ -3,7 +3,7 @@
 The seed's "Rate Limiting & API Protection". The hook implementations are thin:
 
 - ``memory`` and ``redis`` providers of the core's ``ratelimit`` kind
-  (:mod:`.providers`, on the ``limits`` library), selected in ``services.ratelimit``;
+  (:mod:`.providers`, one sliding-window counter), selected in ``services.ratelimit``;
 - the request policy (``protection.requests``), an aiohttp middleware
   (:mod:`.limiter`) that covers HTTP, WebSocket upgrades and SSE streams, with
   ``RateLimit-Policy``/``RateLimit`` headers and 429 + ``Retry-After``;
@@ -114,15 +114,15 @@ def plugboard_providers() -> list[ProviderSpec]:
             name="memory",
             factory="plugboard.plugins.protection.providers.memory:MemoryRateLimitStore",
             config=MemoryRateLimitConfig,
-            description="moving-window counters in this process (limits' MemoryStorage)",
+            description="sliding-window counters in this process",
         ),
         ProviderSpec(
             kind="ratelimit",
             name="redis",
             factory="plugboard.plugins.protection.providers.redis:RedisRateLimitStore",
             config=RedisRateLimitConfig,
-            description="moving-window counters in the shared Redis (redis.url), atomic across instances",
-            requires="limits",
+            description="sliding-window counters in the shared Redis (redis.url), one Lua script per check, shared by every instance",
+            requires="redis",
         ),
     ]
 
