@@ -1,0 +1,106 @@
+"""The request policies and ``@rateLimit`` inside the operation lifecycle, where the identity is known.
+
+One operation step. It counts:
+
+- the operation under its caller's policy (API key, user, else IP) when the
+  middleware deferred the request (it carried credentials) and for every
+  operation on a WebSocket (one upgrade carries many);
+- each ``@rateLimit`` field the operation selects (:mod:`.directive`).
+
+A refusal is a :class:`~plugboard.graphql.errors.GraphQLError` with
+``RATE_LIMITED``: the HTTP transport answers 429 with its headers, the
+WebSocket transports an ``error`` message for the operation.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any
+
+from plugboard.plugins.protection.directive import FieldLimit
+from plugboard.plugins.protection.limiter import DEFERRED, STATE, Policy, RequestLimiter, identity_id, merge_header, ratelimit_header
+
+#: The limited selections of this many documents (with their variables) are kept.
+CACHE_SIZE = 1024
+
+
+class FieldLimits:
+    """The ``@rateLimit`` fields an operation selects, found once per document, name and variables."""
+
+    def __init__(self, limits: dict[str, FieldLimit], key: Any) -> None:
+        self.limits = limits
+        self.policies = {c: Policy(c, f.max, f.window) for c, f in limits.items()}
+        self._key = key
+        self._cache: collections.OrderedDict[Any, tuple[FieldLimit, ...]] = collections.OrderedDict()
+
+    def selected(self, op: Any) -> tuple[FieldLimit, ...]:
+        key = self._key(op)
+        found = self._cache.get(key)
+        if found is not None:
+            self._cache.move_to_end(key)
+            return found
+        limits = self.limits
+        found = tuple(limits[sel.coordinate] for sel, _depth, _path in op.document.walk() if sel.coordinate in limits)
+        self._cache[key] = found
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return found
+
+
+def _subject(limiter: RequestLimiter, context: Any, per: str) -> str:
+    # per KEY without a key is USER; per USER without an identity is IP.
+    if per == "KEY":
+        api_key = getattr(context, "api_key", None)
+        if api_key is not None:
+            return f"key:{api_key.id}"
+    if per in ("KEY", "USER"):
+        user = identity_id(context)
+        if user is not None:
+            return f"user:{user}"
+    request = getattr(context, "request", None)
+    return limiter.client_key(request) if request is not None else "ip:unknown"
+
+
+def rate_limit_step(limiter: RequestLimiter, fields: FieldLimits | None, *, requests_enabled: bool) -> Any:
+    """The operation step (see the module docstring)."""
+    skip_failed = limiter.config.requests.skip_failed_requests
+
+    async def request_limits(op: Any, call_next: Any) -> Any:
+        context = op.context
+        request = getattr(context, "request", None)
+        counted: tuple[Policy, str] | None = None
+        if requests_enabled and request is not None and (op.transport == "ws" or request.get(DEFERRED)):
+            policy, key = limiter.subject(context)
+            # skipFailedRequests on an HTTP request: look now, count once it succeeded.
+            look = skip_failed and op.transport != "ws"
+            state = await limiter.count(key, peek=True, limit=policy.max, window=policy.window) if look else await limiter.count_operation(key, policy)
+            if state is not None:
+                if not state.allowed:
+                    raise limiter.refused(policy, state)
+                if op.transport != "ws":
+                    request[STATE] = (policy, state)
+                    counted = (policy, key) if look else None
+        if fields is not None:
+            for limit in fields.selected(op):
+                policy = fields.policies[limit.coordinate]
+                state = await limiter.count_operation(f"field:{limit.coordinate}:{_subject(limiter, context, limit.per)}", policy)
+                if state is None:
+                    continue
+                if not state.allowed:
+                    raise limiter.refused(policy, state, f"Too many requests for {limit.coordinate}; retry later", field=limit.coordinate)
+                merge_header(op.response_headers, "RateLimit-Policy", policy.header)
+                merge_header(op.response_headers, "RateLimit", ratelimit_header(policy.name, state))
+        result = await call_next(op)
+        if counted is not None and not _failed(result):
+            policy, key = counted
+            state = await limiter.count_operation(key, policy)
+            if state is not None:
+                request[STATE] = (policy, state)
+        return result
+
+    return request_limits
+
+
+def _failed(result: Any) -> bool:
+    errors = result.get("errors") if isinstance(result, dict) else getattr(result, "errors", None)
+    return bool(errors)
