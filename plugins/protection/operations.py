@@ -75,11 +75,12 @@ def rate_limit_step(limiter: RequestLimiter, fields: FieldLimits | None, *, requ
             look = skip_failed and op.transport != "ws"
             state = await limiter.count(key, peek=True, limit=policy.max, window=policy.window) if look else await limiter.count_operation(key, policy)
             if state is not None:
-                if not state.allowed:
-                    raise limiter.refused(policy, state)
                 if op.transport != "ws":
+                    # Counted by its identity (refused included): the middleware will not count the address.
                     request[STATE] = (policy, state)
                     counted = (policy, key) if look else None
+                if not state.allowed:
+                    raise limiter.refused(policy, state)
         if fields is not None:
             for limit in fields.selected(op):
                 policy = fields.policies[limit.coordinate]
