@@ -167,11 +167,11 @@ ANALYSIS: web.AppKey[Analysis] = web.AppKey("plugboard.protection.analysis", Ana
 
 
 def operation_steps(app: Any, config: Any) -> list[Any]:
-    """The request policies and ``@rateLimit`` step (:mod:`.operations`), then the depth/cost/budget step."""
+    """The plugin's limits step: request policies and ``@rateLimit`` (:mod:`.operations`), then depth, cost and budget."""
     from plugboard.plugins.protection.directive import read_rate_limits
     from plugboard.plugins.protection.limiter import LIMITER, Policy, merge_header, ratelimit_header
     from plugboard.plugins.protection.metrics import METRICS
-    from plugboard.plugins.protection.operations import FieldLimits, rate_limit_step
+    from plugboard.plugins.protection.operations import FieldLimits, RequestChecks
 
     limits = config.graphql
     # Read here, once the schema is composed: a bad @cost or @rateLimit fails
@@ -210,30 +210,46 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
                 budget=policy.max,
             )
 
-    async def query_limits(op: Any, call_next: Any) -> Any:
-        if limits.max_depth or limits.max_complexity or budget.enabled:
-            depth, cost, name = analysis.of(op)
-            if metrics is not None:
-                metrics.cost.labels(metrics.operation_label(name)).observe(cost)
-            if limits.max_depth and depth > limits.max_depth:
-                raise GraphQLError(
-                    f"The query is {depth} levels deep; the limit is {limits.max_depth}",
-                    "QUERY_TOO_DEEP",
-                    extensions={"depth": depth, "maxDepth": limits.max_depth},
-                )
-            if limits.max_complexity and cost > limits.max_complexity:
-                raise GraphQLError(
-                    f"The query costs {cost}; the limit is {limits.max_complexity}",
-                    "QUERY_TOO_COMPLEX",
-                    extensions={"cost": cost, "maxComplexity": limits.max_complexity},
-                )
-            if budget.enabled:
-                await spend(op, cost)
-        return await call_next(op)
+    # Prometheus children by operation name: labels() takes a lock and builds a key each call.
+    cost_metrics: dict[str | None, Any] = {}
 
-    steps: list[Any] = []
+    async def check_query(op: Any) -> None:
+        depth, cost, name = analysis.of(op)
+        if metrics is not None:
+            child = cost_metrics.get(name)
+            if child is None:
+                child = cost_metrics[name] = metrics.cost.labels(metrics.operation_label(name))
+                if len(cost_metrics) > CACHE_SIZE:
+                    cost_metrics.clear()
+            child.observe(cost)
+        if limits.max_depth and depth > limits.max_depth:
+            raise GraphQLError(
+                f"The query is {depth} levels deep; the limit is {limits.max_depth}",
+                "QUERY_TOO_DEEP",
+                extensions={"depth": depth, "maxDepth": limits.max_depth},
+            )
+        if limits.max_complexity and cost > limits.max_complexity:
+            raise GraphQLError(
+                f"The query costs {cost}; the limit is {limits.max_complexity}",
+                "QUERY_TOO_COMPLEX",
+                extensions={"cost": cost, "maxComplexity": limits.max_complexity},
+            )
+        if budget.enabled:
+            await spend(op, cost)
+
+    analyse = bool(limits.max_depth or limits.max_complexity or budget.enabled)
     fields = FieldLimits(field_limits, analysis.key) if field_limits else None
-    if config.requests.enabled or fields is not None:
-        steps.append(rate_limit_step(limiter, fields, requests_enabled=config.requests.enabled))
-    steps.append(query_limits)
-    return steps
+    checks = RequestChecks(limiter, fields, requests_enabled=config.requests.enabled) if config.requests.enabled or fields is not None else None
+
+    # One step, not two: each step is a layer every operation goes through.
+    async def protection_limits(op: Any, call_next: Any) -> Any:
+        counted = await checks.before(op) if checks is not None else None
+        if analyse:
+            await check_query(op)
+        if counted is None:
+            return await call_next(op)
+        result = await call_next(op)
+        await checks.after(op, counted, result)
+        return result
+
+    return [protection_limits]

@@ -1,6 +1,6 @@
 """The request policies and ``@rateLimit`` inside the operation lifecycle, where the identity is known.
 
-One operation step. It counts:
+Run by the plugin's one operation step (:func:`.cost.operation_steps`). It counts:
 
 - the operation under its caller's policy (API key, user, else IP) when the
   middleware deferred the request (it carried credentials) and for every
@@ -61,18 +61,28 @@ def _subject(limiter: RequestLimiter, context: Any, per: str) -> str:
     return limiter.client_key(request) if request is not None else "ip:unknown"
 
 
-def rate_limit_step(limiter: RequestLimiter, fields: FieldLimits | None, *, requests_enabled: bool) -> Any:
-    """The operation step (see the module docstring)."""
-    skip_failed = limiter.config.requests.skip_failed_requests
+class RequestChecks:
+    """The request policy and ``@rateLimit`` checks of one operation, run by the plugin's step.
 
-    async def request_limits(op: Any, call_next: Any) -> Any:
+    :meth:`before` counts (or refuses); it returns what :meth:`after` needs
+    when the count waits for the outcome (skipFailedRequests), else None.
+    """
+
+    def __init__(self, limiter: RequestLimiter, fields: FieldLimits | None, *, requests_enabled: bool) -> None:
+        self.limiter = limiter
+        self.fields = fields
+        self.requests_enabled = requests_enabled
+        self.skip_failed = limiter.config.requests.skip_failed_requests
+
+    async def before(self, op: Any) -> tuple[Policy, str] | None:
+        limiter = self.limiter
         context = op.context
         request = getattr(context, "request", None)
         counted: tuple[Policy, str] | None = None
-        if requests_enabled and request is not None and (op.transport == "ws" or request.get(DEFERRED)):
+        if self.requests_enabled and request is not None and (op.transport == "ws" or DEFERRED in request):
             policy, key = limiter.subject(context)
             # skipFailedRequests on an HTTP request: look now, count once it succeeded.
-            look = skip_failed and op.transport != "ws"
+            look = self.skip_failed and op.transport != "ws"
             state = await limiter.count(key, peek=True, limit=policy.max, window=policy.window) if look else await limiter.count_operation(key, policy)
             if state is not None:
                 if op.transport != "ws":
@@ -81,25 +91,29 @@ def rate_limit_step(limiter: RequestLimiter, fields: FieldLimits | None, *, requ
                     counted = (policy, key) if look else None
                 if not state.allowed:
                     raise limiter.refused(policy, state)
-        if fields is not None:
-            for limit in fields.selected(op):
-                policy = fields.policies[limit.coordinate]
-                state = await limiter.count_operation(f"field:{limit.coordinate}:{_subject(limiter, context, limit.per)}", policy)
-                if state is None:
-                    continue
-                if not state.allowed:
-                    raise limiter.refused(policy, state, f"Too many requests for {limit.coordinate}; retry later", field=limit.coordinate)
-                merge_header(op.response_headers, "RateLimit-Policy", policy.header)
-                merge_header(op.response_headers, "RateLimit", ratelimit_header(policy.name, state))
-        result = await call_next(op)
-        if counted is not None and not _failed(result):
-            policy, key = counted
-            state = await limiter.count_operation(key, policy)
-            if state is not None:
-                request[STATE] = (policy, state)
-        return result
+        if self.fields is not None:
+            await self._fields(op, context)
+        return counted
 
-    return request_limits
+    async def _fields(self, op: Any, context: Any) -> None:
+        limiter, fields = self.limiter, self.fields
+        for limit in fields.selected(op):
+            policy = fields.policies[limit.coordinate]
+            state = await limiter.count_operation(f"field:{limit.coordinate}:{_subject(limiter, context, limit.per)}", policy)
+            if state is None:
+                continue
+            if not state.allowed:
+                raise limiter.refused(policy, state, f"Too many requests for {limit.coordinate}; retry later", field=limit.coordinate)
+            merge_header(op.response_headers, "RateLimit-Policy", policy.header)
+            merge_header(op.response_headers, "RateLimit", ratelimit_header(policy.name, state))
+
+    async def after(self, op: Any, counted: tuple[Policy, str], result: Any) -> None:
+        if _failed(result):
+            return
+        policy, key = counted
+        state = await self.limiter.count_operation(key, policy)
+        if state is not None:
+            op.context.request[STATE] = (policy, state)
 
 
 def _failed(result: Any) -> bool:
