@@ -113,3 +113,44 @@ def test_negative_cost_weight_fails_start_up_naming_the_sdl(plugboard_app, tmp_p
 
     with pytest.raises(SchemaError, match=r"pricey.graphql:2: @cost on field Query.pricey: weight must be a whole number >= 0, not -3"):
         plugboard_app({"plugins": ["protection"]}, plugins=[Pricey()])
+
+
+@pytest.mark.parametrize("fail_closed", [False, True])
+async def test_redis_down_with_credentials_and_field_limits(plugboard_client, caplog, fail_closed, tmp_path):
+    # The identified path (counted in the operation step) and @rateLimit fail the same way.
+    import time
+
+    import jwt
+
+    from plugboard import hookimpl
+
+    secret = "s3cret-s3cret-s3cret-s3cret-s3cret!"
+
+    class Limited:
+        @hookimpl
+        def plugboard_schema(self):
+            return 'extend type Query { ping: String @rateLimit(max: 5, window: "1m") }'
+
+        @hookimpl
+        def plugboard_resolvers(self):
+            async def ping(parent, args, ctx, info):
+                return "pong"
+
+            return {"Query.ping": ping}
+
+    client = await plugboard_client(
+        {"plugins": ["protection"], "protection": {"fail_closed": fail_closed, "jwt": {"enabled": True, "secret": secret}}}, plugins=[Limited()]
+    )
+    dead = await _dead_store(client.app)
+    auth = {"Authorization": "Bearer " + jwt.encode({"sub": "frank", "exp": int(time.time()) + 300}, secret, algorithm="HS256")}
+    try:
+        with caplog.at_level(logging.WARNING, logger="plugboard.protection"):
+            for headers in (auth, {}):
+                async with client.post("/graphql", json={"query": "{ ping }"}, headers=headers) as resp:
+                    if fail_closed:
+                        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+                    else:
+                        assert resp.status == 200 and (await resp.json())["data"] == {"ping": "pong"}
+        assert "the ratelimit store failed" in caplog.text
+    finally:
+        await dead.close()

@@ -151,3 +151,15 @@ def test_bad_policies_are_config_errors(plugboard_app, requests, problem):
 def test_bad_budget_override_is_a_config_error(plugboard_app):
     with pytest.raises(ConfigError, match=r"protection\.budget\.key_overrides"):
         plugboard_app({"plugins": ["protection"], "protection": {"budget": {"key_overrides": {"pbk_1": 0}}}})
+
+
+async def test_skip_failed_requests_for_identified_users(plugboard_client):
+    client = await plugboard_client(settings({"max": 100, "window_ms": 60000, "per_user": {"max": 2}, "skip_failed_requests": True}))
+    auth = {"Authorization": f"Bearer {token('gina')}"}
+    for _ in range(3):
+        # Invalid against the schema: a failed request, not counted.
+        await client.gql("{ books(first: 1) { nope } }", headers={**auth, **GQL}, status=400)
+    for remaining in (1, 0):
+        status, headers, _ = await post(client, auth)
+        assert status == 200 and headers["RateLimit"].startswith(f'"user";r={remaining};')
+    assert (await post(client, auth))[0] == 429
