@@ -57,8 +57,7 @@ def _subject(limiter: RequestLimiter, context: Any, per: str) -> str:
         user = identity_id(context)
         if user is not None:
             return f"user:{user}"
-    request = getattr(context, "request", None)
-    return limiter.client_key(request) if request is not None else "ip:unknown"
+    return limiter.client_key(context.request)
 
 
 class RequestChecks:
@@ -78,8 +77,11 @@ class RequestChecks:
         limiter = self.limiter
         context = op.context
         request = getattr(context, "request", None)
+        if request is None:
+            # The server's own operations (a job running a query): no client to limit.
+            return None
         counted: tuple[Policy, str] | None = None
-        if self.requests_enabled and request is not None and (op.transport == "ws" or DEFERRED in request):
+        if self.requests_enabled and (op.transport == "ws" or DEFERRED in request):
             policy, key = limiter.subject(context)
             # skipFailedRequests on an HTTP request: look now, count once it succeeded.
             look = self.skip_failed and op.transport != "ws"
