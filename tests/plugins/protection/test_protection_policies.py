@@ -163,3 +163,14 @@ async def test_skip_failed_requests_for_identified_users(plugboard_client):
         status, headers, _ = await post(client, auth)
         assert status == 200 and headers["RateLimit"].startswith(f'"user";r={remaining};')
     assert (await post(client, auth))[0] == 429
+
+
+async def test_sse_streams_of_a_user_count_under_the_user(plugboard_client):
+    client = await plugboard_client(settings({"max": 100, "window_ms": 60000, "per_user": {"max": 1}}))
+    body = {"query": "subscription { bookUpdated { title } }"}
+    headers = {"Accept": "text/event-stream", "Authorization": f"Bearer {token('hana')}"}
+    async with client.post("/graphql", json=body, headers=headers) as resp:
+        assert resp.status == 200
+        async with client.post("/graphql", json=body, headers=headers) as refused:
+            assert refused.status == 429
+            assert "Retry-After" in refused.headers and '"user";r=0;' in refused.headers["RateLimit"]
