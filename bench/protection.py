@@ -67,7 +67,7 @@ def versions() -> str:
     from importlib.metadata import version
 
     parts = [f"Python {sys.version.split()[0]}"]
-    for dist in ("aiohttp", "tartiflette", "redis", "uvloop", "limits"):
+    for dist in ("aiohttp", "tartiflette", "redis", "uvloop", "limits", "prometheus-client"):
         parts.append(f"{dist} {version(dist)}")
     return ", ".join(parts)
 
@@ -100,7 +100,27 @@ def settings_for(side: str, redis_url: str | None) -> dict:
     return data
 
 
+async def _limits_sliding(storage, checks: int) -> list[float]:
+    # The ``limits`` library's SlidingWindowCounter doing what a request needs:
+    # the hit, then the window's state for the RateLimit headers.
+    from limits import RateLimitItemPerMinute
+    from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+    limiter = SlidingWindowCounterRateLimiter(storage)
+    item = RateLimitItemPerMinute(1_000_000)
+    samples = []
+    for i in range(checks):
+        t = time.perf_counter()
+        await limiter.hit(item, f"ip:10.0.{i % 50}.1")
+        await limiter.get_window_stats(item, f"ip:10.0.{i % 50}.1")
+        samples.append((time.perf_counter() - t) * 1e6)
+    return samples
+
+
 async def check_latency(redis_url: str, checks: int) -> dict[str, tuple[float, float]]:
+    """p50/p99 (us) of one limit check: our stores' ``hit``, and ``limits``' sliding window counter for comparison."""
+    from limits.aio.storage import MemoryStorage, RedisStorage
+
     from plugboard import keys
     from plugboard.core_config import CoreConfig
     from plugboard.plugins.protection.providers.memory import MemoryRateLimitStore
@@ -121,9 +141,15 @@ async def check_latency(redis_url: str, checks: int) -> dict[str, tuple[float, f
             await store.hit(f"ip:10.0.{i % 50}.1", limit=1_000_000, window=60)
             samples.append((time.perf_counter() - t) * 1e6)
         await store.close()
+        out[name] = samples
+    out["limits memory (hit + stats)"] = await _limits_sliding(MemoryStorage(), checks)
+    redis_storage = RedisStorage("async+" + redis_url, implementation="redispy", key_prefix="bench-limits")
+    out["limits redis (hit + stats)"] = await _limits_sliding(redis_storage, checks)
+    summary = {}
+    for name, samples in out.items():
         samples.sort()
-        out[name] = (samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
-    return out
+        summary[name] = (samples[len(samples) // 2], samples[int(len(samples) * 0.99)])
+    return summary
 
 
 def main() -> None:

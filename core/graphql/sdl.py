@@ -165,3 +165,77 @@ def _describe(owner: str, where: str) -> str:
     if owner in (CORE, "schema.d"):
         return where
     return f"plugin {owner!r} ({where})" if not where.startswith("plugin ") else f"plugin {owner!r}"
+
+
+@attrs.define(frozen=True)
+class DirectiveUse:
+    """One use of a directive in the composed SDL, with where it was written.
+
+    ``type_name`` is the type it is on (or whose field it is on), ``field_name``
+    the field (None on the type itself). ``arguments`` maps each argument's
+    name to its graphql-core value node, unchecked: the caller validates and
+    reports problems as ``f"{use.where}: ..."``.
+    """
+
+    directive: str
+    type_name: str
+    field_name: str | None
+    arguments: Mapping[str, Any]
+    #: ``path/file.graphql:12``, or ``plugin 'x', SDL line 12`` for SDL text a plugin returned.
+    where: str
+
+    @property
+    def coordinate(self) -> str:
+        """``Type.field``, or ``Type`` for a use on the type."""
+        return f"{self.type_name}.{self.field_name}" if self.field_name else self.type_name
+
+    @property
+    def what(self) -> str:
+        """``field Query.books`` or ``type Book``, for messages."""
+        return f"field {self.coordinate}" if self.field_name else f"type {self.type_name}"
+
+
+def directive_uses(fragments: Iterable[Fragment], name: str) -> list[DirectiveUse]:
+    """Every use of ``@name`` on types, interfaces, unions and their fields, in fragment order.
+
+    Plugins that give a directive a meaning (``@cost``, ``@rateLimit``,
+    ``@cacheControl``) read its uses here once the schema is composed, so
+    their start-up errors name the SDL file and line. Read with graphql-core's
+    parser (Tartiflette stays in the engine); a fragment that does not parse
+    is skipped, since composing the schema reports it.
+    """
+    from graphql.error import GraphQLSyntaxError
+    from graphql.language import ast as gql
+    from graphql.language import parse
+
+    holders = (
+        gql.ObjectTypeDefinitionNode,
+        gql.ObjectTypeExtensionNode,
+        gql.InterfaceTypeDefinitionNode,
+        gql.InterfaceTypeExtensionNode,
+        gql.UnionTypeDefinitionNode,
+        gql.UnionTypeExtensionNode,
+    )
+    uses: list[DirectiveUse] = []
+    marker = "@" + name
+    for fragment in fragments:
+        if marker not in fragment.text:  # most fragments: no parse at all
+            continue
+        try:
+            document = parse(fragment.text, no_location=False)
+        except GraphQLSyntaxError:
+            continue
+        for node in document.definitions:
+            if not isinstance(node, holders):
+                continue
+            type_name = node.name.value
+            targets = [(None, node.directives)] + [(f.name.value, f.directives) for f in getattr(node, "fields", None) or ()]
+            for field_name, directives in targets:
+                for directive in directives or ():
+                    if directive.name.value != name:
+                        continue
+                    line = fragment.text.count("\n", 0, directive.loc.start) + 1 if directive.loc else 0
+                    where = f"{fragment.source}, SDL line {line}" if fragment.source.startswith("plugin ") else f"{fragment.source}:{line}"
+                    arguments = {a.name.value: a.value for a in directive.arguments}
+                    uses.append(DirectiveUse(name, type_name, field_name, arguments, where))
+    return uses

@@ -3,13 +3,16 @@
 The seed's "Rate Limiting & API Protection". The hook implementations are thin:
 
 - ``memory`` and ``redis`` providers of the core's ``ratelimit`` kind
-  (:mod:`.providers`, on the ``limits`` library), selected in ``services.ratelimit``;
-- the request policy (``protection.requests``), an aiohttp middleware
-  (:mod:`.limiter`) that covers HTTP, WebSocket upgrades and SSE streams, with
-  ``RateLimit-Policy``/``RateLimit`` headers and 429 + ``Retry-After``;
+  (:mod:`.providers`, one sliding-window counter), selected in ``services.ratelimit``;
+- the request policies (``protection.requests``: per IP, per user, per API
+  key), an aiohttp middleware (:mod:`.limiter`) that covers HTTP, WebSocket
+  upgrades (4429 on floods) and SSE streams, with ``RateLimit-Policy``/
+  ``RateLimit`` headers and 429 + ``Retry-After``; identified requests are
+  counted in the operation step (:mod:`.operations`);
+- ``@rateLimit(max, window, per)`` on fields (:mod:`.directive`);
 - depth and cost limits (``protection.graphql``) and cost budgets
-  (``protection.budget``), an operation step (:mod:`.cost`) on the core's
-  document view;
+  (``protection.budget``) on the core's document view (:mod:`.cost`, whose
+  one operation step runs every limit);
 - API keys (``protection.api_keys``): records-store table, GraphQL
   management (:mod:`.graphql`), the ``plugboard apikey`` command
   (:mod:`.commands`), and the identity they give requests (:func:`plugboard_context`).
@@ -114,15 +117,15 @@ def plugboard_providers() -> list[ProviderSpec]:
             name="memory",
             factory="plugboard.plugins.protection.providers.memory:MemoryRateLimitStore",
             config=MemoryRateLimitConfig,
-            description="moving-window counters in this process (limits' MemoryStorage)",
+            description="sliding-window counters in this process",
         ),
         ProviderSpec(
             kind="ratelimit",
             name="redis",
             factory="plugboard.plugins.protection.providers.redis:RedisRateLimitStore",
             config=RedisRateLimitConfig,
-            description="moving-window counters in the shared Redis (redis.url), atomic across instances",
-            requires="limits",
+            description="sliding-window counters in the shared Redis (redis.url), one Lua script per check, shared by every instance",
+            requires="redis",
         ),
     ]
 

@@ -5,7 +5,13 @@ The counters live in the ``ratelimit`` service (``services.ratelimit``:
 this section says what to limit::
 
     protection:
-      requests: {window_ms: 900000, max: 100, skip_failed_requests: false}  # per client (key > user > IP)
+      requests:                     # the seed's policy: per IP, and the default of the others
+        window_ms: 900000
+        max: 100
+        skip_failed_requests: false
+        per_user: {window_ms: 60000, max: 600}   # unset: the default policy's
+        per_key: {max: 6000}
+        key_overrides: {pbk_1a2b3c4d: {max: 60000}}   # by key prefix or id
       graphql: {max_complexity: 1000, max_depth: 12}
       budget: {enabled: false, window_ms: 3600000, max: 100000}   # cost units per client per window
       api_keys: true
@@ -33,9 +39,33 @@ def _networks(instance: object, attribute: attrs.Attribute, value: list[str]) ->
             raise ValueError(f"{item!r} is not an IP address or CIDR (e.g. 10.0.0.0/8)") from None
 
 
+def _positive_values(value: dict[str, int]) -> None:
+    for name, item in value.items():
+        if item <= 0:
+            raise ValueError(f"{name}: must be > 0, not {item}")
+
+
+def _optional_positive(instance: object, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None:
+        validators.positive(instance, attribute, value)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class PolicyOptions:
+    """A window and a maximum for one kind of client; either unset takes the default policy's."""
+
+    window_ms: int | None = attrs.field(default=None, validator=_optional_positive)
+    max: int | None = attrs.field(default=None, validator=_optional_positive)
+
+
 @attrs.define(frozen=True, kw_only=True)
 class RequestLimits:
-    """``protection.requests``: the default policy, per client, on every transport."""
+    """``protection.requests``: request limits on every transport.
+
+    Each request counts once, under its most specific verified identity: an
+    API key (``per_key``, or the key's entry in ``key_overrides``), else a
+    user (``per_user``), else the client IP (this default policy).
+    """
 
     enabled: bool = True
     #: The window in milliseconds (the seed's ``windowMs``); counted in whole seconds.
@@ -46,6 +76,12 @@ class RequestLimits:
     skip_failed_requests: bool = False
     #: Paths never limited (health checks).
     exempt_paths: list[str] = attrs.field(factory=lambda: ["/healthz", "/readyz", "/metrics"])
+    #: Authenticated users (a JWT's ``sub``, an API key's owner).
+    per_user: PolicyOptions = attrs.field(factory=PolicyOptions)
+    #: API keys.
+    per_key: PolicyOptions = attrs.field(factory=PolicyOptions)
+    #: One key's own policy, by its visible prefix (``pbk_1a2b3c4d``) or id.
+    key_overrides: dict[str, PolicyOptions] = attrs.field(factory=dict)
 
     @property
     def window(self) -> float:
@@ -72,6 +108,8 @@ class CostBudget:
     window_ms: int = attrs.field(default=60 * 60 * 1000, validator=validators.positive)
     #: Cost units per window per client.
     max: int = attrs.field(default=100_000, validator=validators.positive)
+    #: One key's own budget per window, by its visible prefix (``pbk_1a2b3c4d``) or id.
+    key_overrides: dict[str, int] = attrs.field(factory=dict, validator=lambda i, a, v: _positive_values(v))
 
     @property
     def window(self) -> float:

@@ -12,36 +12,32 @@ repeated query costs a dict lookup.
 
 Over ``max_depth`` or ``max_complexity``: a 400 (``QUERY_TOO_DEEP``,
 ``QUERY_TOO_COMPLEX``) with the computed value and the limit in
-``extensions``. On WebSocket transports each operation also counts against
-the client's request policy (an ``error`` with ``extensions.code:
-RATE_LIMITED`` when over it).
+``extensions``. The budget (``protection.budget``, a key's own in
+``key_overrides``) is spent under the caller's identity; over it,
+``RATE_LIMITED`` with the cost and what is left.
 """
 
 from __future__ import annotations
 
 import collections
 import json
-import math
 from typing import Any, Iterable
 
 import attrs
 from aiohttp import web
-from graphql.error import GraphQLSyntaxError
 from graphql.language import ast as gql
-from graphql.language import parse
 
 from plugboard import keys
 from plugboard.errors import SchemaError
 from plugboard.graphql.document import DocumentView, Selection
 from plugboard.graphql.errors import GraphQLError
+from plugboard.graphql.sdl import DirectiveUse, directive_uses
 
 DIRECTIVE = "cost"
 #: Arguments that size a list when ``@cost`` names none.
 LIST_ARGUMENTS = ("first", "last", "limit")
 #: Costs of this many documents (with their variables) are kept per app.
 CACHE_SIZE = 2048
-
-_DEFINITIONS = (gql.ObjectTypeDefinitionNode, gql.ObjectTypeExtensionNode, gql.InterfaceTypeDefinitionNode, gql.InterfaceTypeExtensionNode)
 
 
 @attrs.frozen
@@ -58,65 +54,46 @@ class Costs:
     fields: dict[str, Cost] = attrs.field(factory=dict)
 
 
-def _line(text: str, node: Any) -> int:
-    loc = node.loc
-    return text.count("\n", 0, loc.start) + 1 if loc is not None else 0
-
-
 def read_costs(fragments: Iterable[Any]) -> Costs:
-    """The ``@cost`` of every fragment (``.source``, ``.text``); SchemaError naming each bad one (file and line)."""
+    """The ``@cost`` of every fragment; SchemaError naming each bad one (file and line)."""
     costs = Costs()
     problems: list[str] = []
-    for fragment in fragments:
-        if "@" + DIRECTIVE not in fragment.text:
+    for use in directive_uses(fragments, DIRECTIVE):
+        cost = _cost(use, problems)
+        if cost is None:
             continue
-        try:
-            document = parse(fragment.text, no_location=False)
-        except GraphQLSyntaxError:  # the engine reports SDL that does not parse
-            continue
-        for node in document.definitions:
-            if not isinstance(node, _DEFINITIONS):
-                continue
-            type_name = node.name.value
-            cost = _cost(node.directives, fragment, f"type {type_name}", problems)
-            if cost is not None:
-                costs.types[type_name] = cost
-            for field in node.fields or ():
-                cost = _cost(field.directives, fragment, f"field {type_name}.{field.name.value}", problems)
-                if cost is not None:
-                    costs.fields[f"{type_name}.{field.name.value}"] = cost
+        if use.field_name is None:
+            costs.types[use.type_name] = cost
+        else:
+            costs.fields[use.coordinate] = cost
     if problems:
         raise SchemaError("\n".join(problems))
     return costs
 
 
-def _cost(directives: Any, fragment: Any, what: str, problems: list[str]) -> Cost | None:
-    for directive in directives or ():
-        if directive.name.value != DIRECTIVE:
-            continue
-        line = _line(fragment.text, directive)
-        where = f"{fragment.source}, SDL line {line}" if fragment.source.startswith("plugin ") else f"{fragment.source}:{line}"
-        weight: int | None = None
-        multipliers: tuple[str, ...] = ()
-        for arg in directive.arguments:
-            name = arg.name.value
-            value = arg.value
-            if name == "weight":
-                if isinstance(value, gql.IntValueNode) and int(value.value) >= 0:
-                    weight = int(value.value)
-                else:
-                    shown = getattr(value, "value", "...")
-                    problems.append(f"{where}: @cost on {what}: weight must be a whole number >= 0, not {shown}")
-            elif name == "multipliers":
-                items = value.values if isinstance(value, gql.ListValueNode) else [value]
-                if not all(isinstance(i, gql.StringValueNode) for i in items):
-                    problems.append(f"{where}: @cost on {what}: multipliers must be argument names (strings)")
-                else:
-                    multipliers = tuple(i.value for i in items)
+def _cost(use: DirectiveUse, problems: list[str]) -> Cost | None:
+    weight: int | None = None
+    multipliers: tuple[str, ...] = ()
+    ok = True
+    for name, value in use.arguments.items():
+        if name == "weight":
+            if isinstance(value, gql.IntValueNode) and int(value.value) >= 0:
+                weight = int(value.value)
             else:
-                problems.append(f"{where}: @cost on {what}: unknown argument {name!r}")
-        return Cost(weight, multipliers)
-    return None
+                shown = getattr(value, "value", "...")
+                problems.append(f"{use.where}: @cost on {use.what}: weight must be a whole number >= 0, not {shown}")
+                ok = False
+        elif name == "multipliers":
+            items = value.values if isinstance(value, gql.ListValueNode) else [value]
+            if not all(isinstance(i, gql.StringValueNode) for i in items):
+                problems.append(f"{use.where}: @cost on {use.what}: multipliers must be argument names (strings)")
+                ok = False
+            else:
+                multipliers = tuple(i.value for i in items)
+        else:
+            problems.append(f"{use.where}: @cost on {use.what}: unknown argument {name!r}")
+            ok = False
+    return Cost(weight, multipliers) if ok else None
 
 
 class CostModel:
@@ -190,92 +167,89 @@ ANALYSIS: web.AppKey[Analysis] = web.AppKey("plugboard.protection.analysis", Ana
 
 
 def operation_steps(app: Any, config: Any) -> list[Any]:
-    """The depth/cost step, and the per-operation rate limit on WebSocket transports."""
-    from plugboard.plugins.protection.limiter import LIMITER, merge_header, policy_header, ratelimit_header
+    """The plugin's limits step: request policies and ``@rateLimit`` (:mod:`.operations`), then depth, cost and budget."""
+    from plugboard.plugins.protection.directive import read_rate_limits
+    from plugboard.plugins.protection.limiter import LIMITER, Policy, merge_header, ratelimit_header
+    from plugboard.plugins.protection.metrics import METRICS
+    from plugboard.plugins.protection.operations import FieldLimits, RequestChecks
 
     limits = config.graphql
-    # Read here, once the schema is composed: a bad @cost fails start-up naming its SDL file and line.
-    costs = read_costs(app[keys.COMPOSED_SCHEMA].fragments)
+    # Read here, once the schema is composed: a bad @cost or @rateLimit fails
+    # start-up naming its SDL file and line.
+    fragments = app[keys.COMPOSED_SCHEMA].fragments
+    costs = read_costs(fragments)
+    field_limits = read_rate_limits(fragments)
     analysis = Analysis(CostModel(costs, limits))
     app[ANALYSIS] = analysis
-    from plugboard.plugins.protection.metrics import METRICS
-
     limiter = app[LIMITER]
     metrics = app.get(METRICS)
-    steps: list[Any] = []
     budget = config.budget
-
-    async def _count(key: str, **kwargs: Any) -> Any:
-        # fail_closed inside an operation: the transport's own error form
-        # (a WebSocket error message, an HTTP error) rather than an aiohttp 503.
-        try:
-            return await limiter.count(key, **kwargs)
-        except web.HTTPServiceUnavailable:
-            raise GraphQLError("the rate limit store is unavailable; retry later", "SERVICE_UNAVAILABLE", headers={"Retry-After": "1"}) from None
+    budgets = {name: Policy("cost", most, budget.window) for name, most in budget.key_overrides.items()}
+    default_budget = Policy("cost", budget.max, budget.window)
 
     async def spend(op: Any, cost: int) -> None:
         # The budget: the operation's cost from the client's window (the
         # first refused operation is not charged).
-        key = f"cost:{limiter.identity_key(op.context)}"
-        state = await _count(key, cost=max(cost, 1), limit=budget.max, window=budget.window)
+        context = op.context
+        api_key = getattr(context, "api_key", None)
+        policy = default_budget
+        if api_key is not None and budgets:
+            policy = budgets.get(api_key.prefix) or budgets.get(api_key.id) or default_budget
+        state = await limiter.count_operation(f"cost:{limiter.identity_key(context)}", policy, cost=max(cost, 1))
         if state is None:
             return
-        headers = {"RateLimit-Policy": policy_header("cost", budget.max, budget.window), "RateLimit": ratelimit_header("cost", state)}
-        for name, value in headers.items():
-            merge_header(op.response_headers, name, value)
+        merge_header(op.response_headers, "RateLimit-Policy", policy.header)
+        merge_header(op.response_headers, "RateLimit", ratelimit_header("cost", state))
         if not state.allowed:
-            limiter.refusals += 1
-            retry = max(math.ceil(state.reset_after), 1)
-            raise GraphQLError(
-                f"The query costs {cost}; {state.remaining} of this window's budget of {budget.max} is left",
-                "RATE_LIMITED",
-                extensions={"cost": cost, "remaining": state.remaining, "budget": budget.max, "retryAfter": retry},
-                headers={**headers, "Retry-After": str(retry)},
+            raise limiter.refused(
+                policy,
+                state,
+                f"The query costs {cost}; {state.remaining} of this window's budget of {policy.max} is left",
+                cost=cost,
+                remaining=state.remaining,
+                budget=policy.max,
             )
 
-    async def query_limits(op: Any, call_next: Any) -> Any:
-        if limits.max_depth or limits.max_complexity or budget.enabled:
-            depth, cost, name = analysis.of(op)
-            if metrics is not None:
-                metrics.cost.labels(metrics.operation_label(name)).observe(cost)
-            if limits.max_depth and depth > limits.max_depth:
-                raise GraphQLError(
-                    f"The query is {depth} levels deep; the limit is {limits.max_depth}",
-                    "QUERY_TOO_DEEP",
-                    extensions={"depth": depth, "maxDepth": limits.max_depth},
-                )
-            if limits.max_complexity and cost > limits.max_complexity:
-                raise GraphQLError(
-                    f"The query costs {cost}; the limit is {limits.max_complexity}",
-                    "QUERY_TOO_COMPLEX",
-                    extensions={"cost": cost, "maxComplexity": limits.max_complexity},
-                )
-            if budget.enabled:
-                await spend(op, cost)
-        return await call_next(op)
+    # Prometheus children by operation name: labels() takes a lock and builds a key each call.
+    cost_metrics: dict[str | None, Any] = {}
 
-    steps.append(query_limits)
+    async def check_query(op: Any) -> None:
+        depth, cost, name = analysis.of(op)
+        if metrics is not None:
+            child = cost_metrics.get(name)
+            if child is None:
+                child = cost_metrics[name] = metrics.cost.labels(metrics.operation_label(name))
+                if len(cost_metrics) > CACHE_SIZE:
+                    cost_metrics.clear()
+            child.observe(cost)
+        if limits.max_depth and depth > limits.max_depth:
+            raise GraphQLError(
+                f"The query is {depth} levels deep; the limit is {limits.max_depth}",
+                "QUERY_TOO_DEEP",
+                extensions={"depth": depth, "maxDepth": limits.max_depth},
+            )
+        if limits.max_complexity and cost > limits.max_complexity:
+            raise GraphQLError(
+                f"The query costs {cost}; the limit is {limits.max_complexity}",
+                "QUERY_TOO_COMPLEX",
+                extensions={"cost": cost, "maxComplexity": limits.max_complexity},
+            )
+        if budget.enabled:
+            await spend(op, cost)
 
-    if config.requests.enabled:
+    analyse = bool(limits.max_depth or limits.max_complexity or budget.enabled)
+    fields = FieldLimits(field_limits, analysis.key) if field_limits else None
+    checks = RequestChecks(limiter, fields, requests_enabled=config.requests.enabled) if config.requests.enabled or fields is not None else None
 
-        async def websocket_operations(op: Any, call_next: Any) -> Any:
-            # HTTP requests and SSE streams were counted by the middleware;
-            # a WebSocket carries many operations on one upgrade.
-            if op.transport == "ws":
-                request = getattr(op.context, "request", None)
-                if request is not None:
-                    state = await _count(limiter.client_key(request))
-                    if state is not None and not state.allowed:
-                        limiter.refusals += 1
-                        retry = max(math.ceil(state.reset_after), 1)
-                        raise GraphQLError(
-                            "Too many requests; retry later",
-                            "RATE_LIMITED",
-                            extensions={"retryAfter": retry},
-                            headers={"Retry-After": str(retry)},
-                        )
+    # One step, not two: each step is a layer every operation goes through.
+    async def protection_limits(op: Any, call_next: Any) -> Any:
+        counted = await checks.before(op) if checks is not None else None
+        if analyse:
+            await check_query(op)
+        if counted is None:
             return await call_next(op)
+        result = await call_next(op)
+        await checks.after(op, counted, result)
+        return result
 
-        steps.append(websocket_operations)
-    return steps
-
+    return [protection_limits]

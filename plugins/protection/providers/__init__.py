@@ -1,1 +1,1 @@
-"""The ``memory`` and ``redis`` providers of the core's ``ratelimit`` kind, on the ``limits`` library."""
+"""The ``memory`` and ``redis`` providers of the core's ``ratelimit`` kind: one sliding-window counter (:mod:`.window`)."""

@@ -20,14 +20,14 @@ async def test_limit_then_429_with_headers(plugboard_client):
     for remaining in (2, 1, 0):
         async with client.post("/graphql", json={"query": BOOKS}) as resp:
             assert resp.status == 200, await resp.text()
-            assert resp.headers["RateLimit-Policy"] == '"default";q=3;w=60'
-            assert resp.headers["RateLimit"].startswith(f'"default";r={remaining};t=')
+            assert resp.headers["RateLimit-Policy"] == '"ip";q=3;w=60'
+            assert resp.headers["RateLimit"].startswith(f'"ip";r={remaining};t=')
     async with client.post("/graphql", json={"query": BOOKS}) as resp:
         assert resp.status == 429
         body = await resp.json()
         assert body["errors"][0]["extensions"]["code"] == "RATE_LIMITED"
         assert 1 <= int(resp.headers["Retry-After"]) <= 60
-        assert resp.headers["RateLimit"].startswith('"default";r=0;t=')
+        assert resp.headers["RateLimit"].startswith('"ip";r=0;t=')
     # Health endpoints are never limited.
     for path in ("/healthz", "/readyz"):
         async with client.get(path) as resp:
@@ -101,7 +101,9 @@ async def test_websocket_operations_are_counted(plugboard_client):
         await ws.subscribe("3", BOOKS)
         messages = await ws.until_complete("3")
         assert messages[-1]["type"] == "error"
-        assert messages[-1]["payload"][0]["extensions"] == {"code": "RATE_LIMITED", "retryAfter": 60}
+        extensions = messages[-1]["payload"][0]["extensions"]
+        assert extensions["code"] == "RATE_LIMITED" and extensions["policy"] == "ip"
+        assert 1 <= extensions["retryAfter"] <= 60
     finally:
         await ws.close()
 
@@ -139,9 +141,9 @@ async def test_cost_budget_spent_per_client_with_remaining_in_headers(plugboard_
     for remaining in (30, 10):
         async with client.post("/graphql", json={"query": q}) as resp:
             assert resp.status == 200, await resp.text()
-            assert resp.headers["RateLimit-Policy"] == '"default";q=100;w=60, "cost";q=50;w=60'
+            assert resp.headers["RateLimit-Policy"] == '"ip";q=100;w=60, "cost";q=50;w=60'
             policies = dict(item.split(";", 1) for item in resp.headers["RateLimit"].split(", "))
-            assert policies['"cost"'].startswith(f"r={remaining};") and policies['"default"'].startswith("r=")
+            assert policies['"cost"'].startswith(f"r={remaining};") and policies['"ip"'].startswith("r=")
     async with client.post("/graphql", json={"query": q}, headers=GQL) as resp:
         assert resp.status == 429
         body = await resp.json()
@@ -159,7 +161,7 @@ async def test_sse_streams_are_counted(plugboard_client):
     headers = {"Accept": "text/event-stream"}
     async with client.post("/graphql", json=body, headers=headers) as resp:
         assert resp.status == 200
-        assert resp.headers["RateLimit"].startswith('"default";r=0;')
+        assert resp.headers["RateLimit"].startswith('"ip";r=0;')
         async with client.post("/graphql", json=body, headers=headers) as refused:
             assert refused.status == 429
             assert "Retry-After" in refused.headers
