@@ -165,6 +165,11 @@ def plugboard_operation_steps(app: web.Application, config: ProtectionConfig) ->
     from plugboard.plugins.protection.cost import operation_steps
 
     steps = operation_steps(app, config)
+    from plugboard.plugins.protection.guards import guard_steps
+
+    # Before the limits: a refused or timed-out operation frees its slot, and
+    # errors the limits give are cleaned of suggestions too.
+    steps[:0] = guard_steps(app, config)
     if config.metrics.enabled:
         # Outermost: refusals by the limits are counted too.
         steps.insert(0, metrics_step(app))
@@ -176,3 +181,10 @@ def plugboard_routes(app: web.Application, config: ProtectionConfig) -> list[Any
     if not config.metrics.enabled:
         return []
     return [web.get(config.metrics.path, metrics_handler)]
+
+
+@hookimpl
+def plugboard_startup(app: web.Application, config: ProtectionConfig) -> None:
+    if config.metrics.enabled:
+        # Every plugin's lifespan has set up by now: their collectors can find their objects.
+        app[METRICS].collect_plugins()
