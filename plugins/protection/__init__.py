@@ -17,6 +17,8 @@ The seed's "Rate Limiting & API Protection". The hook implementations are thin:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +48,21 @@ def plugboard_schema(config: ProtectionConfig) -> list[Path]:
     schemas = [Path(__file__).with_name("schema.graphql")]
     if config.api_keys:
         schemas.append(Path(__file__).with_name("apikeys.graphql"))
+    if config.usage.enabled:
+        schemas.append(Path(__file__).with_name("usage.graphql"))
     return schemas
 
 
 @hookimpl
 def plugboard_resolvers(config: ProtectionConfig) -> dict[str, Any]:
-    if not config.api_keys:
-        return {}
-    from plugboard.plugins.protection.graphql import RESOLVERS
+    from plugboard.plugins.protection.graphql import RESOLVERS, USAGE_RESOLVERS
 
-    return dict(RESOLVERS)
+    resolvers: dict[str, Any] = {}
+    if config.api_keys:
+        resolvers.update(RESOLVERS)
+    if config.usage.enabled:
+        resolvers.update(USAGE_RESOLVERS)
+    return resolvers
 
 
 @hookimpl
@@ -64,6 +71,9 @@ def plugboard_tables(metadata: Any, config: ProtectionConfig) -> None:
     from plugboard.plugins.protection.apikeys import define_tables
 
     define_tables(metadata)
+    from plugboard.plugins.protection.usage import define_tables as define_usage_tables
+
+    define_usage_tables(metadata)
 
 
 @hookimpl
@@ -150,7 +160,27 @@ async def plugboard_lifespan(app: web.Application, config: ProtectionConfig):
     # The counters are the core's ratelimit service: without services.ratelimit,
     # the core's default is this plugin's memory provider (limits per instance).
     limiter._store = app[keys.SERVICES].get("ratelimit")
+    if config.usage.enabled:
+        async with _usage_recorder(app, config):
+            yield
+        return
     yield
+
+
+@contextlib.asynccontextmanager
+async def _usage_recorder(app: web.Application, config: ProtectionConfig) -> Any:
+    from plugboard.plugins.protection.usage import USAGE, UsageRecorder
+
+    recorder = app[USAGE] = UsageRecorder(app[keys.RECORDS], app[keys.METADATA], retention=config.usage.retention)
+    task = asyncio.create_task(recorder.run(config.usage.flush_interval), name="plugboard.protection.usage")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # What the last interval counted, before the records store closes.
+        await recorder.flush()
 
 
 @hookimpl
@@ -170,6 +200,10 @@ def plugboard_operation_steps(app: web.Application, config: ProtectionConfig) ->
     # Before the limits: a refused or timed-out operation frees its slot, and
     # errors the limits give are cleaned of suggestions too.
     steps[:0] = guard_steps(app, config)
+    if config.usage.enabled:
+        from plugboard.plugins.protection.usage import usage_step
+
+        steps.insert(0, usage_step(app))
     if config.metrics.enabled:
         # Outermost: refusals by the limits are counted too.
         steps.insert(0, metrics_step(app))

@@ -62,6 +62,25 @@ async def revoke_api_key(parent: Any, args: dict[str, Any], context: Any, info: 
     return await context.app[API_KEYS].revoke(str(args["id"]), owner=_own(context))
 
 
+async def api_usage(parent: Any, args: dict[str, Any], context: Any, info: Any) -> list[dict[str, Any]]:
+    from plugboard.plugins.protection.usage import USAGE
+
+    if not is_admin(context):
+        raise GraphQLError("usage analytics are for admins", "FORBIDDEN")
+    end = _datetime(args.get("to")) or dt.datetime.now(dt.timezone.utc)
+    start = _datetime(args.get("from")) or end - dt.timedelta(days=1)
+    return await context.app[USAGE].query(
+        start=start,
+        end=end,
+        group_by=args.get("groupBy") or (),
+        api_key=args.get("key"),
+        user=args.get("user"),
+        operation=args.get("operation"),
+    )
+
+
+USAGE_RESOLVERS = {"Query.apiUsage": api_usage}
+
 RESOLVERS = {
     "Mutation.createApiKey": create_api_key,
     "Query.apiKeys": api_keys,
