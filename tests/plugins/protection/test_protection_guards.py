@@ -82,6 +82,9 @@ async def test_timeout_cancels_http_and_ws_operations(plugboard_client):
         payloads = await ws.execute("subscription { ticks(n: 3) }", op_id="2")
         assert [p["data"]["ticks"] for p in payloads] == [0, 1, 2]
     assert slow.cancelled == 2
+    from plugboard.plugins.protection.guards import GUARDS
+
+    assert client.app[GUARDS].timeouts == 2
 
 
 async def test_concurrency_cap_per_client_across_http_and_ws(plugboard_client):
