@@ -12,7 +12,13 @@ The seed's "Rate Limiting & API Protection". The hook implementations are thin:
   document view;
 - API keys (``protection.api_keys``): records-store table, GraphQL
   management (:mod:`.graphql`), the ``plugboard apikey`` command
-  (:mod:`.commands`), and the identity they give requests (:func:`plugboard_context`).
+  (:mod:`.commands`), and the identity they give requests (:func:`plugboard_context`);
+- operation guards (:mod:`.guards`): the execution timeout, the concurrency
+  cap per client, "Did you mean" suggestions hidden when introspection is off;
+- usage analytics per key, user and operation (``protection.usage``,
+  :mod:`.usage`, ``apiUsage``);
+- ``/metrics`` (:mod:`.metrics`), where every plugin's ``plugboard_metrics``
+  registers its series.
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ METRICS: web.AppKey[Metrics] = web.AppKey("plugboard.protection.metrics", Metric
 
 
 def registry(app: web.Application) -> CollectorRegistry | None:
-    """The app's Prometheus registry, for plugins to register their own metrics (None without the protection plugin)."""
+    """The app's Prometheus registry (None without the protection plugin); plugins use the ``plugboard_metrics`` hook instead."""
     metrics = app.get(METRICS)
     return metrics.registry if metrics is not None else None
 
