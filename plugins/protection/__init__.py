@@ -91,6 +91,16 @@ def plugboard_commands() -> list[Any]:
 
 @hookimpl
 async def plugboard_context(context: Any, request: web.Request, connection_params: Any) -> None:
+    from plugboard.plugins.protection.authfail import AUTH_FAILURES
+
+    failures = context.app.get(AUTH_FAILURES)
+    if failures is not None and context.transport == "ws" and request is not None:
+        # HTTP (and SSE) failures are 401 responses, counted by the middleware.
+        return await failures.websocket(request, connection_params, _authenticate(context, request, connection_params))
+    return await _authenticate(context, request, connection_params)
+
+
+async def _authenticate(context: Any, request: web.Request, connection_params: Any) -> None:
     keys_ = context.app.get(API_KEYS)
     secret = presented_key(request.headers, connection_params) if keys_ is not None else None
     if secret is None:
@@ -191,9 +201,16 @@ async def _usage_recorder(app: web.Application, config: ProtectionConfig) -> Any
 
 @hookimpl
 def plugboard_middleware(app: web.Application, config: ProtectionConfig) -> list[Any]:
+    from plugboard.plugins.protection.authfail import AUTH_FAILURES, AuthFailures
+
+    # Inside the request limits: a refused guess still counts as a request.
+    guesses = []
+    if config.auth_failures.max:
+        app[AUTH_FAILURES] = AuthFailures(app[LIMITER], config.auth_failures)
+        guesses.append(app[AUTH_FAILURES].middleware())
     if not config.requests.enabled:
-        return []
-    return [middleware(app[LIMITER])]
+        return guesses
+    return [middleware(app[LIMITER]), *guesses]
 
 
 @hookimpl

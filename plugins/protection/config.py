@@ -12,6 +12,7 @@ this section says what to limit::
       fail_closed: false          # store down: admit (logged) or refuse with 503
       concurrency: {max: 0}       # queries/mutations at once per client and instance (0: no cap)
       usage: {enabled: false, flush_interval: 10s, retention: 30d}
+      auth_failures: {max: 10, window_ms: 900000}   # failed authentications per IP (0: off)
 
 Environment: ``RATE_LIMIT_WINDOW_MS``, ``RATE_LIMIT_MAX``,
 ``RATE_LIMIT_SKIP_FAILED_REQUESTS`` (aliases in settings.yaml).
@@ -117,6 +118,19 @@ class UsageOptions:
 
 
 @attrs.define(frozen=True, kw_only=True)
+class AuthFailureLimits:
+    """``protection.auth_failures``: failed authentications per client IP before its credentials are refused unread."""
+
+    #: 0: no throttle.
+    max: int = attrs.field(default=10, validator=validators.non_negative)
+    window_ms: int = attrs.field(default=15 * 60 * 1000, validator=validators.positive)
+
+    @property
+    def window(self) -> float:
+        return self.window_ms / 1000.0
+
+
+@attrs.define(frozen=True, kw_only=True)
 class ProtectionConfig:
     """``protection:`` — request rate limits, query cost and depth."""
 
@@ -135,3 +149,4 @@ class ProtectionConfig:
     fail_closed: bool = False
     concurrency: ConcurrencyLimits = attrs.field(factory=ConcurrencyLimits)
     usage: UsageOptions = attrs.field(factory=UsageOptions)
+    auth_failures: AuthFailureLimits = attrs.field(factory=AuthFailureLimits)

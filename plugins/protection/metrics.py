@@ -105,6 +105,11 @@ class _PullCollector:
         if limiter is not None:
             yield CounterMetricFamily("plugboard_ratelimit_refusals", "Requests and operations refused by a rate limit or budget", value=limiter.refusals)
             yield CounterMetricFamily("plugboard_ratelimit_store_errors", "Rate-limit store failures", value=limiter.store_errors)
+        from plugboard.plugins.protection.authfail import AUTH_FAILURES
+
+        failures = self.app.get(AUTH_FAILURES)
+        if failures is not None:
+            yield CounterMetricFamily("plugboard_auth_failure_refusals", "Requests refused after too many failed authentications", value=failures.refusals)
         from plugboard.plugins.protection.guards import GUARDS
 
         guards = self.app.get(GUARDS)
