@@ -480,6 +480,42 @@ def plugboard_shutdown(app: "web.Application", config: Any) -> Awaitable[None] |
 
 
 @hookspec
+def plugboard_metrics(app: "web.Application", registry: Any, config: Any) -> Callable[[], Awaitable[None]] | None:
+    """Register this plugin's Prometheus metrics on the app's registry.
+
+    Called once per app at start-up (after every plugin's lifespan has set
+    up, so the plugin's objects are on ``app``) by the plugin that serves
+    ``/metrics`` — the built-in protection plugin, with
+    ``protection.metrics.enabled``. When no plugin serves metrics it is never
+    called, so import ``prometheus_client`` inside the implementation, not at
+    the top of the module: the core does not depend on it.
+
+    Prefer collectors that read counts the plugin keeps anyway, at scrape
+    time (a custom collector's ``collect()``), over work on the request
+    path. Metric names start with ``plugboard_<plugin>_``; keep label values
+    bounded (no user input, ids or addresses).
+
+    :param app: the running application.
+    :param registry: the app's ``prometheus_client.CollectorRegistry`` (one
+        per app, never the process-wide default registry).
+    :param config: this plugin's validated config.
+    :returns: None, or ``async def refresh()``, awaited before each scrape:
+        for values read from a store (counts in a database). Keep it cheap;
+        an exception is logged and that scrape goes on without it.
+
+    Example::
+
+        @hookimpl
+        def plugboard_metrics(app, registry):
+            from prometheus_client import Gauge
+
+            Gauge("plugboard_books_open_carts", "Open carts", registry=registry).set_function(
+                lambda: len(app[CARTS])
+            )
+    """
+
+
+@hookspec
 def plugboard_ready_checks(app: "web.Application", config: Any) -> Mapping[str, Callable[[], Awaitable[None]]] | None:
     """Return readiness checks for ``/readyz``, keyed by a short name.
 

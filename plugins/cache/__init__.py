@@ -56,6 +56,13 @@ def metrics(app: Any) -> dict[str, dict[str, int]]:
 
 
 @hookimpl
+def plugboard_metrics(app: Any, registry: Any) -> None:
+    from plugboard.plugins.cache.prometheus import register
+
+    register(app, registry)
+
+
+@hookimpl
 def plugboard_config_class() -> type:
     return CacheConfig
 

@@ -19,6 +19,13 @@ from plugboard.plugins.email.config import EmailConfig
 
 
 @hookimpl
+def plugboard_metrics(app: Any, registry: Any) -> Any:
+    from plugboard.plugins.email.prometheus import register
+
+    return register(app, registry)
+
+
+@hookimpl
 def plugboard_config_class() -> type:
     return EmailConfig
 

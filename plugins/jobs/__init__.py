@@ -19,6 +19,13 @@ from plugboard.plugins.jobs.config import JobsConfig
 
 
 @hookimpl
+def plugboard_metrics(app: Any, registry: Any) -> Any:
+    from plugboard.plugins.jobs.prometheus import register
+
+    return register(app, registry)
+
+
+@hookimpl
 def plugboard_config_class() -> type:
     return JobsConfig
 

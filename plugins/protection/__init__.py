@@ -15,11 +15,19 @@ The seed's "Rate Limiting & API Protection". The hook implementations are thin:
   one operation step runs every limit);
 - API keys (``protection.api_keys``): records-store table, GraphQL
   management (:mod:`.graphql`), the ``plugboard apikey`` command
-  (:mod:`.commands`), and the identity they give requests (:func:`plugboard_context`).
+  (:mod:`.commands`), and the identity they give requests (:func:`plugboard_context`);
+- operation guards (:mod:`.guards`): the execution timeout, the concurrency
+  cap per client, "Did you mean" suggestions hidden when introspection is off;
+- usage analytics per key, user and operation (``protection.usage``,
+  :mod:`.usage`, ``apiUsage``);
+- ``/metrics`` (:mod:`.metrics`), where every plugin's ``plugboard_metrics``
+  registers its series.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -49,16 +57,21 @@ def plugboard_schema(config: ProtectionConfig) -> list[Path]:
     schemas = [Path(__file__).with_name("schema.graphql")]
     if config.api_keys:
         schemas.append(Path(__file__).with_name("apikeys.graphql"))
+    if config.usage.enabled:
+        schemas.append(Path(__file__).with_name("usage.graphql"))
     return schemas
 
 
 @hookimpl
 def plugboard_resolvers(config: ProtectionConfig) -> dict[str, Any]:
-    if not config.api_keys:
-        return {}
-    from plugboard.plugins.protection.graphql import RESOLVERS
+    from plugboard.plugins.protection.graphql import RESOLVERS, USAGE_RESOLVERS
 
-    return dict(RESOLVERS)
+    resolvers: dict[str, Any] = {}
+    if config.api_keys:
+        resolvers.update(RESOLVERS)
+    if config.usage.enabled:
+        resolvers.update(USAGE_RESOLVERS)
+    return resolvers
 
 
 @hookimpl
@@ -67,6 +80,9 @@ def plugboard_tables(metadata: Any, config: ProtectionConfig) -> None:
     from plugboard.plugins.protection.apikeys import define_tables
 
     define_tables(metadata)
+    from plugboard.plugins.protection.usage import define_tables as define_usage_tables
+
+    define_usage_tables(metadata)
 
 
 @hookimpl
@@ -78,6 +94,16 @@ def plugboard_commands() -> list[Any]:
 
 @hookimpl
 async def plugboard_context(context: Any, request: web.Request, connection_params: Any) -> None:
+    from plugboard.plugins.protection.authfail import AUTH_FAILURES
+
+    failures = context.app.get(AUTH_FAILURES)
+    if failures is not None and context.transport == "ws" and request is not None:
+        # HTTP (and SSE) failures are 401 responses, counted by the middleware.
+        return await failures.websocket(request, connection_params, _authenticate(context, request, connection_params))
+    return await _authenticate(context, request, connection_params)
+
+
+async def _authenticate(context: Any, request: web.Request, connection_params: Any) -> None:
     keys_ = context.app.get(API_KEYS)
     secret = presented_key(request.headers, connection_params) if keys_ is not None else None
     if secret is None:
@@ -153,14 +179,41 @@ async def plugboard_lifespan(app: web.Application, config: ProtectionConfig):
     # The counters are the core's ratelimit service: without services.ratelimit,
     # the core's default is this plugin's memory provider (limits per instance).
     limiter._store = app[keys.SERVICES].get("ratelimit")
+    if config.usage.enabled:
+        async with _usage_recorder(app, config):
+            yield
+        return
     yield
+
+
+@contextlib.asynccontextmanager
+async def _usage_recorder(app: web.Application, config: ProtectionConfig) -> Any:
+    from plugboard.plugins.protection.usage import USAGE, UsageRecorder
+
+    recorder = app[USAGE] = UsageRecorder(app[keys.RECORDS], app[keys.METADATA], retention=config.usage.retention)
+    task = asyncio.create_task(recorder.run(config.usage.flush_interval), name="plugboard.protection.usage")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        # What the last interval counted, before the records store closes.
+        await recorder.flush()
 
 
 @hookimpl
 def plugboard_middleware(app: web.Application, config: ProtectionConfig) -> list[Any]:
+    from plugboard.plugins.protection.authfail import AUTH_FAILURES, AuthFailures
+
+    # Inside the request limits: a refused guess still counts as a request.
+    guesses = []
+    if config.auth_failures.max:
+        app[AUTH_FAILURES] = AuthFailures(app[LIMITER], config.auth_failures)
+        guesses.append(app[AUTH_FAILURES].middleware())
     if not config.requests.enabled:
-        return []
-    return [middleware(app[LIMITER])]
+        return guesses
+    return [middleware(app[LIMITER]), *guesses]
 
 
 @hookimpl
@@ -168,6 +221,15 @@ def plugboard_operation_steps(app: web.Application, config: ProtectionConfig) ->
     from plugboard.plugins.protection.cost import operation_steps
 
     steps = operation_steps(app, config)
+    from plugboard.plugins.protection.guards import guard_steps
+
+    # Before the limits: a refused or timed-out operation frees its slot, and
+    # errors the limits give are cleaned of suggestions too.
+    steps[:0] = guard_steps(app, config)
+    if config.usage.enabled:
+        from plugboard.plugins.protection.usage import usage_step
+
+        steps.insert(0, usage_step(app))
     if config.metrics.enabled:
         # Outermost: refusals by the limits are counted too.
         steps.insert(0, metrics_step(app))
@@ -179,3 +241,10 @@ def plugboard_routes(app: web.Application, config: ProtectionConfig) -> list[Any
     if not config.metrics.enabled:
         return []
     return [web.get(config.metrics.path, metrics_handler)]
+
+
+@hookimpl
+def plugboard_startup(app: web.Application, config: ProtectionConfig) -> None:
+    if config.metrics.enabled:
+        # Every plugin's lifespan has set up by now: their collectors can find their objects.
+        app[METRICS].collect_plugins()

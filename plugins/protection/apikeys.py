@@ -168,12 +168,13 @@ class ApiKeys:
         async with self.records.connect() as conn:
             return [ApiKey.from_row(r) for r in (await conn.execute(query)).all()]
 
-    async def revoke(self, key_id: str) -> bool:
-        """True when the key existed and was not yet revoked."""
+    async def revoke(self, key_id: str, *, owner: str | None = None) -> bool:
+        """True when the key existed (and, with ``owner``, belongs to that owner) and was not yet revoked."""
+        where = [self.table.c.id == key_id, self.table.c.revoked_at.is_(None)]
+        if owner is not None:
+            where.append(self.table.c.owner == owner)
         async with self.records.begin() as conn:
-            result = await conn.execute(
-                self.table.update().where(self.table.c.id == key_id, self.table.c.revoked_at.is_(None)).values(revoked_at=_now())
-            )
+            result = await conn.execute(self.table.update().where(*where).values(revoked_at=_now()))
         return result.rowcount == 1
 
     async def authenticate(self, secret: str) -> ApiKey:

@@ -16,6 +16,9 @@ this section says what to limit::
       budget: {enabled: false, window_ms: 3600000, max: 100000}   # cost units per client per window
       api_keys: true
       fail_closed: false          # store down: admit (logged) or refuse with 503
+      concurrency: {max: 0}       # queries/mutations at once per client and instance (0: no cap)
+      usage: {enabled: false, flush_interval: 10s, retention: 30d}
+      auth_failures: {max: 10, window_ms: 900000}   # failed authentications per IP (0: off)
 
 Environment: ``RATE_LIMIT_WINDOW_MS``, ``RATE_LIMIT_MAX``,
 ``RATE_LIMIT_SKIP_FAILED_REQUESTS`` (aliases in settings.yaml).
@@ -29,6 +32,7 @@ import attrs
 
 from plugboard import validators
 from plugboard.plugins.protection.jwtauth import JWTConfig
+from plugboard.units import Duration
 
 
 def _networks(instance: object, attribute: attrs.Attribute, value: list[str]) -> None:
@@ -98,6 +102,12 @@ class GraphQLLimits:
     default_list_size: int = attrs.field(default=10, validator=validators.positive)
     object_cost: int = attrs.field(default=1, validator=validators.non_negative)
     scalar_cost: int = attrs.field(default=0, validator=validators.non_negative)
+    #: Execution time limit of one query or mutation ("30s"; 0: none): cancelled and
+    #: answered with ``extensions.code: TIMEOUT``. Subscriptions are not limited.
+    timeout: Duration = attrs.field(default=0.0, validator=validators.non_negative)
+    #: "Did you mean ...?" in error messages: ``auto`` hides it from non-admins when
+    #: ``graphql.introspection`` is off, ``hide`` always, ``show`` never.
+    suggestions: str = attrs.field(default="auto", validator=attrs.validators.in_(("auto", "hide", "show")))
 
 
 @attrs.define(frozen=True, kw_only=True)
@@ -127,6 +137,38 @@ class MetricsOptions:
 
 
 @attrs.define(frozen=True, kw_only=True)
+class ConcurrencyLimits:
+    """``protection.concurrency``: queries and mutations one client (key > user > IP) may run at once, per instance."""
+
+    #: 0: no cap. Over it: ``TOO_MANY_CONCURRENT_OPERATIONS`` (HTTP 429).
+    max: int = attrs.field(default=0, validator=validators.non_negative)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class UsageOptions:
+    """``protection.usage``: per-minute usage analytics in the records store (``apiUsage``)."""
+
+    enabled: bool = False
+    #: How often this instance writes what it aggregated (off the request path).
+    flush_interval: Duration = attrs.field(default=10.0, validator=validators.positive)
+    #: Minutes older than this are deleted.
+    retention: Duration = attrs.field(default=30 * 86400.0, validator=validators.positive)
+
+
+@attrs.define(frozen=True, kw_only=True)
+class AuthFailureLimits:
+    """``protection.auth_failures``: failed authentications per client IP before its credentials are refused unread."""
+
+    #: 0: no throttle.
+    max: int = attrs.field(default=10, validator=validators.non_negative)
+    window_ms: int = attrs.field(default=15 * 60 * 1000, validator=validators.positive)
+
+    @property
+    def window(self) -> float:
+        return self.window_ms / 1000.0
+
+
+@attrs.define(frozen=True, kw_only=True)
 class ProtectionConfig:
     """``protection:`` — request rate limits, query cost and depth."""
 
@@ -143,3 +185,6 @@ class ProtectionConfig:
     trusted_proxies: list[str] = attrs.field(factory=list, validator=_networks)
     #: When the ratelimit store fails: False admits the request (logged), True refuses with 503.
     fail_closed: bool = False
+    concurrency: ConcurrencyLimits = attrs.field(factory=ConcurrencyLimits)
+    usage: UsageOptions = attrs.field(factory=UsageOptions)
+    auth_failures: AuthFailureLimits = attrs.field(factory=AuthFailureLimits)

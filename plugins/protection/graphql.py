@@ -1,4 +1,11 @@
-"""Resolvers of ``createApiKey``, ``apiKeys`` and ``revokeApiKey`` (admins: the admin role, token, or an ``admin``-scoped key)."""
+"""Resolvers of ``createApiKey``, ``apiKeys`` and ``revokeApiKey``.
+
+Admins (the admin role, the admin token, or an ``admin``-scoped key) manage
+every key. Anyone signed in lists and revokes the keys they own (``owner``
+equal to their identity's id); someone else's key id reads as unknown
+(``revokeApiKey`` is false), so ids cannot be probed. Creating keys stays
+with admins: scopes are privileges an admin grants.
+"""
 
 from __future__ import annotations
 
@@ -33,13 +40,46 @@ async def create_api_key(parent: Any, args: dict[str, Any], context: Any, info: 
     return {"key": key.as_graphql(), "secret": secret}
 
 
+def _own(context: Any) -> str | None:
+    """None for admins (every key); else the caller's identity id, whose keys they may see."""
+    if is_admin(context):
+        return None
+    identity = context.identity
+    ident = identity.get("id") if isinstance(identity, dict) else getattr(identity, "id", identity)
+    if ident is None:
+        raise GraphQLError("sign in to list or revoke your API keys", "UNAUTHENTICATED")
+    return str(ident)
+
+
 async def api_keys(parent: Any, args: dict[str, Any], context: Any, info: Any) -> list[dict[str, Any]]:
-    return [k.as_graphql() for k in await _keys(context).list(args.get("owner"))]
+    owner = _own(context)
+    if owner is not None and args.get("owner") not in (None, owner):
+        raise GraphQLError("only admins list other owners' API keys", "FORBIDDEN")
+    return [k.as_graphql() for k in await context.app[API_KEYS].list(owner or args.get("owner"))]
 
 
 async def revoke_api_key(parent: Any, args: dict[str, Any], context: Any, info: Any) -> bool:
-    return await _keys(context).revoke(str(args["id"]))
+    return await context.app[API_KEYS].revoke(str(args["id"]), owner=_own(context))
 
+
+async def api_usage(parent: Any, args: dict[str, Any], context: Any, info: Any) -> list[dict[str, Any]]:
+    from plugboard.plugins.protection.usage import USAGE
+
+    if not is_admin(context):
+        raise GraphQLError("usage analytics are for admins", "FORBIDDEN")
+    end = _datetime(args.get("to")) or dt.datetime.now(dt.timezone.utc)
+    start = _datetime(args.get("from")) or end - dt.timedelta(days=1)
+    return await context.app[USAGE].query(
+        start=start,
+        end=end,
+        group_by=args.get("groupBy") or (),
+        api_key=args.get("key"),
+        user=args.get("user"),
+        operation=args.get("operation"),
+    )
+
+
+USAGE_RESOLVERS = {"Query.apiUsage": api_usage}
 
 RESOLVERS = {
     "Mutation.createApiKey": create_api_key,

@@ -71,8 +71,10 @@ class JWKSCache:
                 data = await resp.json(content_type=None)
         keys = {}
         for jwk in jwt.PyJWKSet.from_dict(data).keys:
-            if jwk.algorithm_name in ASYMMETRIC or jwk.key_type in ("RSA", "EC"):
-                keys[jwk.key_id or ""] = jwk.key
+            # Kept as PyJWK: each key verifies only its own algorithm (an RS256
+            # token naming an EC key's kid is refused, not handed to the wrong verifier).
+            if jwk.algorithm_name in ASYMMETRIC:
+                keys[jwk.key_id or ""] = jwk
         self.keys = keys
         self.fetched_at = time.monotonic()
 
@@ -112,7 +114,10 @@ class JWTVerifier:
             raise GraphQLError("malformed bearer token", "UNAUTHENTICATED") from None
         alg = header.get("alg")
         if alg in ASYMMETRIC and self.jwks is not None:
-            key, algorithms = await self.jwks.key(header.get("kid")), list(ASYMMETRIC)
+            jwk = await self.jwks.key(header.get("kid"))
+            if jwk.algorithm_name != alg:
+                raise GraphQLError(f"token algorithm {alg!r} does not match its key ({jwk.algorithm_name})", "UNAUTHENTICATED")
+            key, algorithms = jwk.key, [alg]
         elif alg == "HS256" and self.config.secret:
             key, algorithms = self.config.secret, ["HS256"]
         else:

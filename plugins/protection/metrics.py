@@ -1,11 +1,14 @@
 """Prometheus ``/metrics`` (prometheus-client), one registry per app, and the operation step that feeds it.
 
 Series: ``plugboard_graphql_operations_total{operation,type,outcome}``,
+``plugboard_graphql_subscriptions_active{operation,transport}``,
 ``plugboard_graphql_operation_seconds{operation,type}`` (histogram),
 ``plugboard_graphql_operation_cost{operation}`` (histogram),
 ``plugboard_ratelimit_refusals_total``, ``plugboard_ratelimit_store_errors_total``
-and, when the cache plugin runs, ``plugboard_cache_{hits,misses}_total{layer}``.
-Other plugins add theirs with :func:`registry` (``Counter(..., registry=registry(app))``).
+``plugboard_operations_timed_out_total``, ``plugboard_operations_concurrency_refusals_total``,
+``plugboard_operations_in_flight``; every other plugin's come through the core's
+``plugboard_metrics`` hook, called once at start-up with this registry (see
+README, "Metrics", for the list).
 
 Operation names come from clients, so labels are bounded: a name that is not
 a GraphQL name, or beyond the first :data:`MAX_OPERATION_NAMES`, is counted
@@ -18,16 +21,19 @@ unless ``protection.metrics.public`` is set (for a scraper on a private bind).
 from __future__ import annotations
 
 import hmac
+import logging
 import re
 import time
 from typing import Any, Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from plugboard import keys
+
+logger = logging.getLogger("plugboard.protection")
 
 MAX_OPERATION_NAMES = 200
 _NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,99}$")
@@ -50,8 +56,27 @@ class Metrics:
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, float("inf")),
             registry=self.registry,
         )
+        self.subscriptions = Gauge(
+            "plugboard_graphql_subscriptions_active", "Subscriptions open now (this instance), by name and transport", ["operation", "transport"], registry=self.registry
+        )
         self.registry.register(_PullCollector(app))
         self._names: set[str] = set()
+        #: ``async def refresh()`` callables plugins returned from ``plugboard_metrics``.
+        self.refreshers: list[tuple[str, Any]] = []
+
+    def collect_plugins(self) -> None:
+        """Call every plugin's ``plugboard_metrics`` with this registry (once, at start-up)."""
+        pm = self.app[keys.PLUGIN_MANAGER]
+        for plugin, refresh in pm.call_each("plugboard_metrics", app=self.app, registry=self.registry, configs=self.app[keys.PLUGIN_CONFIGS]):
+            if refresh is not None:
+                self.refreshers.append((plugin, refresh))
+
+    async def refresh(self) -> None:
+        for plugin, refresh in self.refreshers:
+            try:
+                await refresh()
+            except Exception:  # noqa: BLE001 - one plugin's store must not take /metrics down
+                logger.exception("protection: plugin %r's metrics refresh failed; scraping without it", plugin)
 
     def operation_label(self, name: str | None) -> str:
         if not name:
@@ -80,26 +105,27 @@ class _PullCollector:
         if limiter is not None:
             yield CounterMetricFamily("plugboard_ratelimit_refusals", "Requests and operations refused by a rate limit or budget", value=limiter.refusals)
             yield CounterMetricFamily("plugboard_ratelimit_store_errors", "Rate-limit store failures", value=limiter.store_errors)
-        try:
-            from plugboard.plugins.cache import metrics as cache_metrics
-        except ImportError:  # the cache plugin is not installed
-            return
-        layers = cache_metrics(self.app)
-        if layers:
-            hits = CounterMetricFamily("plugboard_cache_hits", "Cache hits by layer", labels=["layer"])
-            misses = CounterMetricFamily("plugboard_cache_misses", "Cache misses by layer", labels=["layer"])
-            for layer, counts in layers.items():
-                hits.add_metric([layer], counts.get("hits", 0))
-                misses.add_metric([layer], counts.get("misses", 0))
-            yield hits
-            yield misses
+        from plugboard.plugins.protection.authfail import AUTH_FAILURES
+
+        failures = self.app.get(AUTH_FAILURES)
+        if failures is not None:
+            yield CounterMetricFamily("plugboard_auth_failure_refusals", "Requests refused after too many failed authentications", value=failures.refusals)
+        from plugboard.plugins.protection.guards import GUARDS
+
+        guards = self.app.get(GUARDS)
+        if guards is not None:
+            yield CounterMetricFamily("plugboard_operations_timed_out", "Operations cancelled by protection.graphql.timeout", value=guards.timeouts)
+            yield CounterMetricFamily(
+                "plugboard_operations_concurrency_refusals", "Operations refused by protection.concurrency.max", value=guards.concurrency.refusals
+            )
+            yield GaugeMetricFamily("plugboard_operations_in_flight", "Queries and mutations running now (this instance)", value=guards.concurrency.total)
 
 
 METRICS: web.AppKey[Metrics] = web.AppKey("plugboard.protection.metrics", Metrics)
 
 
 def registry(app: web.Application) -> CollectorRegistry | None:
-    """The app's Prometheus registry, for plugins to register their own metrics (None without the protection plugin)."""
+    """The app's Prometheus registry (None without the protection plugin); plugins use the ``plugboard_metrics`` hook instead."""
     metrics = app.get(METRICS)
     return metrics.registry if metrics is not None else None
 
@@ -122,6 +148,8 @@ def metrics_step(app: web.Application) -> Any:
         try:
             result = await call_next(op)
             outcome = "error" if isinstance(result, dict) and result.get("errors") else "ok"
+            if op.operation_type == "subscription" and not isinstance(result, dict):
+                return _counted(result, m.subscriptions.labels(m.operation_label(operation_name(app, op)), op.transport))
             return result
         finally:
             name = m.operation_label(operation_name(app, op))
@@ -133,6 +161,20 @@ def metrics_step(app: web.Application) -> Any:
     return metrics
 
 
+async def _counted(stream: Any, gauge: Any) -> Any:
+    # An async generator: the gauge goes up when the transport starts
+    # reading and down when it closes the stream (client gone, complete).
+    gauge.inc()
+    try:
+        async for result in stream:
+            yield result
+    finally:
+        gauge.dec()
+        aclose = getattr(stream, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+
 async def metrics_handler(request: web.Request) -> web.Response:
     app = request.app
     config = app[keys.PLUGIN_CONFIGS]["protection"]
@@ -141,5 +183,7 @@ async def metrics_handler(request: web.Request) -> web.Response:
         sent = request.headers.get("Authorization", "")
         if not token or sent[:7].lower() != "bearer " or not hmac.compare_digest(sent[7:].strip().encode(), str(token).encode()):
             raise web.HTTPUnauthorized(text="metrics need Authorization: Bearer <server.admin_token>", headers={"WWW-Authenticate": "Bearer"})
-    body = generate_latest(app[METRICS].registry)
+    metrics = app[METRICS]
+    await metrics.refresh()
+    body = generate_latest(metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -28,6 +28,13 @@ def plugboard_addhooks(pluginmanager: Any) -> None:
 
 
 @hookimpl
+def plugboard_metrics(app: Any, registry: Any) -> Any:
+    from plugboard.plugins.realtime.prometheus import register
+
+    return register(app, registry)
+
+
+@hookimpl
 def plugboard_config_class() -> type:
     return RealtimeConfig
 

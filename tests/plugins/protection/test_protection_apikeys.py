@@ -36,13 +36,39 @@ async def test_create_use_list_revoke(plugboard_client):
     listed = (await client.gql("{ apiKeys { id prefix lastUsedAt } }", headers=ADMIN))["data"]["apiKeys"]
     assert [k["id"] for k in listed] == [key["id"]] and listed[0]["lastUsedAt"] is not None
     assert "secret" not in str(listed)
-    # A read-scoped key is no admin.
-    result = await client.gql("{ apiKeys { id } }", headers={"X-API-Key": secret})
+    # A read-scoped key is no admin: it sees its owner's keys only, not another owner's.
+    result = await client.gql('{ apiKeys(owner: "bob") { id } }', headers={"X-API-Key": secret})
     assert result["errors"][0]["extensions"]["code"] == "FORBIDDEN"
     assert (await client.gql("mutation($id: ID!) { revokeApiKey(id: $id) }", {"id": key["id"]}, headers=ADMIN))["data"]["revokeApiKey"] is True
     result = await client.gql(BOOKS, headers={"X-API-Key": secret, **GQL}, status=401)
     assert result["errors"][0]["message"] == "this API key was revoked"
     assert (await client.gql("mutation($id: ID!) { revokeApiKey(id: $id) }", {"id": key["id"]}, headers=ADMIN))["data"]["revokeApiKey"] is False
+
+
+async def test_owners_list_and_revoke_their_own_keys(plugboard_client):
+    client = await plugboard_client(settings())
+    keys = client.app[API_KEYS]
+    alice_key, alice = await keys.create(name="alice ci", owner="alice")
+    alice_2, _ = await keys.create(name="alice laptop", owner="alice")
+    bob_key, bob = await keys.create(name="bob ci", owner="bob")
+    listed = (await client.gql_data("{ apiKeys { id owner } }", headers={"X-API-Key": alice}))["apiKeys"]
+    assert sorted(k["id"] for k in listed) == sorted([alice_key.id, alice_2.id])
+    assert (await client.gql_data('{ apiKeys(owner: "alice") { id } }', headers={"X-API-Key": alice}))["apiKeys"]
+    # Bob's key reads as unknown to Alice: nothing revoked, nothing learnt.
+    revoke = "mutation($id: ID!) { revokeApiKey(id: $id) }"
+    assert (await client.gql_data(revoke, {"id": bob_key.id}, headers={"X-API-Key": alice}))["revokeApiKey"] is False
+    await client.gql_data("{ apiKeys { id } }", headers={"X-API-Key": bob})
+    assert (await client.gql_data(revoke, {"id": alice_2.id}, headers={"X-API-Key": alice}))["revokeApiKey"] is True
+    listed = (await client.gql_data("{ apiKeys { id revokedAt } }", headers={"X-API-Key": alice}))["apiKeys"]
+    assert {k["id"]: k["revokedAt"] is not None for k in listed} == {alice_key.id: False, alice_2.id: True}
+    # Admins see every key; the anonymous none; only admins create.
+    assert len((await client.gql_data("{ apiKeys { id } }", headers=ADMIN))["apiKeys"]) == 3
+    result = await client.gql("{ apiKeys { id } }", headers=GQL)
+    assert result["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    result = await client.gql(revoke, {"id": bob_key.id}, headers=GQL, status=None)
+    assert result["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+    result = await client.gql(CREATE, {"i": {"name": "mine"}}, headers={"X-API-Key": alice})
+    assert result["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
 
 async def test_bad_keys_are_refused(plugboard_client):

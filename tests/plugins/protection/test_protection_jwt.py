@@ -138,3 +138,38 @@ def _forge_hs256(claims, secret: bytes, kid: str) -> str:
     body = b64(json.dumps(claims).encode())
     sig = b64(hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest())
     return f"{head}.{body}.{sig}"
+
+
+async def test_es256_from_jwks_and_keys_of_the_wrong_type(plugboard_client, aiohttp_server, rsa_key):
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    ec_key = ec.generate_private_key(ec.SECP256R1())
+    ec_jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec_key.public_key()))
+    keys = {"keys": [{**ec_jwk, "kid": "ec1", "alg": "ES256", "use": "sig"}, *_jwks(rsa_key, kid="rsa1")["keys"]]}
+
+    async def jwks(request):
+        return web.json_response(keys)
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    server = await aiohttp_server(app)
+    client = await plugboard_client(_settings(jwks_url=str(server.make_url("/jwks"))), plugins=[WhoAmI()])
+    status, body = await _status(client, jwt.encode(_claims(sub="erin"), ec_key, algorithm="ES256", headers={"kid": "ec1"}))
+    assert (status, body["data"]["whoami"]) == (200, "erin|editor")
+    status, body = await _status(client, jwt.encode(_claims(sub="ron"), rsa_key, algorithm="RS256", headers={"kid": "rsa1"}))
+    assert (status, body["data"]["whoami"]) == (200, "ron|editor")
+    other = ec.generate_private_key(ec.SECP256R1())
+    refused = {
+        # Signed by a key that is not in the set, under a kid that is.
+        "token signature invalid": jwt.encode(_claims(), other, algorithm="ES256", headers={"kid": "ec1"}),
+        # An RS256 token naming the EC key's kid (and the other way round): never a 500.
+        "rs-on-ec": jwt.encode(_claims(), rsa_key, algorithm="RS256", headers={"kid": "ec1"}),
+        "ec-on-rs": jwt.encode(_claims(), ec_key, algorithm="ES256", headers={"kid": "rsa1"}),
+        "token signed with an unknown key": jwt.encode(_claims(), ec_key, algorithm="ES256", headers={"kid": "nope"}),
+    }
+    for message, token in refused.items():
+        status, body = await _status(client, token)
+        assert status == 401, (message, body)
+        assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        if " " in message:
+            assert body["errors"][0]["message"] == message

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from plugboard.testing import eventually
+
 ADMIN = {"Authorization": "Bearer admin-secret"}
 
 
@@ -31,7 +33,9 @@ async def test_metrics(plugboard_client):
     assert 'plugboard_graphql_operation_cost_count{operation="Shelf"} 1.0' in text
     assert 'plugboard_graphql_operations_total{operation="anonymous",outcome="ok",type="query"} 1.0' in text
     assert "plugboard_ratelimit_refusals_total 1.0" in text
+    # The cache plugin's series come through the plugboard_metrics hook.
     assert 'plugboard_cache_hits_total{layer="response"} 1.0' in text
+    assert 'plugboard_cache_hit_ratio{layer="response"} 0.333' in text  # 1 hit, 2 misses
 
 
 async def test_operation_labels_are_bounded(plugboard_client):
@@ -44,3 +48,72 @@ async def test_operation_labels_are_bounded(plugboard_client):
         m.operation_label(f"Op{i}")
     assert m.operation_label("OneTooMany") == "other"
     assert "plugboard_graphql" in await _scrape(client, headers={})
+
+
+async def test_every_plugins_metrics_through_the_hook(plugboard_client):
+    """Connection gauges, subscriptions, jobs, cache, email events, guards: each plugin registers its own."""
+    from plugboard.plugins.email.keys import EMAIL
+    from plugboard.plugins.jobs.keys import JOBS
+
+    client = await plugboard_client(
+        {
+            "plugins": ["protection", "cache", "realtime", "jobs", "email", "books"],
+            "server": {"admin_token": "admin-secret"},
+            "protection": {"graphql": {"timeout": "5s"}, "concurrency": {"max": 4}},
+        }
+    )
+    await client.gql_data("query Shelf { books(first: 1) { title } }")
+    job = await client.app[JOBS].enqueue("cleanup", {})
+    await client.app[JOBS].wait(job.id)
+    await client.app[EMAIL].record_event("test", "delivered", address="a@example.com")
+    async with await client.ws({"authorization": "Bearer admin-secret"}) as ws:
+        await ws.subscribe("1", "subscription Live { jobUpdated(id: \"%s\") { status } }" % job.id)
+        await ws.receive_message()
+        # Another selection: not shared with the WebSocket's stream, so it gets the current state too.
+        sse = await client.sse("subscription Live { jobUpdated(id: \"%s\") { id status } }" % job.id, token="admin-secret")
+        await sse.next()
+        text = await _scrape(client)
+        assert 'plugboard_realtime_connections{pool="websocket"} 1.0' in text
+        assert 'plugboard_realtime_connections{pool="sse"} 1.0' in text
+        assert 'plugboard_graphql_subscriptions_active{operation="Live",transport="ws"} 1.0' in text
+        assert 'plugboard_graphql_subscriptions_active{operation="Live",transport="sse"} 1.0' in text
+        await ws.complete("1")
+        sse.resp.close()
+
+    async def closed():
+        """the subscriptions and connections are gone"""
+        text = await _scrape(client)
+        return text if 'transport="ws"} 0.0' in text and 'transport="sse"} 0.0' in text else None
+
+    text = await eventually(closed)
+    assert 'plugboard_realtime_connections{pool="websocket"} 0.0' in text
+    assert 'plugboard_realtime_connections{pool="sse"} 0.0' in text
+    assert 'plugboard_jobs{status="COMPLETED"} 1.0' in text
+    assert 'plugboard_email_events{event="delivered"} 1.0' in text
+    assert "plugboard_cache_hits_total" in text and "plugboard_cache_misses_total" in text
+    assert "plugboard_operations_timed_out_total 0.0" in text
+    assert "plugboard_operations_concurrency_refusals_total 0.0" in text
+    assert "plugboard_operations_in_flight 0.0" in text
+    assert "plugboard_ratelimit_refusals_total 0.0" in text
+    assert 'plugboard_graphql_operation_seconds_count{operation="Shelf",type="query"} 1.0' in text
+
+
+async def test_a_failing_refresh_is_logged_and_the_scrape_goes_on(plugboard_client, caplog):
+    from plugboard import hookimpl
+
+    class Broken:
+        @hookimpl
+        def plugboard_metrics(self, registry):
+            from prometheus_client import Counter
+
+            Counter("plugboard_broken_things", "Things", registry=registry).inc()
+
+            async def refresh():
+                raise OSError("store down")
+
+            return refresh
+
+    client = await plugboard_client({"plugins": ["protection"], "protection": {"metrics": {"public": True}}}, plugins=[Broken()])
+    text = await _scrape(client, headers={})
+    assert "plugboard_broken_things_total 1.0" in text
+    assert "metrics refresh failed" in caplog.text
