@@ -158,6 +158,10 @@ class EmailConfig:
     ledger: Literal["auto", "records", "redis"] = "auto"
     #: How long ledger entries are kept in Redis (a key reused later sends again).
     ledger_retention: Duration = attrs.field(default=7 * 86400.0, validator=validators.positive)
+    #: How long one send attempt holds a message (its mailer call is cut off after this).
+    #: A claim older than this belongs to a worker that died mid-send: the job's next
+    #: delivery sends again (same Message-ID). 0: never (at most once; such a job fails).
+    send_lease: Duration = attrs.field(default=60.0, validator=_non_negative)
     #: Rendered templates kept compiled.
     cache_size: int = attrs.field(default=256, validator=validators.positive)
     #: Signs unsubscribe and tracking tokens; null: ``server.secret_key``.
