@@ -109,7 +109,8 @@ class Webhooks:
     sendgrid_public_key: str | None = None
     #: Mailgun's HTTP webhook signing key.
     mailgun_signing_key: Secret | None = None
-    #: SNS topic ARNs whose messages are accepted (empty: any topic).
+    #: SNS topic ARNs whose messages are accepted; required for the SES webhook
+    #: (empty: it refuses everything, as SNS signs any account's topic alike).
     ses_topic_arns: list[str] = attrs.field(factory=list)
     #: Hosts ``SigningCertURL`` may point at (a regex, full match).
     ses_cert_host: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
