@@ -87,7 +87,10 @@ class Unsubscribe:
 
 @attrs.define(frozen=True, kw_only=True)
 class Dkim:
-    """DKIM signing (dkimpy); on when ``private_key_file`` is set."""
+    """DKIM signing (dkimpy); on when ``private_key_file`` is set.
+
+    The key file is read again when it changes (replace it atomically, with its
+    DNS record, to rotate under the same selector); a new selector is a restart."""
 
     selector: str | None = None
     domain: str | None = None
