@@ -95,5 +95,7 @@ async def test_a_worker_killed_mid_send_is_taken_over_after_the_lease(tmp_path, 
     assert time.monotonic() - claimed_at >= 3
     [received] = handler.messages
     assert received["message"]["Message-ID"] == app[EMAIL].message_id(outcome.key) == job.result["message_id"]
-    assert job.attempts >= 3  # the first (killed), at least one refused within the lease, the takeover
+    # The killed attempt, any refused while its lease ran (none if the second worker
+    # started after it ended), then the takeover.
+    assert job.attempts >= 2
     assert (await app[EMAIL].ledger.get("crash-1")).status == "sent"
