@@ -87,7 +87,10 @@ class Unsubscribe:
 
 @attrs.define(frozen=True, kw_only=True)
 class Dkim:
-    """DKIM signing (dkimpy); on when ``private_key_file`` is set."""
+    """DKIM signing (dkimpy); on when ``private_key_file`` is set.
+
+    The key file is read again when it changes (replace it atomically, with its
+    DNS record, to rotate under the same selector); a new selector is a restart."""
 
     selector: str | None = None
     domain: str | None = None
@@ -109,7 +112,8 @@ class Webhooks:
     sendgrid_public_key: str | None = None
     #: Mailgun's HTTP webhook signing key.
     mailgun_signing_key: Secret | None = None
-    #: SNS topic ARNs whose messages are accepted (empty: any topic).
+    #: SNS topic ARNs whose messages are accepted; required for the SES webhook
+    #: (empty: it refuses everything, as SNS signs any account's topic alike).
     ses_topic_arns: list[str] = attrs.field(factory=list)
     #: Hosts ``SigningCertURL`` may point at (a regex, full match).
     ses_cert_host: str = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
@@ -158,6 +162,10 @@ class EmailConfig:
     ledger: Literal["auto", "records", "redis"] = "auto"
     #: How long ledger entries are kept in Redis (a key reused later sends again).
     ledger_retention: Duration = attrs.field(default=7 * 86400.0, validator=validators.positive)
+    #: How long one send attempt holds a message (its mailer call is cut off after this).
+    #: A claim older than this belongs to a worker that died mid-send: the job's next
+    #: delivery sends again (same Message-ID). 0: never (at most once; such a job fails).
+    send_lease: Duration = attrs.field(default=60.0, validator=_non_negative)
     #: Rendered templates kept compiled.
     cache_size: int = attrs.field(default=256, validator=validators.positive)
     #: Signs unsubscribe and tracking tokens; null: ``server.secret_key``.

@@ -2,8 +2,18 @@
 
 ``queued`` (reserved by a send) -> ``sending`` (claimed by the attempt that
 calls the provider) -> ``sent`` | ``failed`` | ``retry`` (a temporary error:
-the next attempt may claim it again). A claim finding ``sending`` means an
-earlier attempt died while handing the message over: it is not sent again.
+the next attempt may claim it again).
+
+``sending`` is a lease (``email.send_lease``): the attempt holding it must
+finish within that time (the send-email task cuts the mailer off at the
+lease). A claim finding ``sending`` within the lease is a duplicate delivery
+of a job still in flight: it does not send (the caller retries later, and
+then finds ``sent``). A claim finding ``sending`` past the lease means the
+attempt died (its worker was killed) before recording an outcome: the claim
+takes the lease over and sends. If that worker died after the provider had
+accepted the message, this second copy carries the same Message-ID (most
+mailbox providers show one); ``send_lease: 0`` never takes a lease over
+(strictly at most once: such a message fails, for an operator to look at).
 
 Two implementations: :class:`SqlLedger` (the ``email_messages`` table of the
 records store; the embedded default) and :class:`RedisLedger` (hashes with a
@@ -46,8 +56,9 @@ class Ledger(Protocol):
     async def recent(self, conn: Any, address: str, since: float) -> int:
         """Messages reserved for ``address`` since ``since`` (Unix seconds)."""
 
-    async def claim(self, key: str) -> Entry | None:
-        """None: the caller may send now (the entry is ``sending``). Else the entry as it stands."""
+    async def claim(self, key: str, lease: float) -> Entry | None:
+        """None: the caller may send now (the entry is ``sending`` for ``lease`` seconds). Else the
+        entry as it stands (``sending`` only while another attempt's lease runs, or with ``lease`` 0)."""
 
     async def finish(self, key: str, status: str, *, message_id: str | None = None, error: str | None = None) -> Entry | None:
         """Record the outcome; returns the entry (None when the key is unknown)."""
@@ -95,13 +106,15 @@ class SqlLedger:
                 return (await conn.execute(query)).scalar_one()
         return (await conn.execute(query)).scalar_one()
 
-    async def claim(self, key: str) -> Entry | None:
+    async def claim(self, key: str, lease: float) -> Entry | None:
         table = self._table
         now = time.time()
+        claimable = table.c.status.in_(("queued", "retry"))
+        if lease > 0:
+            # updated_at of a `sending` entry is when its lease began.
+            claimable = sa.or_(claimable, sa.and_(table.c.status == "sending", table.c.updated_at < now - lease))
         async with self._records().begin() as conn:
-            result = await conn.execute(
-                sa.update(table).where(table.c.key == key, table.c.status.in_(("queued", "retry"))).values(status="sending", updated_at=now)
-            )
+            result = await conn.execute(sa.update(table).where(table.c.key == key, claimable).values(status="sending", updated_at=now))
             if result.rowcount == 1:
                 return None
             row = (await conn.execute(sa.select(table).where(table.c.key == key))).first()
@@ -147,14 +160,22 @@ redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[6])
 redis.call('EXPIRE', KEYS[2], ARGV[7])
 return false
 """
+# The lease runs on Redis's clock (TIME), so workers' clocks need not agree.
 _CLAIM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local lease = tonumber(ARGV[2])
 local s = redis.call('HGET', KEYS[1], 'status')
 if not s then
-  redis.call('HSET', KEYS[1], 'address', '', 'template', '', 'status', 'sending')
+  redis.call('HSET', KEYS[1], 'address', '', 'template', '', 'status', 'sending', 'claimed_at', now)
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   return false
 end
-if s == 'queued' or s == 'retry' then redis.call('HSET', KEYS[1], 'status', 'sending') return false end
+if s == 'queued' or s == 'retry'
+   or (s == 'sending' and lease > 0 and now - tonumber(redis.call('HGET', KEYS[1], 'claimed_at') or '0') > lease) then
+  redis.call('HSET', KEYS[1], 'status', 'sending', 'claimed_at', now)
+  return false
+end
 return redis.call('HGETALL', KEYS[1])
 """
 _FINISH = """
@@ -198,8 +219,8 @@ class RedisLedger:
     async def recent(self, conn: Any, address: str, since: float) -> int:
         return int(await self.client.zcount(f"{self.prefix}:rate:{address}", since, "+inf"))
 
-    async def claim(self, key: str) -> Entry | None:
-        found = await self._claim(keys=[self._key(key)], args=[self.retention])
+    async def claim(self, key: str, lease: float) -> Entry | None:
+        found = await self._claim(keys=[self._key(key)], args=[self.retention, repr(float(lease))])
         return self._entry(key, found) if found else None
 
     async def finish(self, key: str, status: str, *, message_id: str | None = None, error: str | None = None) -> Entry | None:

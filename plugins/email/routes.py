@@ -131,6 +131,8 @@ async def ses_webhook(request: web.Request) -> web.Response:
             events = webhooks.ses_events(message)
         else:
             events = []
+            if message.get("Type") == "SubscriptionConfirmation":
+                webhooks.check_subscribe_url(message, service.config.webhooks.ses_cert_host)
         if await service.seen(key):
             raise webhooks.WebhookRejected("replayed message")
     except webhooks.WebhookRejected as e:
@@ -138,24 +140,30 @@ async def ses_webhook(request: web.Request) -> web.Response:
     except webhooks.WebhookMalformed as e:
         return web.json_response({"error": str(e)}, status=400)
     if message.get("Type") == "SubscriptionConfirmation":
-        await _confirm(service, message)
+        status = await _confirm(service, message)
+        if status != 200:
+            return web.json_response({"confirmed": False, "error": f"SubscribeURL answered {status}"}, status=502)
         return web.json_response({"confirmed": True})
     return await _record(request, "ses", events)
 
 
-async def _confirm(service: Any, message: dict[str, Any]) -> None:
-    """Visit SubscribeURL (only on an SNS host) so the topic starts delivering."""
+async def _confirm(service: Any, message: dict[str, Any]) -> int:
+    """Visit SubscribeURL (checked: an SNS host, this topic) so the topic starts delivering; its status (0: unreachable)."""
     import ssl
 
     import aiohttp
 
-    url = message.get("SubscribeURL")
-    webhooks.check_cert_url(str(url).split("?")[0] + ".pem" if isinstance(url, str) else None, service.config.webhooks.ses_cert_host)
+    url = webhooks.check_subscribe_url(message, service.config.webhooks.ses_cert_host)
     ca = service.config.webhooks.ses_ca_file
     context = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        async with session.get(url, ssl=context) as response:
-            logger.info("SNS subscription confirmation for %s answered %s", message.get("TopicArn"), response.status)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            async with session.get(url, ssl=context) as response:
+                logger.info("SNS subscription confirmation for %s answered %s", message.get("TopicArn"), response.status)
+                return response.status
+    except (aiohttp.ClientError, TimeoutError) as e:
+        logger.warning("SNS subscription confirmation for %s failed: %s: %s", message.get("TopicArn"), type(e).__name__, e)
+        return 0
 
 
 _GIF = bytes.fromhex("47494638396101000100800000000000ffffff21f90401000000002c00000000010001000002024401003b")

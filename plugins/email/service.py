@@ -106,6 +106,7 @@ class EmailService:
         secret = config.secret.encode() if config.secret else None
         self._signer: Signer | None = Signer(secret) if secret else None
         self._file_templates: dict[str, tuple[str, str]] = {}
+        self._from_domain: str | None = None
         self.dkim = None
         #: Set at start-up (the Redis client exists only then); see :meth:`start`.
         self.ledger: Any = None
@@ -282,7 +283,9 @@ class EmailService:
         return {"List-Unsubscribe": value, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click", "List-Id": f"<{list_name}.{self._domain()}>"}
 
     def _domain(self) -> str:
-        return email.utils.parseaddr(self.config.from_address)[1].rpartition("@")[2] or "localhost"
+        if self._from_domain is None:
+            self._from_domain = email.utils.parseaddr(self.config.from_address)[1].rpartition("@")[2] or "localhost"
+        return self._from_domain
 
     # -- sending -------------------------------------------------------------------------
 
@@ -338,15 +341,20 @@ class EmailService:
             sender=args["from"], to=parse_addresses(args["to"], "to"), subject=args["subject"],
             text=args["text"], html=args["html"], headers=args["headers"],
         )
-        claimed = await self.claim(key)
+        try:
+            claimed = await self.claim(key)
+        except MailerError as e:
+            raise EmailError(str(e), "EMAIL_NOT_SENT") from None
         if claimed is not None:
             return Outcome(key=key, status="sent", message_id=claimed.get("message_id"))
         message = self.prepare(key, message)
         mailer = self.app[keys.SERVICES].get("mailer", self.config.mailer)
+        # Within the claim's lease too, or a concurrent duplicate could take the message over.
+        limit = min(self.config.send_timeout, self.config.send_lease or self.config.send_timeout)
         try:
-            sent = await asyncio.wait_for(mailer.send(message), self.config.send_timeout)
+            sent = await asyncio.wait_for(mailer.send(message), limit)
         except asyncio.TimeoutError:
-            error = MailerError(f"the mailer did not answer within {self.config.send_timeout:g}s", permanent=False)
+            error = MailerError(f"the mailer did not answer within {limit:g}s", permanent=False)
             await self.finish(key, None, error)
             raise EmailError(str(error), "EMAIL_NOT_SENT") from None
         except MailerError as e:
@@ -388,15 +396,28 @@ class EmailService:
 
     # -- SendGuard (the jobs plugin's send-email calls these) ---------------------------
 
+    @property
+    def lease(self) -> float:
+        """Seconds one attempt may hold a message (``email.send_lease``; 0: no limit)."""
+        return self.config.send_lease
+
     async def claim(self, key: str) -> dict[str, Any] | None:
-        entry = await self.ledger.claim(key)
+        entry = await self.ledger.claim(key, self.config.send_lease)
         if entry is None:
             return None
         if entry.status == "sent":
             return {"message_id": entry.message_id, "accepted": [entry.address], "refused": {}, "already_sent": True}
         if entry.status == "sending":
+            if self.config.send_lease > 0:
+                # Another attempt holds the lease: a duplicate delivery of a job in flight.
+                # Not sent now; the retry finds it sent, or the lease expired (that attempt died).
+                raise MailerError(
+                    f"another attempt is sending this message (its lease runs up to {self.config.send_lease:g}s); not sent twice, tried again later",
+                    permanent=False,
+                )
             raise MailerError(
-                "an earlier attempt stopped while handing this message to the provider; it may have been delivered, so it is not sent again",
+                "an earlier attempt stopped while handing this message to the provider; it may have been delivered, "
+                "so it is not sent again (email.send_lease is 0)",
                 permanent=True,
             )
         raise MailerError(f"this message failed for good earlier: {entry.error}", permanent=True)

@@ -6,7 +6,10 @@
 - Mailgun: HMAC-SHA256 of ``timestamp + token`` with the webhook signing key.
 - SES through SNS: the SNS message signature (SignatureVersion 1: SHA1, 2:
   SHA256) checked with the certificate at ``SigningCertURL``, which must be
-  HTTPS on an SNS host (``email.webhooks.ses_cert_host``), topic allow-list.
+  HTTPS on an SNS host (``email.webhooks.ses_cert_host``); the topic must be
+  in ``email.webhooks.ses_topic_arns`` (required: SNS signs every account's
+  topics alike). A SubscriptionConfirmation is confirmed by visiting its
+  SubscribeURL, which must be on an SNS host and name the same topic.
 
 A bad, missing, stale or already-seen signature is refused (401) before
 anything is recorded. Events become :class:`Event`: ``delivered``,
@@ -181,12 +184,35 @@ def sns_string_to_sign(message: dict[str, Any]) -> bytes:
     return "".join(parts).encode()
 
 
+def _sns_host(parts: Any, host_pattern: str) -> bool:
+    # urlsplit's hostname drops userinfo and port, so "https://sns.x.amazonaws.com@evil.example/"
+    # is evil.example; the pattern must match the whole host name.
+    return parts.scheme == "https" and bool(parts.hostname) and re.fullmatch(host_pattern, parts.hostname) is not None
+
+
 def check_cert_url(url: Any, host_pattern: str) -> str:
     if not isinstance(url, str):
         raise WebhookRejected("no SigningCertURL")
     parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname or not re.fullmatch(host_pattern, parts.hostname) or not parts.path.endswith(".pem"):
+    if not _sns_host(parts, host_pattern) or not parts.path.endswith(".pem"):
         raise WebhookRejected("SigningCertURL is not an https .pem URL on an SNS host")
+    return url
+
+
+def check_subscribe_url(message: dict[str, Any], host_pattern: str) -> str:
+    """The SubscribeURL of a verified SubscriptionConfirmation: https on an SNS host,
+    ``Action=ConfirmSubscription`` for the message's own topic."""
+    from urllib.parse import parse_qs
+
+    url = message.get("SubscribeURL")
+    if not isinstance(url, str):
+        raise WebhookRejected("no SubscribeURL")
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    if not _sns_host(parts, host_pattern):
+        raise WebhookRejected("SubscribeURL is not an https URL on an SNS host")
+    if query.get("Action") != ["ConfirmSubscription"] or query.get("TopicArn") != [message.get("TopicArn")]:
+        raise WebhookRejected("SubscribeURL does not confirm this message's topic")
     return url
 
 
@@ -231,7 +257,11 @@ class SnsVerifier:
 
         if not isinstance(message, dict):
             raise WebhookRejected("not an SNS message")
-        if self.topics and message.get("TopicArn") not in self.topics:
+        if not self.topics:
+            # SNS signs every topic's messages, any AWS account's: without an allow-list
+            # anyone could subscribe this endpoint to a topic of their own and publish bounces.
+            raise WebhookRejected("the SES webhook is not configured (email.webhooks.ses_topic_arns)")
+        if message.get("TopicArn") not in self.topics:
             raise WebhookRejected("a topic this server does not accept")
         version = message.get("SignatureVersion")
         algorithm = {"1": hashes.SHA1(), "2": hashes.SHA256()}.get(str(version))

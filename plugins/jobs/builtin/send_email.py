@@ -11,19 +11,22 @@ Result: ``{message_id, accepted, refused}``.
 ``idempotency_key``: when the app has a :class:`SendGuard` (``jobs.keys.SEND_GUARD``,
 set by the email plugin), the guard claims the key before sending, may finish
 the message (a Message-ID stable across attempts, a DKIM signature) and
-records the outcome, so a message is sent at most once even when a worker dies
-after the provider accepted it.
+records the outcome, so a redelivered job whose message was sent returns the
+first result instead of sending again. A claim is a lease: the mailer call is
+cut off when it runs out (a temporary failure, retried), and a delivery that
+finds another attempt's lease running is retried later without sending.
 """
 
 from __future__ import annotations
 
+import asyncio
 from email.message import EmailMessage
-from typing import Any, Callable, Protocol, TypedDict, Unpack
+from typing import Any, Awaitable, Callable, Protocol, TypedDict, Unpack
 
 from plugboard.plugins.jobs.builtin.config import BuiltinConfig
 from plugboard.plugins.jobs.builtin.services import Services
 from plugboard.plugins.jobs.keys import SEND_GUARD
-from plugboard.providers.mailer import MailerError, build_message, parse_addresses
+from plugboard.providers.mailer import MailerError, SendResult, build_message, parse_addresses
 from plugboard.tasks import PermanentError, TaskContext, retry
 
 
@@ -34,8 +37,12 @@ SendEmailExtra = TypedDict("SendEmailExtra", {"from": str}, total=False)
 class SendGuard(Protocol):
     """Keeps ``send-email`` jobs with an ``idempotency_key`` from sending twice."""
 
+    #: Seconds a claim holds (0: no limit); the send must end within it.
+    lease: float
+
     async def claim(self, key: str) -> dict[str, Any] | None:
-        """None: send now. A result: already sent, return it. Raise MailerError: do not send."""
+        """None: send now. A result: already sent, return it. Raise MailerError: do not send
+        (``permanent`` False: another attempt holds the key; try again later)."""
 
     def prepare(self, key: str, message: EmailMessage) -> EmailMessage:
         """The message to send (e.g. with a stable Message-ID and a DKIM signature)."""
@@ -77,19 +84,24 @@ def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]
                 raise ValueError("the message has no recipients")
         except ValueError as e:
             raise PermanentError(f"send-email: {e}") from None
+        # No progress report: one costs a job-store write and an event, more than
+        # the send itself on a local relay, and a send has no midpoint to show.
         mailer = await services.mailer(job.app)
-        await job.progress(10)
         guard = job.app.get(SEND_GUARD) if idempotency_key else None
+        lease = None
         if guard is not None:
             try:
                 done = await guard.claim(idempotency_key)
             except MailerError as e:
-                raise PermanentError(str(e)) from e
+                if e.permanent:
+                    raise PermanentError(str(e)) from e
+                raise
             if done is not None:
                 return done
             message = guard.prepare(idempotency_key, message)
+            lease = guard.lease or None
         try:
-            sent = await mailer.send(message, bcc=blind)
+            sent = await _within(mailer.send(message, bcc=blind), lease)
         except MailerError as e:
             if guard is not None:
                 await guard.finish(idempotency_key, None, e)
@@ -102,6 +114,16 @@ def make_task(settings: BuiltinConfig, services: Services) -> Callable[..., Any]
         return result
 
     return send_email
+
+
+async def _within(send: Awaitable[SendResult], lease: float | None) -> SendResult:
+    """The mailer's answer, cut off when the claim's lease runs out (a temporary failure)."""
+    if lease is None:
+        return await send
+    try:
+        return await asyncio.wait_for(send, lease)
+    except asyncio.TimeoutError:
+        raise MailerError(f"the mailer did not answer within the send lease ({lease:g}s)", permanent=False) from None
 
 
 def _one_address(value: Any) -> str:

@@ -38,6 +38,10 @@ def test_seed_email_config_spelling(make_email_app):
         ({"services": {"mailer": {"provider": "sendgrid"}}}, "services.mailer.api_key.*required"),
         ({"services": {"mailer": {"provider": "mailgun", "api_key": "k", "domain": "mg.example.com", "region": "asia"}}}, "services.mailer.region = 'asia'"),
         ({"services": {"mailer": {"provider": "smtp", "host": "h", "user": "u", "password": "p", "starttls": False}}}, "without TLS"),
+        ({"services": {"mailer": {"provider": "smtp", "host": "h", "pool_size": 0}}}, "services.mailer.pool_size = 0"),
+        ({"services": {"mailer": {"provider": "smtp", "host": "h", "max_messages": -1}}}, "services.mailer.max_messages = -1"),
+        ({"services": {"mailer": {"provider": "smtp", "host": "h", "idle_timeout": "never"}}}, "services.mailer.idle_timeout = 'never'"),
+        ({"email": {"send_lease": "-1s"}}, "email.send_lease"),
     ],
 )
 def test_bad_settings_name_the_key(make_email_app, data, message):

@@ -3,6 +3,7 @@ delivery with idempotency keys, permanent failures (no retry) and timeouts (retr
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from plugboard.errors import ConfigError
 from plugboard.plugins.email.keys import EMAIL
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import JobStatus
+from plugboard.providers.mailer import MailerError
 from plugboard.providers.smtp import SmtpConfig
 from plugboard.tasks import PermanentError
 
@@ -113,17 +115,60 @@ async def test_a_redelivered_job_never_sends_twice(make_email_app, start_app, sm
     assert same.status == "sent" and same.message_id == job.result["message_id"]
 
 
-async def test_a_send_interrupted_mid_flight_is_not_repeated(make_email_app, start_app, smtp_server, smtp):
-    app = await start_app(make_email_app(smtp(smtp_server, starttls=False), PLUGINS))
-    service = app[EMAIL]
-    outcome = await service.send("ann@example.com", "welcome", WELCOME, key="k-1")
-    job = await wait_job(app, outcome.job_id)
-    # As if a worker claimed the key, handed the message over and died before recording it.
-    await service.ledger.set_status("k-1", "sending")
-    task = app[JOBS].runner.tasks["send-email"].fn
+def _with_lease(data: dict, lease: str) -> dict:
+    return {**data, "email": {**data.get("email", {}), "send_lease": lease}}
+
+
+async def _noop(conn) -> None:
+    return None
+
+
+ARGS = {"to": "ann@example.com", "subject": "Hello", "text": "Hi", "idempotency_key": "k-1"}
+
+
+async def test_sending_is_a_lease(make_email_app, start_app, smtp_server, smtp):
+    app = await start_app(make_email_app(_with_lease(smtp(smtp_server, starttls=False), "1s"), PLUGINS))
+    service, task = app[EMAIL], app[JOBS].runner.tasks["send-email"].fn
+    await service.ledger.reserve("k-1", "ann@example.com", "welcome", _noop)
+    # A worker claims the key and dies before the mailer answers: the key stays `sending`.
+    assert await service.ledger.claim("k-1", service.lease) is None
+    # A duplicate delivery within the lease does not send; it is retried (a temporary error).
+    with pytest.raises(MailerError, match="another attempt is sending") as e:
+        await task(RedeliveredJob(app), **ARGS)
+    assert not isinstance(e.value, PermanentError) and e.value.permanent is False
+    assert smtp_server.handler.messages == []
+    assert (await service.ledger.get("k-1")).status == "sending"
+    # After the lease the dead attempt's claim is taken over: sent once, with the key's Message-ID.
+    await asyncio.sleep(1.1)
+    result = await task(RedeliveredJob(app), **ARGS)
+    [received] = smtp_server.handler.messages
+    assert received["message"]["Message-ID"] == result["message_id"] == service.message_id("k-1")
+    assert (await service.ledger.get("k-1")).status == "sent"
+    again = await task(RedeliveredJob(app), **ARGS)
+    assert again["already_sent"] is True and len(smtp_server.handler.messages) == 1
+
+
+async def test_a_live_attempt_keeps_its_lease(make_email_app, start_app, smtp_server, smtp):
+    # The mailer call is cut off at the lease, so a live attempt never overlaps a takeover.
+    smtp_server.handler.delay = 3
+    app = await start_app(make_email_app(_with_lease(smtp(smtp_server, starttls=False), "0.5s"), PLUGINS))
+    service, task = app[EMAIL], app[JOBS].runner.tasks["send-email"].fn
+    await service.ledger.reserve("k-1", "ann@example.com", "welcome", _noop)
+    with pytest.raises(MailerError, match="within the send lease") as e:
+        await task(RedeliveredJob(app), **ARGS)
+    assert e.value.permanent is False
+    assert (await service.ledger.get("k-1")).status == "retry"
+
+
+async def test_without_a_lease_an_interrupted_send_is_never_repeated(make_email_app, start_app, smtp_server, smtp):
+    app = await start_app(make_email_app(_with_lease(smtp(smtp_server, starttls=False), "0s"), PLUGINS))
+    service, task = app[EMAIL], app[JOBS].runner.tasks["send-email"].fn
+    await service.ledger.reserve("k-1", "ann@example.com", "welcome", _noop)
+    assert await service.ledger.claim("k-1", service.lease) is None
+    await asyncio.sleep(0.2)
     with pytest.raises(PermanentError, match="not sent again"):
-        await task(RedeliveredJob(app), **job.args)
-    assert len(smtp_server.handler.messages) == 1
+        await task(RedeliveredJob(app), **ARGS)
+    assert smtp_server.handler.messages == []
 
 
 async def test_jobs_must_use_the_same_mailer(make_email_app):

@@ -158,3 +158,34 @@ async def test_unsubscribe_is_off_with_the_feature(make_email_app, client_for, t
     await client.server.app[EMAIL].send("ann@example.com", "newsletter", NEWS)
     assert read(outbox(tmp_path)[0])["List-Unsubscribe"] is None
     assert (await client.post("/email/unsubscribe/x.y")).status == 404
+
+
+async def test_a_replaced_dkim_key_is_used_without_a_restart(make_email_app, start_app, smtp_server, tmp_path, caplog):
+    import os
+
+    import dkim
+
+    old = dkim_key(tmp_path)
+    app = await start_app(make_email_app({
+        "services": {"mailer": {"provider": "smtp", "host": smtp_server.host, "port": smtp_server.port, "starttls": False}},
+        "email": {"from_address": "News <news@example.com>", "dkim": DKIM},
+    }))
+    published = {"p": old}
+
+    def dns(name, timeout=5):
+        return b"v=DKIM1; k=rsa; p=" + published["p"]
+
+    await app[EMAIL].send("ann@example.com", "welcome", {"username": "Ann"})
+    # Rotate under the same selector: a new key file (atomically renamed into place) and its DNS record.
+    staged = tmp_path / "dkim.pem"
+    os.replace(staged, tmp_path / "old.pem")
+    new = dkim_key(tmp_path)
+    published["p"] = new
+    await app[EMAIL].send("bob@example.com", "welcome", {"username": "Bob"})
+    first, second = smtp_server.handler.raw
+    assert not dkim.verify(first, dnsfunc=dns) and dkim.verify(second, dnsfunc=dns)
+    # A replacement that is not a key (half written) is refused loudly; the last good key signs on.
+    staged.write_bytes(b"-----BEGIN")
+    await app[EMAIL].send("cy@example.com", "welcome", {"username": "Cy"})
+    assert dkim.verify(smtp_server.handler.raw[2], dnsfunc=dns)
+    assert "DKIM key file changed but" in caplog.text

@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 from aiohttp import web
-from email_testkit import events, gql, make_cert
+from email_testkit import events, gql, make_cert, sns_sign
 
 from plugboard.plugins.email.keys import EMAIL
 from plugboard.plugins.email.service import EmailError
@@ -86,18 +86,11 @@ async def sns_cert(tls_files):
 
 
 def sns_message(sns_cert, ses_event: dict, *, type_: str = "Notification", version: str = "2", topic: str = "arn:aws:sns:eu-west-1:123456789012:ses-events", **extra) -> dict:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    from plugboard.plugins.email.webhooks import sns_string_to_sign
-
     message = {
         "Type": type_, "MessageId": str(uuid.uuid4()), "TopicArn": topic, "Message": json.dumps(ses_event),
-        "Timestamp": extra.pop("Timestamp", None) or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "SignatureVersion": version, "SigningCertURL": sns_cert["url"], **extra,
+        "Timestamp": extra.pop("Timestamp", None) or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()), "SigningCertURL": sns_cert["url"], **extra,
     }
-    algorithm = hashes.SHA256() if version == "2" else hashes.SHA1()
-    message["Signature"] = base64.b64encode(sns_cert["key"].sign(sns_string_to_sign(message), padding.PKCS1v15(), algorithm)).decode()
-    return message
+    return sns_sign(message, sns_cert["key"], version)
 
 
 @pytest.fixture
@@ -236,7 +229,9 @@ async def test_ses_sns_notifications(client, sns_cert, version):
 
 
 async def test_ses_subscription_confirmation(client, sns_cert):
-    message = sns_message(sns_cert, {}, type_="SubscriptionConfirmation", Token="tok-1", SubscribeURL=sns_cert["base"] + "/confirm?Token=tok-1")
+    topic = "arn:aws:sns:eu-west-1:123456789012:ses-events"
+    message = sns_message(sns_cert, {}, type_="SubscriptionConfirmation", Token="tok-1",
+                          SubscribeURL=sns_cert["base"] + f"/confirm?Action=ConfirmSubscription&TopicArn={topic}&Token=tok-1")
     response = await client.post("/email/webhooks/ses", json=message)
     assert response.status == 200
     assert "confirm:tok-1" in sns_cert["fetched"]
@@ -265,12 +260,8 @@ async def test_ses_bad_messages(client, sns_cert, tls_files, case):
         # Signed by a key other than the certificate's.
         from cryptography.hazmat.primitives.asymmetric import rsa
 
-        from plugboard.plugins.email.webhooks import sns_string_to_sign
-        from cryptography.hazmat.primitives import hashes
-        from cryptography.hazmat.primitives.asymmetric import padding
-
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        message["Signature"] = base64.b64encode(other.sign(sns_string_to_sign(message), padding.PKCS1v15(), hashes.SHA256())).decode()
+        message = sns_sign(message, other, "2")
     response = await client.post("/email/webhooks/ses", json=message)
     assert response.status == 401
     assert await events(client.server.app) == []
@@ -278,7 +269,7 @@ async def test_ses_bad_messages(client, sns_cert, tls_files, case):
 
 async def test_ses_certificate_from_an_untrusted_https_server(make_email_app, client_for, sns_cert):
     # Without the test CA, the certificate's HTTPS server is not trusted: nothing is fetched or recorded.
-    app = make_email_app({"email": {"webhooks": {"ses_cert_host": "localhost"}}})
+    app = make_email_app({"email": {"webhooks": {"ses_cert_host": "localhost", "ses_topic_arns": ["arn:aws:sns:eu-west-1:123456789012:ses-events"]}}})
     client = await client_for(app)
     response = await client.post("/email/webhooks/ses", json=sns_message(sns_cert, SES_BOUNCE))
     assert response.status == 401 and "cannot fetch the signing certificate" in (await response.json())["error"]
