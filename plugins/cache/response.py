@@ -6,8 +6,10 @@ An entry is keyed by the normalised document, the operation name, the
 variables and the scope: ``PUBLIC`` entries are shared by every caller,
 ``PRIVATE`` ones belong to one identity (``context.identity``, or an API key
 as ``context.api_key``) and are never stored for an anonymous caller. A
-response with errors is never stored. One computation per key at a time in a
-process: concurrent misses wait for the first (stampede protection).
+response with errors is never stored. One computation per key at a time:
+concurrent misses in a process wait for the first, and with a provider that
+locks across instances (Redis, :mod:`.stampede`) so do other instances' for a
+bounded time (``queryCache.lock_timeout``), after which they compute.
 
 HTTP GET responses carry ``Cache-Control`` from the policy, an ``ETag``, the
 tags as ``Cache-Tag``/``Surrogate-Key`` for CDNs, and a matching
@@ -27,6 +29,7 @@ from plugboard.errors import ProviderError
 from plugboard.graphql.operation import EncodedResult, OperationRejected
 from plugboard.plugins.cache.appkeys import RUNTIME
 from plugboard.plugins.cache.policy import DynamicHints, Policy, operation_policy
+from plugboard.plugins.cache.stampede import CacheLock
 from plugboard.plugins.cache.tags import plan, tags_of
 
 if TYPE_CHECKING:
@@ -161,7 +164,8 @@ class ResponseCache:
                 self.rt.response_stats.hits += 1
                 return self._hit(op, *hit)
         self.rt.response_stats.misses += 1
-        # Stampede protection: the first miss computes, the others wait for it.
+        # Stampede protection: the first miss computes, the others wait for it
+        # (in this process here; across instances through the provider's lock).
         waiting = self._inflight.get(key)
         if waiting is not None:
             try:
@@ -171,17 +175,36 @@ class ResponseCache:
             if stored is not None:
                 hit = self._decode(key, stored)
                 if hit is not None:
+                    self.rt.response_stats.waits += 1
                     return self._hit(op, *hit)
             return await self._uncached(op, call_next)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         stored = None
+        locked = False
         try:
+            # Across instances: the provider's lock (Redis SET NX), when it has one.
+            if self._lock is not None:
+                locked = await self._lock.acquire(key, self.rt.config.query_cache.lock_timeout)
+                if locked is False:
+                    stored = await self._lock.wait(key, self.rt.config.query_cache.lock_timeout)
+                    hit = self._decode(key, stored) if stored is not None else None
+                    if hit is not None:
+                        self.rt.response_stats.waits += 1
+                        return self._hit(op, *hit)
+                    stored = None
             result, stored = await self._compute(op, call_next, policy, key, owner, private)
             return result
         finally:
+            if locked:
+                await self._lock.release(key)
             del self._inflight[key]
             future.set_result(stored)
+
+    @property
+    def _lock(self) -> "CacheLock | None":
+        cache = self.rt.cache
+        return cache if isinstance(cache, CacheLock) else None
 
     async def _get(self, key: str) -> bytes | None:
         # The Protocol's providers raise ProviderError on an outage: a miss.
