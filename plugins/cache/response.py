@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from plugboard.errors import ProviderError
 from plugboard.graphql.operation import EncodedResult, OperationRejected
@@ -70,8 +70,10 @@ def entry_key(op: "Operation", owner: str | None) -> str:
     return "rc:" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
-def encode(body: bytes, *, etag: str, max_age: int, scope: str, tags: list[str]) -> bytes:
-    head = _to_json({"etag": etag, "at": time.time(), "max": max_age, "scope": scope, "tags": tags})
+def encode(body: bytes, *, etag: str, max_age: int, scope: str) -> bytes:
+    # No tags in the head: the store keeps them beside the entry, and a hit
+    # that needs them for CDN headers reads them from the body (once per entry).
+    head = _to_json({"etag": etag, "at": time.time(), "max": max_age, "scope": scope})
     return head.encode() + b"\n" + body
 
 
@@ -83,6 +85,11 @@ def decode(entry: bytes) -> tuple[dict, bytes] | None:
         return json.loads(head), body
     except ValueError:
         return None
+
+
+def _sorted_tags(tag_plan: Any, result: Any) -> list[str]:
+    entities, types = tags_of(tag_plan, result.get("data"))
+    return sorted(entities) + sorted(types)
 
 
 def etag_of(body: bytes) -> str:
@@ -107,6 +114,8 @@ class ResponseCache:
         self._shapes: dict[tuple[int, str | None], tuple[Any, Any, Policy]] = {}
         # entry key -> (entry, head, result): hits decode an entry once, not per request
         self._decoded: dict[str, tuple[bytes, dict, EncodedResult]] = {}
+        # id(head) -> (head, sorted tags): CDN tags of entries served on GET, computed once
+        self._hit_tags: dict[int, tuple[dict, list[str]]] = {}
 
     @property
     def rt(self) -> "CacheRuntime":
@@ -246,18 +255,19 @@ class ResponseCache:
             key, private = entry_key(op, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
         body = _to_json(result).encode()
-        entities, types = tags_of(self.shape(op)[0], result.get("data"))
-        tags = sorted(entities) + sorted(types)
         etag = etag_of(body)
         if len(body) > self.rt.config.query_cache.max_entry_size:
             self.rt.response_stats.too_large += 1
-            self._http_headers(op, (etag, final.max_age, scope, tags), policy=final)
+            self._http_headers(op, (etag, final.max_age, scope, lambda: _sorted_tags(self.shape(op)[0], result)), policy=final)
             return result, None
-        entry = encode(body, etag=etag, max_age=final.max_age, scope=scope, tags=tags)
+        # One set of both kinds ("Book:1", "Book"), unsorted: the store only
+        # indexes it; headers sort their copy when a GET needs them.
+        tags = tags_of(self.shape(op)[0], result.get("data"), merged=True)
+        entry = encode(body, etag=etag, max_age=final.max_age, scope=scope)
         await self._set(key, entry, final.max_age, tags)
         self.rt.response_stats.stores += 1
         op.response_headers["X-Cache"] = "MISS"
-        self._http_headers(op, (etag, final.max_age, scope, tags), policy=final)
+        self._http_headers(op, (etag, final.max_age, scope, lambda: sorted(tags)), policy=final)
         return EncodedResult(result, body), entry
 
     def _decode(self, key: str, entry: bytes) -> tuple[dict, EncodedResult] | None:
@@ -284,11 +294,27 @@ class ResponseCache:
         remaining = max(0, int(head.get("max", 0)) - age)
         op.response_headers["X-Cache"] = "HIT"
         op.response_headers["Age"] = str(age)
-        self._http_headers(op, (head.get("etag", ""), remaining, head.get("scope", "PUBLIC"), head.get("tags") or []), policy=True)
+        self._http_headers(op, (head.get("etag", ""), remaining, head.get("scope", "PUBLIC"), lambda: self._tags_of_hit(op, head, result)), policy=True)
         return result
 
-    def _http_headers(self, op: "Operation", meta: tuple[str, int, str, list[str]] | None, *, policy: Any) -> None:
-        """Cache-Control, ETag, CDN tags on HTTP GET; 304 when If-None-Match matches."""
+    def _tags_of_hit(self, op: "Operation", head: dict, result: EncodedResult) -> list[str]:
+        memo = self._hit_tags.get(id(head))
+        if memo is not None and memo[0] is head:
+            return memo[1]
+        tags = head.get("tags")  # entries written before tags left the head
+        if not isinstance(tags, list):
+            tags = _sorted_tags(self.shape(op)[0], result)
+        if len(self._hit_tags) > 1024:
+            self._hit_tags.clear()
+        self._hit_tags[id(head)] = (head, tags)
+        return tags
+
+    def _http_headers(self, op: "Operation", meta: "tuple[str, int, str, Callable[[], list[str]]] | None", *, policy: Any) -> None:
+        """Cache-Control, ETag, CDN tags on HTTP GET; 304 when If-None-Match matches.
+
+        ``meta`` is ``(etag, max_age, scope, tags)``, where ``tags`` is called
+        only when the headers carry them (GET, PUBLIC, ``cdn_headers``).
+        """
         request = op.context.request
         if op.transport != "http" or request is None or request.method not in ("GET", "HEAD"):
             return
@@ -300,9 +326,11 @@ class ResponseCache:
         headers["Cache-Control"] = f"max-age={max_age}, {scope.lower()}"
         if etag:
             headers["ETag"] = etag
-        if tags and scope == "PUBLIC" and self.rt.config.cdn_headers:
-            headers["Cache-Tag"] = ",".join(tags)
-            headers["Surrogate-Key"] = " ".join(tags)
+        if scope == "PUBLIC" and self.rt.config.cdn_headers:
+            tags = tags()
+            if tags:
+                headers["Cache-Tag"] = ",".join(tags)
+                headers["Surrogate-Key"] = " ".join(tags)
         if etag and etag_matches(request.headers.get("If-None-Match"), etag):
             # The transport answers a request-level status with these headers
             # and no body (aiohttp sends none with a 304).
