@@ -12,8 +12,12 @@ Sides:
 - ``hit-memory``: books + cache, ``services.cache: memory``, every request a hit;
 - ``hit-redis``: the same on ``services.cache: redis``;
 - ``off`` / ``miss``: books without / with the cache (memory), each request
-  with a different variable (``after: "-N"``, same 20 books) so every
-  request is a miss that is computed and stored;
+  with a different variable so every request is a miss that is computed,
+  tagged and stored: ``after`` is a distinct string that books reads as
+  ``0`` (whitespace, then ``0``: Python's ``int()`` strips the whitespace),
+  so every response holds the same 20 books and 39 tags as the hit sides.
+  The script stops wrk on any response with ``errors``, and a probe before
+  each run checks ``X-Cache: MISS`` and the 20 books;
 - ``miss-small`` (the store bounded to 200 entries: misses that evict) and
   ``miss-noqc`` (the plugin loaded, ``queryCache.enabled: false``): on request.
 
@@ -37,6 +41,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from http_books import PYTHON, QUERY, free_port, post, start, stop, wait_ready, wrk  # noqa: E402
+from versions import print_report  # noqa: E402
+
+#: books' mutations need an identity or the operator's token (seeding only).
+OPERATOR = "bench-operator"
 
 MISS_QUERY = "query($a: ID) { books(first: 20, after: $a) { id title author { id name } } }"
 TARGETS = {"hit-memory": ("raw", 0.5), "hit-redis": ("raw", 0.3), "miss": ("off", 0.95)}
@@ -62,7 +70,7 @@ def serve_raw(port: int, body_file: str) -> None:
 
 def settings_for(side: str, redis_url: str | None) -> dict:
     plugins = ["books"] if side == "off" else ["books", "cache"]
-    data: dict = {"plugins": plugins, "server": {"data_dir": "var"}}
+    data: dict = {"plugins": plugins, "server": {"data_dir": "var", "admin_token": OPERATOR}}
     if side == "hit-redis":
         data["redis"] = {"url": redis_url}
         data["services"] = {"cache": {"provider": "redis"}}
@@ -83,30 +91,64 @@ def scripts(root: Path) -> dict[str, Path]:
         f"wrk.body = {json.dumps(json.dumps({'query': QUERY}))}\n"
     )
     varying = root / "varying.lua"
-    prefix = json.dumps({"query": MISS_QUERY})[:-1] + ', "variables": {"a": "-'
+    prefix = json.dumps({"query": MISS_QUERY})[:-1] + ', "variables": {"a": "'
     varying.write_text(
+        # A distinct `after` per request that books still reads as 0: the
+        # counter in base 5 written with JSON-escaped whitespace, then "0".
         # Distinct across wrk runs too (the warm-up must not prime the measured run).
+        'local ws = {" ", "\\\\t", "\\\\n", "\\\\r", "\\\\f"}\n'
         "counter = (os.time() % 100000) * 100000\n"
+        "local function blank(n)\n"
+        "  local s = ''\n"
+        "  repeat s = s .. ws[n % 5 + 1]; n = math.floor(n / 5) until n == 0\n"
+        "  return s\n"
+        "end\n"
         "request = function()\n"
         "  counter = counter + 1\n"
-        f"  local body = {json.dumps(prefix)} .. counter .. '\"}}}}'\n"
+        f"  local body = {json.dumps(prefix)} .. blank(counter) .. '0\"}}}}'\n"
         '  return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, body)\n'
+        "end\n"
+        # A GraphQL error would make every request an uncacheable miss and
+        # measure the error path instead: stop the run.
+        "response = function(status, headers, body)\n"
+        "  if string.find(body, '\"errors\"', 1, true) then\n"
+        "    io.stderr:write(body)\n"
+        "    os.exit(3)\n"
+        "  end\n"
         "end\n"
     )
     return {"fixed": fixed, "varying": varying}
 
 
-def versions() -> str:
-    from importlib.metadata import version
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    parts = [f"Python {sys.version.split()[0]}"]
-    for dist in ("aiohttp", "tartiflette", "redis", "uvloop"):
-        parts.append(f"{dist} {version(dist)}")
-    redis_v = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()
-    parts.append("redis-server " + next((p.split("=")[1] for p in redis_v if p.startswith("v=")), "?"))
-    wrk_v = subprocess.run(["wrk", "-v"], capture_output=True, text=True)
-    parts.append((wrk_v.stdout or wrk_v.stderr).split("[")[0].strip())
-    return ", ".join(parts)
+
+def measure(proc: subprocess.Popen, url: str, duration: int, connections: int, script: Path) -> tuple[float, float, float]:
+    """``(req/s, p99 ms, server CPU us per request)`` of one wrk run.
+
+    CPU per request is the server's own CPU time over the requests wrk
+    completed: other work on the shared machine lowers req/s but leaves it
+    (mostly) alone, so it shows a step's cost where req/s swings.
+    """
+    before = cpu_seconds(proc.pid)
+    rps, p99 = wrk(url, duration, connections, script)
+    used = cpu_seconds(proc.pid) - before
+    return rps, p99, used / (rps * duration) * 1e6
+
+
+def probe(url: str, *, cached: bool) -> None:
+    """One request as the varying script sends them: the 20 books, no errors, and a miss that was stored."""
+    import urllib.request
+
+    data = json.dumps({"query": MISS_QUERY, "variables": {"a": " \t\n0"}}).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        body, x_cache = json.loads(resp.read()), resp.headers.get("X-Cache")
+    assert "errors" not in body and len(body["data"]["books"]) == 20, body
+    assert x_cache == ("MISS" if cached else None), f"X-Cache: {x_cache}"
 
 
 def main() -> None:
@@ -132,7 +174,7 @@ def main() -> None:
     redis_server = RedisServer().start()
     # Redis shares CPU 1 with wrk: the server under test keeps CPU 0 to itself.
     subprocess.run(["taskset", "-p", "-c", "1", str(redis_server.process.pid)], check=True, capture_output=True)
-    results: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
+    results: dict[str, list[tuple[float, float, float]]] = {side: [] for side in sides}
     try:
         (root / "settings.yaml").write_text(json.dumps(settings_for("off", None)))
         port = free_port()
@@ -143,6 +185,7 @@ def main() -> None:
                 f"http://127.0.0.1:{port}/graphql",
                 "mutation($t: String!, $a: String!) { createBook(input: {title: $t, authorName: $a, publishedYear: 1990}) { id } }",
                 {"t": f"Book {i}", "a": f"Author {i % 17}"},
+                {"Authorization": f"Bearer {OPERATOR}"},
             )
         body = json.dumps(post(f"http://127.0.0.1:{port}/graphql", QUERY), separators=(",", ":")).encode()
         stop(seed)
@@ -161,26 +204,37 @@ def main() -> None:
                     url = f"http://127.0.0.1:{port}/graphql"
                     check = post(url, QUERY)
                     assert len(check["data"]["books"]) == 20, check
+                    if side.startswith(("off", "miss")):
+                        probe(url, cached=side not in ("off", "miss-noqc"))
                     script = lua["varying"] if side.startswith(("off", "miss")) else lua["fixed"]
                     wrk(url, 2, args.connections, script)  # warm-up
-                    results[side].append(wrk(url, args.duration, args.connections, script))
+                    results[side].append(measure(proc, url, args.duration, args.connections, script))
                 finally:
                     stop(proc)
     finally:
         redis_server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-    medians = {side: (statistics.median(r for r, _ in rs), statistics.median(p for _, p in rs)) for side, rs in results.items()}
-    print(versions())
-    print("| side | req/s (median) | p99 ms (median) | rounds |")
-    print("|---|---|---|---|")
-    for side, (rps, p99) in medians.items():
-        print(f"| {side} | {rps:.0f} | {p99:.1f} | {args.rounds} x {args.duration}s |")
-    print()
+    print_report(["SQLAlchemy", "aiosqlite", "redis", "hiredis", "plugboard-books"], redis=True)
+    print("wrk:", subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split("[")[0].strip())
+    print("| side | req/s (median) | p99 ms (median) | server CPU us/request (median) | req/s each round |")
+    print("|---|---|---|---|---|")
+    for side, rs in results.items():
+        rps = statistics.median(r[0] for r in rs)
+        p99 = statistics.median(r[1] for r in rs)
+        cpu = statistics.median(r[2] for r in rs)
+        print(f"| {side} | {rps:.0f} | {p99:.1f} | {cpu:.0f} | {', '.join(f'{r[0]:.0f}' for r in rs)} |")
+    print(f"\n{args.rounds} rounds x {args.duration}s, {args.connections} connections")
     for side, (base, target) in TARGETS.items():
-        if side in medians and base in medians:
-            ratio = medians[side][0] / medians[base][0]
-            print(f"{side}/{base}: {ratio:.2f} (target >= {target})")
+        if side in results and base in results:
+            # Sides alternate within a round: each round's ratio pairs runs
+            # minutes apart, which the machine's drift affects least.
+            ratios = [a[0] / b[0] for a, b in zip(results[side], results[base])]
+            cpu = statistics.median(b[2] for b in results[base]) / statistics.median(a[2] for a in results[side])
+            print(
+                f"{side}/{base}: throughput {statistics.median(ratios):.2f} (rounds {', '.join(f'{r:.2f}' for r in ratios)}; "
+                f"target >= {target}); by server CPU per request {cpu:.2f}"
+            )
     print("raw:", json.dumps(results))
 
 

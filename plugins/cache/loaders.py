@@ -27,15 +27,32 @@ has no ``want``.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import Any, Awaitable, Callable, Hashable, Iterable, Sequence
 
 BatchFn = Callable[[list[Any], Any], Awaitable[Sequence[Any]]]
 
 
+def _weak(context: Any) -> Callable[[], Any]:
+    """A callable returning ``context``: a weak reference where the object allows one."""
+    if isinstance(context, weakref.ref):
+        return context
+    try:
+        return weakref.ref(context)
+    except TypeError:  # None, or a plain dict in a test: no Context to keep alive
+        return lambda: context
+
+
 class DataLoader:
+    """Batches and memoises ``load(key)`` calls of one request for one batch function."""
+
     def __init__(self, batch_fn: BatchFn, context: Any, *, max_batch_size: int = 1000) -> None:
         self._batch_fn = batch_fn
-        self._context = context
+        # A weak reference: the context holds the loaders, and a strong one
+        # back would make every request (its aiohttp Request, streams, the
+        # context) a reference cycle, freed only by the garbage collector;
+        # that cost about 5% of the books query's throughput in collections.
+        self._context = _weak(context)
         self._max = max_batch_size
         self._memo: dict[Hashable, asyncio.Future] = {}
         self._queue: list[tuple[Hashable, asyncio.Future]] = []
@@ -89,7 +106,7 @@ class DataLoader:
     async def _run(self, batch: list[tuple[Hashable, asyncio.Future]]) -> None:
         self.batches += 1
         try:
-            values = await self._batch_fn([k for k, _ in batch], self._context)
+            values = await self._batch_fn([k for k, _ in batch], self._context())
             if len(values) != len(batch):
                 raise ValueError(f"the batch function returned {len(values)} values for {len(batch)} keys")
         except Exception as e:
@@ -107,7 +124,7 @@ class Loaders:
     """The request's loaders, one per batch function (``context.loaders``)."""
 
     def __init__(self, context: Any) -> None:
-        self._context = context
+        self._context = _weak(context)  # see DataLoader: no cycle through the context
         self._loaders: dict[Any, DataLoader] = {}
 
     def get(self, batch_fn: BatchFn, **options: Any) -> DataLoader:

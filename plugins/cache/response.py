@@ -6,8 +6,10 @@ An entry is keyed by the normalised document, the operation name, the
 variables and the scope: ``PUBLIC`` entries are shared by every caller,
 ``PRIVATE`` ones belong to one identity (``context.identity``, or an API key
 as ``context.api_key``) and are never stored for an anonymous caller. A
-response with errors is never stored. One computation per key at a time in a
-process: concurrent misses wait for the first (stampede protection).
+response with errors is never stored. One computation per key at a time:
+concurrent misses in a process wait for the first, and with a provider that
+locks across instances (Redis, :mod:`.stampede`) so do other instances' for a
+bounded time (``queryCache.lock_timeout``), after which they compute.
 
 HTTP GET responses carry ``Cache-Control`` from the policy, an ``ETag``, the
 tags as ``Cache-Tag``/``Surrogate-Key`` for CDNs, and a matching
@@ -21,12 +23,13 @@ import hashlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from plugboard.errors import ProviderError
 from plugboard.graphql.operation import EncodedResult, OperationRejected
 from plugboard.plugins.cache.appkeys import RUNTIME
 from plugboard.plugins.cache.policy import DynamicHints, Policy, operation_policy
+from plugboard.plugins.cache.stampede import CacheLock
 from plugboard.plugins.cache.tags import plan, tags_of
 
 if TYPE_CHECKING:
@@ -67,8 +70,10 @@ def entry_key(op: "Operation", owner: str | None) -> str:
     return "rc:" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
-def encode(body: bytes, *, etag: str, max_age: int, scope: str, tags: list[str]) -> bytes:
-    head = _to_json({"etag": etag, "at": time.time(), "max": max_age, "scope": scope, "tags": tags})
+def encode(body: bytes, *, etag: str, max_age: int, scope: str) -> bytes:
+    # No tags in the head: the store keeps them beside the entry, and a hit
+    # that needs them for CDN headers reads them from the body (once per entry).
+    head = _to_json({"etag": etag, "at": time.time(), "max": max_age, "scope": scope})
     return head.encode() + b"\n" + body
 
 
@@ -80,6 +85,11 @@ def decode(entry: bytes) -> tuple[dict, bytes] | None:
         return json.loads(head), body
     except ValueError:
         return None
+
+
+def _sorted_tags(tag_plan: Any, result: Any) -> list[str]:
+    entities, types = tags_of(tag_plan, result.get("data"))
+    return sorted(entities) + sorted(types)
 
 
 def etag_of(body: bytes) -> str:
@@ -104,6 +114,8 @@ class ResponseCache:
         self._shapes: dict[tuple[int, str | None], tuple[Any, Any, Policy]] = {}
         # entry key -> (entry, head, result): hits decode an entry once, not per request
         self._decoded: dict[str, tuple[bytes, dict, EncodedResult]] = {}
+        # id(head) -> (head, sorted tags): CDN tags of entries served on GET, computed once
+        self._hit_tags: dict[int, tuple[dict, list[str]]] = {}
 
     @property
     def rt(self) -> "CacheRuntime":
@@ -161,7 +173,8 @@ class ResponseCache:
                 self.rt.response_stats.hits += 1
                 return self._hit(op, *hit)
         self.rt.response_stats.misses += 1
-        # Stampede protection: the first miss computes, the others wait for it.
+        # Stampede protection: the first miss computes, the others wait for it
+        # (in this process here; across instances through the provider's lock).
         waiting = self._inflight.get(key)
         if waiting is not None:
             try:
@@ -171,17 +184,36 @@ class ResponseCache:
             if stored is not None:
                 hit = self._decode(key, stored)
                 if hit is not None:
+                    self.rt.response_stats.waits += 1
                     return self._hit(op, *hit)
             return await self._uncached(op, call_next)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         stored = None
+        locked = False
         try:
+            # Across instances: the provider's lock (Redis SET NX), when it has one.
+            if self._lock is not None:
+                locked = await self._lock.acquire(key, self.rt.config.query_cache.lock_timeout)
+                if locked is False:
+                    stored = await self._lock.wait(key, self.rt.config.query_cache.lock_timeout)
+                    hit = self._decode(key, stored) if stored is not None else None
+                    if hit is not None:
+                        self.rt.response_stats.waits += 1
+                        return self._hit(op, *hit)
+                    stored = None
             result, stored = await self._compute(op, call_next, policy, key, owner, private)
             return result
         finally:
+            if locked:
+                await self._lock.release(key)
             del self._inflight[key]
             future.set_result(stored)
+
+    @property
+    def _lock(self) -> "CacheLock | None":
+        cache = self.rt.cache
+        return cache if isinstance(cache, CacheLock) else None
 
     async def _get(self, key: str) -> bytes | None:
         # The Protocol's providers raise ProviderError on an outage: a miss.
@@ -223,18 +255,19 @@ class ResponseCache:
             key, private = entry_key(op, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
         body = _to_json(result).encode()
-        entities, types = tags_of(self.shape(op)[0], result.get("data"))
-        tags = sorted(entities) + sorted(types)
         etag = etag_of(body)
         if len(body) > self.rt.config.query_cache.max_entry_size:
             self.rt.response_stats.too_large += 1
-            self._http_headers(op, (etag, final.max_age, scope, tags), policy=final)
+            self._http_headers(op, (etag, final.max_age, scope, lambda: _sorted_tags(self.shape(op)[0], result)), policy=final)
             return result, None
-        entry = encode(body, etag=etag, max_age=final.max_age, scope=scope, tags=tags)
+        # One set of both kinds ("Book:1", "Book"), unsorted: the store only
+        # indexes it; headers sort their copy when a GET needs them.
+        tags = tags_of(self.shape(op)[0], result.get("data"), merged=True)
+        entry = encode(body, etag=etag, max_age=final.max_age, scope=scope)
         await self._set(key, entry, final.max_age, tags)
         self.rt.response_stats.stores += 1
         op.response_headers["X-Cache"] = "MISS"
-        self._http_headers(op, (etag, final.max_age, scope, tags), policy=final)
+        self._http_headers(op, (etag, final.max_age, scope, lambda: sorted(tags)), policy=final)
         return EncodedResult(result, body), entry
 
     def _decode(self, key: str, entry: bytes) -> tuple[dict, EncodedResult] | None:
@@ -261,11 +294,27 @@ class ResponseCache:
         remaining = max(0, int(head.get("max", 0)) - age)
         op.response_headers["X-Cache"] = "HIT"
         op.response_headers["Age"] = str(age)
-        self._http_headers(op, (head.get("etag", ""), remaining, head.get("scope", "PUBLIC"), head.get("tags") or []), policy=True)
+        self._http_headers(op, (head.get("etag", ""), remaining, head.get("scope", "PUBLIC"), lambda: self._tags_of_hit(op, head, result)), policy=True)
         return result
 
-    def _http_headers(self, op: "Operation", meta: tuple[str, int, str, list[str]] | None, *, policy: Any) -> None:
-        """Cache-Control, ETag, CDN tags on HTTP GET; 304 when If-None-Match matches."""
+    def _tags_of_hit(self, op: "Operation", head: dict, result: EncodedResult) -> list[str]:
+        memo = self._hit_tags.get(id(head))
+        if memo is not None and memo[0] is head:
+            return memo[1]
+        tags = head.get("tags")  # entries written before tags left the head
+        if not isinstance(tags, list):
+            tags = _sorted_tags(self.shape(op)[0], result)
+        if len(self._hit_tags) > 1024:
+            self._hit_tags.clear()
+        self._hit_tags[id(head)] = (head, tags)
+        return tags
+
+    def _http_headers(self, op: "Operation", meta: "tuple[str, int, str, Callable[[], list[str]]] | None", *, policy: Any) -> None:
+        """Cache-Control, ETag, CDN tags on HTTP GET; 304 when If-None-Match matches.
+
+        ``meta`` is ``(etag, max_age, scope, tags)``, where ``tags`` is called
+        only when the headers carry them (GET, PUBLIC, ``cdn_headers``).
+        """
         request = op.context.request
         if op.transport != "http" or request is None or request.method not in ("GET", "HEAD"):
             return
@@ -277,9 +326,11 @@ class ResponseCache:
         headers["Cache-Control"] = f"max-age={max_age}, {scope.lower()}"
         if etag:
             headers["ETag"] = etag
-        if tags and scope == "PUBLIC" and self.rt.config.cdn_headers:
-            headers["Cache-Tag"] = ",".join(tags)
-            headers["Surrogate-Key"] = " ".join(tags)
+        if scope == "PUBLIC" and self.rt.config.cdn_headers:
+            tags = tags()
+            if tags:
+                headers["Cache-Tag"] = ",".join(tags)
+                headers["Surrogate-Key"] = " ".join(tags)
         if etag and etag_matches(request.headers.get("If-None-Match"), etag):
             # The transport answers a request-level status with these headers
             # and no body (aiohttp sends none with a 304).

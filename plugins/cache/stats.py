@@ -25,6 +25,9 @@ class CacheStats:
     errors: int = 0
     #: Entries refused because they were larger than the entry limit.
     too_large: int = 0
+    #: Response-cache misses answered by waiting for another request's
+    #: computation of the same key (in this process or on another instance).
+    waits: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return attrs.asdict(self)

@@ -48,13 +48,13 @@ def plan(selections: tuple[Selection, ...]) -> Plan:
     return tuple(out)
 
 
-def tags_of(selections_plan: Plan, data: Any) -> tuple[set[str], set[str]]:
-    """``(entity tags, type names)`` found in ``data`` (a result's ``data``)."""
+def tags_of(selections_plan: Plan, data: Any, *, merged: bool = False) -> Any:
+    """``(entity tags, type names)`` found in ``data`` (a result's ``data``); one set of both with ``merged``."""
     entities: set[str] = set()
-    types: set[str] = set()
+    types = entities if merged else set()
     if isinstance(data, dict):
         _walk(selections_plan, data, entities, types)
-    return entities, types
+    return entities if merged else (entities, types)
 
 
 def response_tags(selections: tuple[Selection, ...], data: Any) -> tuple[set[str], set[str]]:

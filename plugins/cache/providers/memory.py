@@ -69,17 +69,18 @@ class LRU:
         if ttl <= 0:
             self._remove(key)
             return False
-        self._remove(key)
-        tags = tuple(dict.fromkeys(tags))
+        if key in self._entries:
+            self._remove(key)
+        # A set is already without duplicates (the response cache passes one).
+        tags = tuple(tags) if isinstance(tags, (set, frozenset)) else tuple(dict.fromkeys(tags))
         self._entries[key] = (value, time.monotonic() + ttl, tags)
         self.bytes += len(value)
         index = self._tags
         for tag in tags:
-            keys = index.get(tag)
-            if keys is None:
+            try:
+                index[tag].add(key)
+            except KeyError:
                 index[tag] = {key}
-            else:
-                keys.add(key)
         self.stats.stores += 1
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             oldest = next(iter(self._entries))

@@ -7,6 +7,13 @@ Redis that is down or slow turns into misses (counted in ``errors``), and for
 ``retry_after`` seconds after a failure the provider does not even try, so
 requests stay fast; the next attempt after that resumes caching by itself.
 
+Stampede lock across instances (:meth:`RedisCache.acquire`,
+:meth:`RedisCache.wait`, :meth:`RedisCache.release`): ``SET NX PX`` on a
+lock key per entry; the instances that lose poll the entry and the lock in
+one ``MGET`` (shared with every other read of that loop turn) until the
+entry appears, the lock goes (the holder stored nothing: compute), or the
+wait is over (compute anyway).
+
 Multi-level mode (``local: {enabled: true}``): a small LRU in each process in
 front of Redis. Its TTL is short, and the cache plugin drops its entries on
 every instance when an invalidation is published on the core's pubsub.
@@ -18,6 +25,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from typing import Any, Iterable
 
 import attrs
@@ -51,6 +59,12 @@ for i = 1, #KEYS do
   redis.call('DEL', KEYS[i])
 end
 return removed
+"""
+
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 
@@ -110,6 +124,9 @@ class RedisCache:
         self._mget_tasks: set[asyncio.Task] = set()
         self._set_script: Any = None
         self._invalidate_script: Any = None
+        self._release_script: Any = None
+        #: key -> the token of a stampede lock this process holds.
+        self._locks: dict[str, str] = {}
 
     async def start(self) -> None:
         client = self._app.get(keys.REDIS)
@@ -118,6 +135,7 @@ class RedisCache:
         self.client = client
         self._set_script = client.register_script(_SET)
         self._invalidate_script = client.register_script(_INVALIDATE)
+        self._release_script = client.register_script(_RELEASE)
 
     async def close(self) -> None:
         # The client is the core's: it closes it.
@@ -146,7 +164,11 @@ class RedisCache:
         if value is None:
             self.stats.misses += 1
             return None
-        tags_json, sep, value = value.partition(b"\n")
+        return self._accept(key, value)
+
+    def _accept(self, key: str, raw: bytes) -> bytes | None:
+        """A value read from Redis: its tags line split off, copied to the local layer; None if malformed."""
+        tags_json, sep, value = raw.partition(b"\n")
         if not sep:
             self.stats.misses += 1
             return None
@@ -213,6 +235,67 @@ class RedisCache:
         if self.local is not None:
             out["local"] = self.local_stats
         return out
+
+    # -- the stampede lock across instances -----------------------------
+
+    async def acquire(self, key: str, ttl: float) -> bool | None:
+        """Take the lock on computing ``key`` for at most ``ttl`` seconds.
+
+        True: this process computes; False: another instance does (call
+        :meth:`wait`); None: Redis cannot say (down): compute without it.
+        """
+        if self._is_down():
+            return None
+        token = uuid.uuid4().hex
+        try:
+            taken = await self._run(self.client.set(self._lock_key(key), token, nx=True, px=max(1, int(ttl * 1000))))
+        except ProviderError:
+            return None
+        if taken:
+            self._locks[key] = token
+            return True
+        return False
+
+    async def release(self, key: str) -> None:
+        """Give up a lock :meth:`acquire` took (only ours: the token must match)."""
+        token = self._locks.pop(key, None)
+        if token is None:
+            return
+        try:
+            await self._run(self._release_script(keys=[self._lock_key(key)], args=[token]))
+        except ProviderError:
+            pass  # the lock expires by itself (its ttl)
+
+    async def wait(self, key: str, timeout: float) -> bytes | None:
+        """Wait for the instance holding ``key``'s lock to store it; None when it did not (compute then).
+
+        Polls the entry and the lock together (5 ms, doubling to 50 ms):
+        the entry is returned as soon as it is there; without it, a lock
+        that is gone means the holder stored nothing (an error, an
+        uncacheable response) and the caller computes.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        prefix = self.config.prefix
+        while True:
+            await asyncio.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.05)
+            if self._is_down():
+                return None
+            value, locked = await asyncio.gather(
+                self._batched_get(prefix + key), self._batched_get(self._lock_key(key)), return_exceptions=True
+            )
+            if isinstance(value, BaseException) or isinstance(locked, BaseException):
+                return None  # an outage (ProviderError): compute
+            if value is not None:
+                found = self._accept(key, value)
+                if found is not None:
+                    return found
+            if locked is None or time.monotonic() >= deadline:
+                return None
+
+    def _lock_key(self, key: str) -> str:
+        return f"{self.config.prefix}lock:{key}"
 
     # -- reads: one MGET per event-loop turn ----------------------------
 

@@ -186,3 +186,40 @@ async def test_excluded_root_fields_are_never_cached(aiohttp_client, tmp_path, f
         await post(client, "{ items { id } me }")
         await post(client, "{ slow }")
     assert (fixture_plugin.calls["items"], fixture_plugin.calls["slow"]) == (2, 1)
+
+
+async def test_get_hit_of_an_entry_stored_by_post_carries_the_cdn_tags(client, fixture_plugin):
+    await post(client, ITEMS)  # stored from a POST: no headers were computed then
+    resp, _ = await get(client, ITEMS)
+    assert resp.headers["X-Cache"] == "HIT"
+    assert set(resp.headers["Cache-Tag"].split(",")) == {"Item:1", "Item:2", "Item:3", "Item"}
+    assert fixture_plugin.calls["items"] == 1
+
+
+async def test_a_request_leaves_no_reference_cycle(client, fixture_plugin):
+    # The context holds the request's loaders; a strong reference back made
+    # each request (aiohttp's Request included) garbage for the collector.
+    import gc
+    import weakref
+
+    from plugboard.plugins.cache.loaders import Loaders
+
+    contexts = []
+    original = Loaders.__init__
+
+    def spy(self, context):
+        contexts.append(weakref.ref(context))
+        original(self, context)
+
+    gc.collect()
+    gc.disable()
+    try:
+        Loaders.__init__ = spy
+        try:
+            await post(client, ITEMS)
+            await post(client, "{ item(id: 1) { id name } }")
+        finally:
+            Loaders.__init__ = original
+        assert len(contexts) == 2 and all(ref() is None for ref in contexts)
+    finally:
+        gc.enable()
