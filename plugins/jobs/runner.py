@@ -37,7 +37,7 @@ import redis.exceptions
 from aiohttp import web
 
 from plugboard.plugins.jobs import events
-from plugboard.plugins.jobs.arguments import takes_context
+from plugboard.plugins.jobs.arguments import TaskArguments, takes_context
 from plugboard.plugins.jobs.errors import JobCancelled
 from plugboard.plugins.jobs.model import Job, JobStatus
 from plugboard.plugins.jobs.store import JobStore
@@ -65,6 +65,8 @@ class TaskEntry:
     fn: Callable[..., Awaitable[Any]]
     policy: RetryPolicy
     wants_context: bool
+    #: Its parameters, for checking a job's arguments at enqueue.
+    arguments: TaskArguments
 
 
 class JobContext:
@@ -101,7 +103,7 @@ class Runner:
         self.broker = broker
         self.settings = settings
         self.tasks = {
-            name: TaskEntry(fn, retry_policy(fn), takes_context(fn)) for name, fn in tasks.items()
+            name: TaskEntry(fn, retry_policy(fn), takes_context(fn), TaskArguments.of(fn)) for name, fn in tasks.items()
         }
         #: Store and broker share one Redis: a final state and the
         #: acknowledgement are one command (the store's update with ``ack``).
