@@ -188,7 +188,9 @@ class RedisBroker(RedisStreamBroker):
     # -- the job interface ------------------------------------------------------
 
     async def kick(self, message: Any) -> None:
-        await self.redis.xadd(self.queue_name, {b"data": message.message, b"job": message.task_id})
+        assert self.batcher is not None, "start() first"
+        # The batcher's path, not redis-py's: a third of an enqueue's CPU with live updates on.
+        await self.batcher.call("XADD", self.queue_name, "*", "data", message.message, "job", message.task_id)
 
     async def send(self, task: str, job_id: str) -> None:
         await self.kick(encode(self, task, job_id))
