@@ -4,7 +4,8 @@
     python producer.py baseline - <n>          # noop.kiq() on the taskiq-redis broker
 
 The JSON: ``t0`` (Unix time of the first enqueue), ``t1`` (after the last),
-``latencies`` (seconds, one per call, in order).
+``cpu`` (the producer's CPU seconds over the calls), ``latencies``
+(seconds, one per call, in order).
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ async def timed(n: int, call) -> dict:
     latencies = []
     clock = time.perf_counter
     t0 = time.time()
+    cpu0 = time.process_time()
     for _ in range(n):
         start = clock()
         await call()
         latencies.append(clock() - start)
-    return {"t0": t0, "t1": time.time(), "latencies": latencies}
+    return {"t0": t0, "t1": time.time(), "cpu": time.process_time() - cpu0, "latencies": latencies}
 
 
 def main() -> None:

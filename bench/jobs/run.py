@@ -22,7 +22,11 @@ Modes:
 Plugboard's COMPLETED index (``ZCARD``), taskiq's consumer group (entries
 read minus pending: acknowledged after the result is saved). Also measured:
 the worker's CPU time per job (user + system, from /proc, over the same
-span), which other load on a shared machine disturbs far less than jobs/s.
+span), which other load on a shared machine disturbs far less than jobs/s;
+and on CPU 1, which the producer shares with Redis, the producer's CPU per
+enqueue and redis-server's CPU per job (the whole case: enqueues, reads,
+record updates, acknowledgements, events) — in ``live`` mode the two
+together bound the rate.
 Rounds alternate the sides; the figures kept are the medians.
 
 ``--sides ...,plugboard-realtime`` adds Plugboard with the realtime plugin
@@ -191,9 +195,11 @@ def write_settings(root: Path, redis_url: str, realtime: bool) -> None:
         "jobs": {"broker": "redis"},
     }
     if realtime:
-        # Live updates: every status change published to Redis pubsub (topics jobs and jobs.<id>).
+        # Live updates: every status change published to Redis pubsub (topic jobs).
+        # The pubsub is the core's service (services.pubsub); without this
+        # side it is the embedded memory one, in each process.
         settings["plugins"].insert(0, "realtime")
-        settings["realtime"] = {"pubsub": "redis"}
+        settings["services"] = {"pubsub": {"provider": "redis"}}
     (root / "settings.yaml").write_text(json.dumps(settings))
 
 
@@ -248,6 +254,7 @@ def run_case(side: Side, mode: str, n: int, base_env: dict) -> dict:
     try:
         write_settings(root, server.url, realtime=side.key == "plugboard-realtime")
         total = n + 1  # the producer's warm-up job included
+        redis_cpu0 = cpu_seconds(server.proc.pid)
         if mode == "drain":
             produced = produce(side, root, n, env)
             worker = start(side.worker(root), WORKER_CPU, env, stdout=subprocess.DEVNULL, stderr=log)
@@ -271,6 +278,7 @@ def run_case(side: Side, mode: str, n: int, base_env: dict) -> dict:
             produced = result
             rate = n / (last_at - produced["t0"])
         lat = produced["latencies"]
+        redis_cpu = cpu_seconds(server.proc.pid) - redis_cpu0
         return {
             "side": side.name,
             "mode": mode,
@@ -279,6 +287,8 @@ def run_case(side: Side, mode: str, n: int, base_env: dict) -> dict:
             "enqueue_p50_ms": statistics.median(lat) * 1000,
             "enqueue_p99_ms": percentile(lat, 0.99) * 1000,
             "enqueue_per_s": n / (produced["t1"] - produced["t0"]),
+            "producer_cpu_us_per_job": produced["cpu"] / n * 1e6,
+            "redis_cpu_us_per_job": redis_cpu / total * 1e6,
         }
     except Exception:
         log.flush()
@@ -302,6 +312,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     print_report(["redis", "taskiq", "taskiq-redis", "taskiq-dependencies", "anyio", "pydantic"], redis=True)
+    print("load average at start: %.2f %.2f %.2f" % os.getloadavg(), flush=True)
     os.sched_setaffinity(0, {int(SIDE_CPU)})
     env = {k: v for k, v in os.environ.items() if not k.startswith("PLUGBOARD_") and k != "REDIS_URL"}
     env.update(PYTHONPATH=str(HERE), PLUGBOARD_LOG_LEVEL="WARNING")
@@ -316,24 +327,33 @@ def main() -> None:
                 results.append(res)
                 print(
                     f"round {r + 1} {mode:5} {side.name:26} {res['jobs_per_s']:7.0f} jobs/s  worker CPU {res['worker_cpu_us_per_job']:4.0f} us/job  enqueue p50 {res['enqueue_p50_ms']:.2f} ms"
-                    f"  p99 {res['enqueue_p99_ms']:.2f} ms  ({res['enqueue_per_s']:.0f} enqueues/s)",
+                    f"  p99 {res['enqueue_p99_ms']:.2f} ms  ({res['enqueue_per_s']:.0f} enqueues/s)"
+                    f"  CPU 1: producer {res['producer_cpu_us_per_job']:.0f} us/enqueue, redis {res['redis_cpu_us_per_job']:.0f} us/job",
                     flush=True,
                 )
     print()
-    print("| mode | side | jobs/s (median) | each round | worker CPU per job | enqueue p50 ms | enqueue p99 ms | enqueues/s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| mode | side | jobs/s (median) | each round | worker CPU per job | enqueue p50 ms | enqueue p99 ms | enqueues/s | producer CPU per enqueue | redis CPU per job |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     medians: dict[tuple[str, str], dict] = {}
     for mode in args.modes.split(","):
         for side in sides:
             rs = [r for r in results if r["mode"] == mode and r["side"] == side.name]
-            m = {k: statistics.median(r[k] for r in rs) for k in ("jobs_per_s", "worker_cpu_us_per_job", "enqueue_p50_ms", "enqueue_p99_ms", "enqueue_per_s")}
+            m = {
+                k: statistics.median(r[k] for r in rs)
+                for k in (
+                    "jobs_per_s", "worker_cpu_us_per_job", "enqueue_p50_ms", "enqueue_p99_ms", "enqueue_per_s",
+                    "producer_cpu_us_per_job", "redis_cpu_us_per_job",
+                )
+            }
             medians[mode, side.key] = m
             each = ", ".join(f"{r['jobs_per_s']:.0f}" for r in rs)
             print(
                 f"| {mode} | {side.name} | **{m['jobs_per_s']:.0f}** | {each} | {m['worker_cpu_us_per_job']:.0f} us | "
-                f"{m['enqueue_p50_ms']:.2f} | {m['enqueue_p99_ms']:.2f} | {m['enqueue_per_s']:.0f} |"
+                f"{m['enqueue_p50_ms']:.2f} | {m['enqueue_p99_ms']:.2f} | {m['enqueue_per_s']:.0f} | "
+                f"{m['producer_cpu_us_per_job']:.0f} us | {m['redis_cpu_us_per_job']:.0f} us |"
             )
     print()
+    print("load average at end: %.2f %.2f %.2f" % os.getloadavg())
     for mode in args.modes.split(","):
         base = medians.get((mode, "baseline"))
         if base is None:

@@ -62,7 +62,7 @@ class Jobs:
     ) -> Job:
         """Check the arguments, write the PENDING record, then send the job to the broker."""
         entry = self._task(type)
-        stored = check_arguments(type, entry.fn, args)
+        stored = check_arguments(type, entry.arguments, args)
         if attempts is not None and (isinstance(attempts, bool) or not isinstance(attempts, int) or attempts < 1):
             raise JobArgumentsError(f"attempts must be a positive integer, not {attempts!r}")
         now = time.time()

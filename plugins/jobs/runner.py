@@ -37,7 +37,7 @@ import redis.exceptions
 from aiohttp import web
 
 from plugboard.plugins.jobs import events
-from plugboard.plugins.jobs.arguments import takes_context
+from plugboard.plugins.jobs.arguments import TaskArguments, takes_context
 from plugboard.plugins.jobs.errors import JobCancelled
 from plugboard.plugins.jobs.model import Job, JobStatus
 from plugboard.plugins.jobs.store import JobStore
@@ -65,20 +65,24 @@ class TaskEntry:
     fn: Callable[..., Awaitable[Any]]
     policy: RetryPolicy
     wants_context: bool
+    #: Its parameters, for checking a job's arguments at enqueue.
+    arguments: TaskArguments
 
 
 class JobContext:
     """The :class:`plugboard.tasks.TaskContext` a running task gets as ``job``."""
 
-    __slots__ = ("id", "type", "attempt", "app", "_runner", "_last")
+    __slots__ = ("id", "type", "attempt", "app", "_runner", "_last", "_announced")
 
-    def __init__(self, runner: "Runner", job: Job) -> None:
+    def __init__(self, runner: "Runner", job: Job, announced: Awaitable[None]) -> None:
         self.id = job.id
         self.type = job.type
         self.attempt = job.attempts
         self.app = runner.app
         self._runner = runner
         self._last = job.progress
+        #: The PROCESSING event, published before any progress event.
+        self._announced = announced
 
     async def progress(self, percent: float) -> None:
         """Record and publish progress (0-100); raises JobCancelled once the job was cancelled."""
@@ -89,6 +93,7 @@ class JobContext:
         if not applied:
             raise JobCancelled(f"job {self.id} is {job.status.value if job else 'gone'}")
         self._last = value
+        await self._announced
         await events.publish(self._runner.app, job)
 
 
@@ -101,7 +106,7 @@ class Runner:
         self.broker = broker
         self.settings = settings
         self.tasks = {
-            name: TaskEntry(fn, retry_policy(fn), takes_context(fn)) for name, fn in tasks.items()
+            name: TaskEntry(fn, retry_policy(fn), takes_context(fn), TaskArguments.of(fn)) for name, fn in tasks.items()
         }
         #: Store and broker share one Redis: a final state and the
         #: acknowledgement are one command (the store's update with ``ack``).
@@ -171,19 +176,21 @@ class Runner:
             if not await self._fail(job, message):
                 await _persist(lambda: self.broker.settle(job_id))
             return
-        await events.publish(self.app, job)
+        # The task starts without waiting for its PROCESSING event to go out
+        # (a round trip with live updates on); the job's next event waits for it.
+        announced = asyncio.ensure_future(events.publish(self.app, job))
         kwargs = dict(job.args)
         if entry.wants_context:
-            kwargs[CONTEXT_PARAMETER] = JobContext(self, job)
+            kwargs[CONTEXT_PARAMETER] = JobContext(self, job, announced)
         settled = False
         try:
             result = await entry.fn(**kwargs)
         except JobCancelled:
             pass  # the record says CANCELLED already
         except Exception as e:  # noqa: BLE001 - any task error is the job's outcome
-            settled = await self._failed_attempt(job, entry, e)
+            settled = await self._failed_attempt(job, entry, e, announced)
         else:
-            settled = await self._completed(job, result)
+            settled = await self._completed(job, result, announced)
         # Not reached on CancelledError (the worker is stopping): the
         # message stays pending and is delivered again.
         if not settled:
@@ -203,25 +210,30 @@ class Runner:
         self.broker.acknowledged(entries)
         return done, applied, True
 
-    async def _completed(self, job: Job, result: Any) -> bool:
+    async def _completed(self, job: Job, result: Any, announced: Awaitable[None] | None = None) -> bool:
+        """Write COMPLETED; its event goes out after ``announced`` (the job's
+        PROCESSING event), while the write need not wait for it: both share
+        one round trip."""
         try:
             result = json.loads(json.dumps(result, allow_nan=False))
         except (TypeError, ValueError) as e:
-            return await self._fail(job, f"TypeError: the task's result is not a JSON value: {e}")
+            return await self._fail(job, f"TypeError: the task's result is not a JSON value: {e}", announced)
         now = time.time()
         done, applied, settled = await self._final(
             job, {"status": JobStatus.COMPLETED, "result": result, "progress": 100, "error": None, "completed_at": now, "updated_at": now}
         )
         if applied:
+            if announced is not None:
+                await announced
             await events.publish(self.app, done)
         return settled
 
-    async def _failed_attempt(self, job: Job, entry: TaskEntry, error: Exception) -> bool:
+    async def _failed_attempt(self, job: Job, entry: TaskEntry, error: Exception, announced: Awaitable[None] | None = None) -> bool:
         message = f"{type(error).__name__}: {error}"
         permanent = isinstance(error, PermanentError) or (entry.policy.permanent and isinstance(error, entry.policy.permanent))
         if permanent or job.attempts >= job.max_attempts:
             logger.info("jobs: job %s (%s) failed: %s", job.id, job.type, message)
-            return await self._fail(job, message)
+            return await self._fail(job, message, announced)
         now = time.time()
         run_at = now + self.delay(entry.policy, job.attempts)
         retrying, applied = await _persist(
@@ -230,15 +242,19 @@ class Runner:
         if applied:
             logger.info("jobs: job %s (%s) attempt %d failed (%s); retry in %.2fs", job.id, job.type, job.attempts, message, run_at - now)
             await _persist(lambda: self.broker.send_later(job.type, job.id, run_at))
+            if announced is not None:
+                await announced
             await events.publish(self.app, retrying)
         return False
 
-    async def _fail(self, job: Job, message: str) -> bool:
+    async def _fail(self, job: Job, message: str, announced: Awaitable[None] | None = None) -> bool:
         now = time.time()
         failed, applied, settled = await self._final(
             job, {"status": JobStatus.FAILED, "error": message, "completed_at": now, "updated_at": now}
         )
         if applied:
+            if announced is not None:
+                await announced
             await events.publish(self.app, failed)
         return settled
 

@@ -225,12 +225,15 @@ class RedisJobStore:
             argv[1] = send.data
         for field in encode_fields(job.to_dict()).items():
             argv += field
+        assert self.batcher is not None, "start() first"
+        # Through the batcher, not the client: redis-py's command path (pool,
+        # retry, per-call timeout task) was half of an enqueue's CPU.
         try:
-            await self.client.execute_command("EVALSHA", self._create_sha, len(keys), *keys, *argv)
+            await self.batcher.call("EVALSHA", self._create_sha, len(keys), *keys, *argv)
         except redis.exceptions.NoScriptError:
             # Redis restarted and lost its script cache.
             self._create_sha = await self.client.script_load(_CREATE)
-            await self.client.execute_command("EVALSHA", self._create_sha, len(keys), *keys, *argv)
+            await self.batcher.call("EVALSHA", self._create_sha, len(keys), *keys, *argv)
 
     async def get(self, id: str) -> Job | None:
         flat = await self.client.hgetall(self._job + id)

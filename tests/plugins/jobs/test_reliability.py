@@ -157,6 +157,30 @@ async def test_a_worker_does_not_take_back_its_own_running_job_after_an_outage(r
         await deliveries.aclose()
 
 
+async def test_a_worker_reads_ahead_only_with_a_backlog_and_gives_back_what_it_did_not_start(redis_url, make_jobs_app, start_app):
+    from plugboard.plugins.jobs.brokers.redis import GROUP
+
+    jobs = (await start_app(make_jobs_app(local(redis_url), plugins=TASK_PLUGINS)))[JOBS]
+    broker = jobs.broker
+    broker.concurrency = 1  # one slot, so one entry read ahead
+    for _ in range(4):
+        await jobs.enqueue("logged", {"log": os.devnull})
+    deliveries = broker.listen()
+    try:
+        await anext(deliveries)  # no backlog seen yet: only the free slot is read
+        assert len(broker._inflight) == 1
+        await anext(deliveries)  # that read was full (a backlog): the next one reads one ahead
+        assert len(broker._inflight) == 3 and len(broker._ahead) == 1
+        [(ahead, _)] = broker._ahead
+    finally:
+        await deliveries.aclose()
+    await broker._give_back()
+    assert ahead not in broker._inflight and not broker._ahead
+    # Another worker claims it at once, not after idle_timeout (2 s here).
+    claimed = await broker.redis.xautoclaim(broker.queue_name, GROUP, "another", min_idle_time=broker.idle_timeout, start_id="0-0")
+    assert [entry for entry, _fields in claimed[1]] == [ahead]
+
+
 JOB = "query($id: ID!) { job(id: $id) { id status attempts maxAttempts error } }"
 ENQUEUE = "mutation($type: String!, $args: JSON) { enqueueJob(type: $type, args: $args) { id status maxAttempts } }"
 
