@@ -16,6 +16,8 @@ import logging
 import uuid
 from typing import Any, AsyncIterator, Callable, Mapping
 
+import contextvars
+
 import attrs
 import cffi
 from tartiflette import Directive, Resolver, Scalar, Subscription, create_engine
@@ -40,6 +42,9 @@ from plugboard.graphql.limits import LimitsConfig, Shape, check_document
 from plugboard.graphql.planned import PlannedExecutor
 
 logger = logging.getLogger("plugboard.graphql")
+#: Set while differential checking re-runs an operation on Tartiflette's
+#: executor: resolver errors were logged by the first run already.
+_REFERENCE_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("plugboard_reference_run", default=False)
 
 
 @attrs.define(frozen=True)
@@ -155,9 +160,10 @@ def _client_error(e: Exception) -> TartifletteError:
 
 def _internal_error(e: Exception, plugin: str, key: str, context: Any, debug: bool) -> TartifletteError:
     request_id = getattr(context, "request_id", None)
-    logger.error(
-        "plugin %r: resolver %s raised (request %s)", plugin, key, request_id, exc_info=e
-    )
+    if not _REFERENCE_RUN.get():
+        logger.error(
+            "plugin %r: resolver %s raised (request %s)", plugin, key, request_id, exc_info=e
+        )
     message = f"{type(e).__name__}: {e}" if debug else "Internal server error"
     extensions = {"code": "INTERNAL_SERVER_ERROR"}
     if request_id:
@@ -511,10 +517,29 @@ class GraphQLEngine:
                 result = await self._engine._build_response(errors=[_as_tartiflette_error(e)])
             if result is not None:
                 if self.compare_executors and _is_query(parsed, operation_name):
-                    reference = await self._execute_tartiflette(parsed, operation_name, context, variables)
+                    token = _REFERENCE_RUN.set(True)
+                    try:
+                        reference = await self._execute_tartiflette(parsed, operation_name, context, variables)
+                    finally:
+                        _REFERENCE_RUN.reset(token)
                     compare_results(result, reference, query=parsed.source, variables=variables)
                 return result
         return await self._execute_tartiflette(parsed, operation_name, context, variables)
+
+    def executor_for(self, parsed: ParsedDocument, operation_name: str | None) -> str:
+        """``planned`` or ``tartiflette``: which executor runs this operation (for tests and debugging).
+
+        As decided by the requests so far: a document is planned per outcome
+        of its @skip/@include, and falls back when an outcome reaches what
+        plans do not cover; ``planned`` if any outcome (or none yet) was planned.
+        """
+        op_plan = None if self._planned is None else self._planned.operation_plan(parsed, operation_name)
+        if op_plan is None:
+            return "tartiflette"
+        variants = list(op_plan.variants.values())
+        if variants and all(isinstance(v, Exception) for v in variants):
+            return "tartiflette"
+        return "planned"
 
     async def _execute_tartiflette(
         self, parsed: ParsedDocument, operation_name: str | None, context: Any, variables: Mapping[str, Any] | None
@@ -568,7 +593,11 @@ class GraphQLEngine:
                         parsed, operation_name=operation_name, context=context, variables=variables, root_value=payload
                     )
                     if result is not None and self.compare_executors:
-                        reference = await execute(schema, document, build, payload, context, variables, operation_name)
+                        token = _REFERENCE_RUN.set(True)
+                        try:
+                            reference = await execute(schema, document, build, payload, context, variables, operation_name)
+                        finally:
+                            _REFERENCE_RUN.reset(token)
                         compare_results(result, reference, query=parsed.source, variables=variables)
                 if result is None:
                     result = await execute(schema, document, build, payload, context, variables, operation_name)
