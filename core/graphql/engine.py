@@ -419,6 +419,16 @@ class GraphQLEngine:
         #: unless their JSON is identical (the test kit's differential mode).
         self.compare_executors = False
 
+    def with_resolvers(self, resolvers: Mapping[str, Contribution], options: EngineOptions) -> "GraphQLEngine":
+        """A new, uncooked engine over the same SDL, scalars and directives, with other resolvers.
+
+        For differential tests and benchmarks that drive the composed schema
+        with resolvers of their own; subscriptions are left out.
+        """
+        return GraphQLEngine(
+            sdl=self.sdl, resolvers=resolvers, subscriptions={}, scalars=self._scalars, directives=self._directives, options=options
+        )
+
     async def cook(self) -> None:
         name, debug = self.schema_name, self.options.debug
         try:

@@ -99,6 +99,14 @@ class FieldPlan:
         self.abstract_resolver_key = f"{parent_type.name}.{definition.name}"
 
 
+def _has_list(completion: Completion | None) -> bool:
+    while completion is not None:
+        if completion.kind == LIST:
+            return True
+        completion = completion.inner
+    return False
+
+
 def _has_abstract(completion: Completion | None) -> bool:
     while completion is not None:
         if completion.kind == ABSTRACT:
@@ -110,12 +118,18 @@ def _has_abstract(completion: Completion | None) -> bool:
 class TypePlan:
     """The collected fields of a selection set for one runtime object type."""
 
-    __slots__ = ("object_type", "fields", "keys")
+    __slots__ = ("object_type", "fields", "keys", "checks")
 
-    def __init__(self, object_type: Any, fields: list[FieldPlan]) -> None:
+    def __init__(self, object_type: Any, fields: list[FieldPlan], checks: list[Any]) -> None:
         self.object_type = object_type
         self.fields = fields
         self.keys = [f.key for f in fields]
+        #: The selections whose @skip/@include Tartiflette evaluates, in its
+        #: order, each time it collects this selection for an object. Their
+        #: outcome is in the plan already; the executor replays the calls only
+        #: where tasks interleave (concurrent coercion), because each one is a
+        #: suspension point that decides which task records its errors first.
+        self.checks = checks
 
 
 def conditional_nodes(operation: Any, fragments: dict[str, Any]) -> list[Any]:
@@ -174,6 +188,23 @@ class Planner:
             self._check_hooks(self.schema._schema_directives, ("on_schema_execution", "on_schema_subscription"))
         return self.type_plan(root_type, [self.operation.selection_set])
 
+    @property
+    def interleaved(self) -> bool:
+        """Whether tasks of one execution of this plan can interleave.
+
+        Tartiflette runs fields with ``parent_concurrently`` (every field with
+        a registered resolver, by Tartiflette's default, plus the rest under
+        ``coerce_parent_concurrently``) as tasks, and list items as tasks under
+        ``coerce_list_concurrently``. With two such tasks alive, which records
+        an error first depends on every suspension point on their way.
+        """
+        for plan in self._plans.values():
+            if sum(1 for f in plan.fields if f.parent_concurrently) > 1:
+                return True
+            if any(f.list_concurrently and _has_list(f.completion) for f in plan.fields):
+                return True
+        return False
+
     def type_plan(self, object_type: Any, selection_sets: list[Any]) -> TypePlan:
         key = (object_type.name, tuple(id(s) for s in selection_sets))
         plan = self._plans.get(key)
@@ -185,8 +216,9 @@ class Planner:
         self._check_element(object_type, _OUTPUT_HOOKS)
         collected: dict[str, list[Any]] = {}
         visited: set[str] = set()
+        checks: list[Any] = []
         for selection_set in selection_sets:
-            self._collect(object_type, selection_set, collected, visited)
+            self._collect(object_type, selection_set, collected, visited, checks)
         fields = []
         for key, nodes in collected.items():
             name = nodes[0].name.value
@@ -202,7 +234,7 @@ class Planner:
                 raise Unsupported(f"more than {MAX_PLANNED_FIELDS} planned fields")
             completion = self.completion(definition.graphql_type, nodes)
             fields.append(FieldPlan(key, definition, nodes, object_type, completion))
-        return TypePlan(object_type, fields)
+        return TypePlan(object_type, fields, checks)
 
     def completion(self, gql_type: Any, nodes: list[Any]) -> Completion:
         if gql_type.is_non_null_type:
@@ -229,26 +261,30 @@ class Planner:
             return completion
         raise Unsupported(f"output type kind {kind}")
 
-    def _collect(self, runtime_type: Any, selection_set: Any, fields: dict[str, list[Any]], visited: set[str]) -> None:
+    def _collect(
+        self, runtime_type: Any, selection_set: Any, fields: dict[str, list[Any]], visited: set[str], checks: list[Any]
+    ) -> None:
         # Tartiflette's collect_fields, with @skip/@include already decided.
         for sel in selection_set.selections:
-            if sel.directives and not self.included[id(sel)]:
-                continue
+            if isinstance(sel, FragmentSpreadNode) and sel.name.value in visited:
+                continue  # before its directives, as Tartiflette's `or` short-circuits
+            if sel.directives:
+                checks.append(sel)
+                if not self.included[id(sel)]:
+                    continue
             if isinstance(sel, FieldNode):
                 fields.setdefault(sel.alias.value if sel.alias else sel.name.value, []).append(sel)
             elif isinstance(sel, InlineFragmentNode):
                 if not self._condition_matches(sel, runtime_type):
                     continue
-                self._collect(runtime_type, sel.selection_set, fields, visited)
+                self._collect(runtime_type, sel.selection_set, fields, visited, checks)
             elif isinstance(sel, FragmentSpreadNode):
                 name = sel.name.value
-                if name in visited:
-                    continue
                 visited.add(name)
                 fragment = self.fragments.get(name)
                 if not fragment or not self._condition_matches(fragment, runtime_type):
                     continue
-                self._collect(runtime_type, fragment.selection_set, fields, visited)
+                self._collect(runtime_type, fragment.selection_set, fields, visited, checks)
 
     def _condition_matches(self, node: Any, runtime_type: Any) -> bool:
         condition = node.type_condition

@@ -51,8 +51,9 @@ class OperationPlan:
         self.fragments = fragments
         self.conditional = conditional
         self.serial = operation.operation_type == "mutation"
-        #: outcome tuple -> TypePlan of the root, or the Unsupported it raised.
-        self.variants: dict[tuple[bool, ...], TypePlan | Unsupported] = {}
+        #: outcome tuple -> (TypePlan of the root, whether tasks interleave),
+        #: or the Unsupported its planning raised.
+        self.variants: dict[tuple[bool, ...], tuple[TypePlan, bool] | Unsupported] = {}
 
 
 def plan_operation(document: Any, operation_name: str | None) -> OperationPlan:
@@ -110,10 +111,11 @@ class PlannedExecutor:
         )
         if errors:
             return await self.build_response(errors=errors)
-        root = await self._variant(op_plan, ec, parsed)
-        if root is None:
+        variant = await self._variant(op_plan, ec, parsed)
+        if variant is None:
             return None
-        run = _Run(self.schema, ec)
+        root, interleaved = variant
+        run = _Run(self.schema, ec, interleaved)
         try:
             if op_plan.serial:
                 data = await run.execute_serially(root, root_value)
@@ -124,35 +126,41 @@ class PlannedExecutor:
             data = None
         return await self.build_response(data=data, errors=ec.errors)
 
-    async def _variant(self, op_plan: OperationPlan, ec: Any, parsed: Any) -> TypePlan | None:
+    async def _variant(self, op_plan: OperationPlan, ec: Any, parsed: Any) -> tuple[TypePlan, bool] | None:
         included = {}
         for node in op_plan.conditional:
             # Tartiflette's own check: @skip/@include arguments coerced as it
             # does, and a failing one excludes the selection, as it does.
             included[id(node)] = await should_include_node(ec, node)
         outcome = tuple(included.values())
-        root = op_plan.variants.get(outcome)
-        if root is None:
+        variant = op_plan.variants.get(outcome)
+        if variant is None:
+            planner = Planner(self.schema, op_plan.operation, op_plan.fragments, included)
             try:
-                root = Planner(self.schema, op_plan.operation, op_plan.fragments, included).root()
+                variant = (planner.root(), planner.interleaved)
             except Unsupported as e:
                 logger.debug("executing with Tartiflette (%s): %.200s", e, parsed.source)
-                root = e
+                variant = e
             if len(op_plan.variants) < MAX_VARIANTS:
-                op_plan.variants[outcome] = root
-        return None if isinstance(root, Unsupported) else root
+                op_plan.variants[outcome] = variant
+        return None if isinstance(variant, Unsupported) else variant
 
 
 class _Run:
     """One execution of a plan: the walk, with Tartiflette's execution context for errors."""
 
-    __slots__ = ("schema", "ec", "context", "arguments")
+    __slots__ = ("schema", "ec", "context", "arguments", "interleaved")
 
-    def __init__(self, schema: Any, ec: Any) -> None:
+    def __init__(self, schema: Any, ec: Any, interleaved: bool) -> None:
         self.schema = schema
         self.ec = ec
         self.context = ec.context
         self.arguments: dict[FieldPlan, dict[str, Any]] = {}
+        #: Tasks can interleave (Planner.interleaved): the walk then keeps
+        #: every suspension point Tartiflette has (argument coercion per call,
+        #: @skip/@include per collection, see TypePlan.checks), so errors are
+        #: recorded in the same order.
+        self.interleaved = interleaved
 
     async def execute_serially(self, plan: TypePlan, source: Any) -> dict[str, Any]:
         results = {}
@@ -231,10 +239,14 @@ class _Run:
             self.context,
             coercer=definition.arguments_coercer,
         )
-        if fp.cache_arguments:
+        if fp.cache_arguments and not self.interleaved:
             # A copy per call, as Tartiflette's fresh dict: a resolver may change its own.
             self.arguments[fp] = dict(args)
         return args
+
+    async def replay_checks(self, plan: TypePlan) -> None:
+        for node in plan.checks:
+            await should_include_node(self.ec, node)
 
     def info(self, fp: FieldPlan, path: Path) -> ResolveInfo:
         ec = self.ec
@@ -279,7 +291,10 @@ class _Run:
                 raise ValueError(f"Expected value of type {c.gql_type} but received {type(result)}.")
             return value
         if kind == OBJECT:
-            return await self.execute_fields(c.children[c.gql_type.name], result, path)
+            plan = c.children[c.gql_type.name]
+            if self.interleaved and plan.checks:
+                await self.replay_checks(plan)
+            return await self.execute_fields(plan, result, path)
         if kind == LIST:
             return await self.complete_list(c, result, fp, path, info)
         if kind == ENUM:
@@ -297,7 +312,10 @@ class _Run:
             runtime_type = ensure_valid_runtime_type(
                 resolve_type(result, self.context, info, abstract), self.ec, abstract, fp.field_nodes, info, result
             )
-            return await self.execute_fields(c.children[runtime_type.name], result, path)
+            plan = c.children[runtime_type.name]
+            if self.interleaved and plan.checks:
+                await self.replay_checks(plan)
+            return await self.execute_fields(plan, result, path)
         raise AssertionError(f"unknown completion kind {kind}")
 
     async def complete_list(self, c: Completion, result: Any, fp: FieldPlan, path: Path, info: Any) -> list[Any]:
