@@ -29,6 +29,7 @@ from tartiflette.execution.collect import should_include_node
 from tartiflette.execution.context import build_execution_context
 from tartiflette.execution.types import ResolveInfo
 from tartiflette.language.ast import FragmentDefinitionNode, OperationDefinitionNode
+from tartiflette.types.exceptions.tartiflette import MultipleException
 from tartiflette.utils.errors import extract_exceptions_from_results, located_error
 
 from plugboard.graphql.plan import ABSTRACT, ENUM, LIST, NON_NULL, OBJECT, SCALAR
@@ -202,12 +203,23 @@ class _Run:
                     coroutine.close()  # never started: Tartiflette leaves these unawaited
                 raise
         if pending:
-            awaited = await asyncio.gather(*pending.values(), return_exceptions=True)
-            for index, result in zip(pending, awaited):
-                results[index] = result
-        exceptions = extract_exceptions_from_results(results)
-        if exceptions:
-            raise exceptions
+            if self.interleaved:
+                awaited = await asyncio.gather(*pending.values(), return_exceptions=True)
+                for index, result in zip(pending, awaited):
+                    results[index] = result
+            else:
+                # No other task of this request can run meanwhile (the plan
+                # has at most one concurrent field per object and no
+                # concurrent lists): awaiting in place gives what gather
+                # would, without a task and a loop turn per object.
+                for index, coroutine in pending.items():
+                    try:
+                        results[index] = await coroutine
+                    except Exception as e:  # noqa: BLE001 - gather(return_exceptions=True)
+                        results[index] = e
+        for result in results:
+            if isinstance(result, MultipleException):
+                raise extract_exceptions_from_results(results)
         return {key: result for key, result in zip(plan.keys, results) if result is not UNDEFINED_VALUE}
 
     async def resolve_field(self, fp: FieldPlan, source: Any, path: Path) -> Any:
