@@ -254,6 +254,7 @@ def _build_schema(app: web.Application, settings: Settings, pm: PluginManager, c
             limits=core.graphql.limits,
             coerce_list_concurrently=core.graphql.coerce_list_concurrently,
             coerce_parent_concurrently=core.graphql.coerce_parent_concurrently,
+            executor=core.graphql.executor,
         ),
     )
 

@@ -7,6 +7,8 @@ error messages.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import attrs
 
 from plugboard.cors import CorsConfig
@@ -78,6 +80,12 @@ class GraphQLConfig:
     #: Likewise for the fields of one object. Turn on when sibling fields do
     #: slow independent I/O that should overlap.
     coerce_parent_concurrently: bool = False
+    #: ``planned`` runs each document by an execution plan made once and kept
+    #: with it (Tartiflette's semantics, much less work per field), falling
+    #: back to Tartiflette's executor for what plans do not cover (custom
+    #: directives with execution hooks, introspection); ``tartiflette`` always
+    #: uses Tartiflette's executor.
+    executor: Literal["planned", "tartiflette"] = "planned"
     #: Subscribers with the same operation, variables and identity share one
     #: source stream and one execution per event (see graphql/shared_streams.py).
     share_subscriptions: bool = True

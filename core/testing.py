@@ -19,6 +19,7 @@ Tartiflette schema), processes stopped, servers stopped and emptied.
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -65,6 +66,7 @@ __all__ = [
     "TransportWS",
     "clean_env",
     "eventually",
+    "executor_mode",
     "free_port",
     "gql",
     "gql_data",
@@ -85,12 +87,39 @@ def make_app(
     ``server.data_dir`` defaults to ``<root>/var`` so SQLite files, uploads and
     the outbox stay in the test's folder.
     """
+    from plugboard import keys
     from plugboard.app import create_app
     from plugboard.settings import Settings
 
     data: dict[str, Any] = {"plugins": [], **(settings or {})}
     data["server"] = {"data_dir": str(Path(root) / "var"), **(data.get("server") or {})}
-    return create_app(Settings.from_mapping(data, root=Path(root)), plugins=list(plugins))
+    mode = executor_mode()
+    graphql = data.get("graphql") or {}
+    if mode != "differential" and "executor" not in graphql:
+        data["graphql"] = {**graphql, "executor": mode}
+    app = create_app(Settings.from_mapping(data, root=Path(root)), plugins=list(plugins))
+    if mode == "differential" and graphql.get("executor", "planned") == "planned":
+        app[keys.ENGINE].compare_executors = True
+    return app
+
+
+#: ``PLUGBOARD_TEST_EXECUTOR``: how apps made by the kit execute GraphQL.
+EXECUTOR_MODES = ("differential", "planned", "tartiflette")
+
+
+def executor_mode() -> str:
+    """``PLUGBOARD_TEST_EXECUTOR`` (default ``differential``).
+
+    - ``differential``: the planned executor answers, and every query (and
+      subscription event) also runs through Tartiflette's; any difference in
+      their JSON raises :class:`plugboard.graphql.differential.ExecutorMismatch`;
+    - ``planned`` or ``tartiflette``: ``graphql.executor`` for every app whose
+      test does not set it (CI runs the GraphQL tests under both).
+    """
+    mode = os.environ.get("PLUGBOARD_TEST_EXECUTOR", "differential")
+    if mode not in EXECUTOR_MODES:
+        raise ValueError(f"PLUGBOARD_TEST_EXECUTOR={mode!r}: expected one of {', '.join(EXECUTOR_MODES)}")
+    return mode
 
 
 # ---------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import logging
 import uuid
 from typing import Any, AsyncIterator, Callable, Mapping
 
+import contextvars
+
 import attrs
 import cffi
 from tartiflette import Directive, Resolver, Scalar, Subscription, create_engine
@@ -34,10 +36,15 @@ from plugboard.graphql.document_cache import DocumentCache
 from plugboard.graphql.document import MISSING, DirectiveTemplate, DocumentView, FieldTemplate, FragmentBody
 from plugboard.graphql.document import FragmentTemplate, Node, OperationTemplate, TypeRef, Var, tokenize
 from plugboard.graphql import introspection
+from plugboard.graphql.differential import compare_results
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.limits import LimitsConfig, Shape, check_document
+from plugboard.graphql.planned import PlannedExecutor
 
 logger = logging.getLogger("plugboard.graphql")
+#: Set while differential checking re-runs an operation on Tartiflette's
+#: executor: resolver errors were logged by the first run already.
+_REFERENCE_RUN: contextvars.ContextVar[bool] = contextvars.ContextVar("plugboard_reference_run", default=False)
 
 
 @attrs.define(frozen=True)
@@ -56,6 +63,9 @@ class EngineOptions:
     limits: LimitsConfig = LimitsConfig()
     coerce_list_concurrently: bool = False
     coerce_parent_concurrently: bool = False
+    #: ``planned`` (plugboard.graphql.planned, falling back to Tartiflette's
+    #: executor per document) or ``tartiflette``.
+    executor: str = "planned"
 
 
 @attrs.define(frozen=True)
@@ -150,9 +160,10 @@ def _client_error(e: Exception) -> TartifletteError:
 
 def _internal_error(e: Exception, plugin: str, key: str, context: Any, debug: bool) -> TartifletteError:
     request_id = getattr(context, "request_id", None)
-    logger.error(
-        "plugin %r: resolver %s raised (request %s)", plugin, key, request_id, exc_info=e
-    )
+    if not _REFERENCE_RUN.get():
+        logger.error(
+            "plugin %r: resolver %s raised (request %s)", plugin, key, request_id, exc_info=e
+        )
     message = f"{type(e).__name__}: {e}" if debug else "Internal server error"
     extensions = {"code": "INTERNAL_SERVER_ERROR"}
     if request_id:
@@ -232,6 +243,11 @@ class ParsedDocument:
     def normalized(self) -> str:
         """The document text with layout, commas and comments dropped (see ``document.normalize``)."""
         return self._lexed()[0]
+
+    @property
+    def derived(self) -> dict[Any, Any]:
+        """What executors and views derive from this document, kept as long as it is cached."""
+        return self._derived
 
     def view(self, operation_name: str | None, variables: Mapping[str, Any] | None) -> DocumentView:
         """The Tartiflette-free view of one operation, ``variables`` applied."""
@@ -397,7 +413,21 @@ class GraphQLEngine:
         self._scalars = scalars
         self._directives = directives
         self._engine: Any = None
+        self._planned: PlannedExecutor | None = None
         self.documents = DocumentCache(options.document_cache_size, options.document_cache_bytes)
+        #: Run queries through both executors and raise ``ExecutorMismatch``
+        #: unless their JSON is identical (the test kit's differential mode).
+        self.compare_executors = False
+
+    def with_resolvers(self, resolvers: Mapping[str, Contribution], options: EngineOptions) -> "GraphQLEngine":
+        """A new, uncooked engine over the same SDL, scalars and directives, with other resolvers.
+
+        For differential tests and benchmarks that drive the composed schema
+        with resolvers of their own; subscriptions are left out.
+        """
+        return GraphQLEngine(
+            sdl=self.sdl, resolvers=resolvers, subscriptions={}, scalars=self._scalars, directives=self._directives, options=options
+        )
 
     async def cook(self) -> None:
         name, debug = self.schema_name, self.options.debug
@@ -448,6 +478,8 @@ class GraphQLEngine:
             return result
 
         self._engine._build_response = build_response
+        if self.options.executor == "planned":
+            self._planned = PlannedExecutor(self._engine._schema, build_response)
 
     def parse(self, query: str) -> ParsedDocument:
         """The parsed and validated document, from the cache when it is there.
@@ -487,6 +519,41 @@ class GraphQLEngine:
         context: Any,
         variables: Mapping[str, Any] | None,
     ) -> dict[str, Any]:
+        planned = self._planned
+        if planned is not None:
+            try:
+                result = await planned.execute(parsed, operation_name=operation_name, context=context, variables=variables)
+            except Exception as e:  # as Tartiflette's, below: a request-level problem
+                result = await self._engine._build_response(errors=[_as_tartiflette_error(e)])
+            if result is not None:
+                if self.compare_executors and _is_query(parsed, operation_name):
+                    token = _REFERENCE_RUN.set(True)
+                    try:
+                        reference = await self._execute_tartiflette(parsed, operation_name, context, variables)
+                    finally:
+                        _REFERENCE_RUN.reset(token)
+                    compare_results(result, reference, query=parsed.source, variables=variables)
+                return result
+        return await self._execute_tartiflette(parsed, operation_name, context, variables)
+
+    def executor_for(self, parsed: ParsedDocument, operation_name: str | None) -> str:
+        """``planned`` or ``tartiflette``: which executor runs this operation (for tests and debugging).
+
+        As decided by the requests so far: a document is planned per outcome
+        of its @skip/@include, and falls back when an outcome reaches what
+        plans do not cover; ``planned`` if any outcome (or none yet) was planned.
+        """
+        op_plan = None if self._planned is None else self._planned.operation_plan(parsed, operation_name)
+        if op_plan is None:
+            return "tartiflette"
+        variants = list(op_plan.variants.values())
+        if variants and all(isinstance(v, Exception) for v in variants):
+            return "tartiflette"
+        return "planned"
+
+    async def _execute_tartiflette(
+        self, parsed: ParsedDocument, operation_name: str | None, context: Any, variables: Mapping[str, Any] | None
+    ) -> dict[str, Any]:
         engine = self._engine
         try:
             return await engine._query_executor(
@@ -524,9 +591,27 @@ class GraphQLEngine:
         if isinstance(source, dict):  # errors (variables, arguments) before any event
             yield source
             return
+        planned = self._planned
         try:
             async for payload in source:
-                yield await execute(schema, document, build, payload, context, variables, operation_name)
+                result = None
+                if planned is not None:
+                    # Each event runs the operation with the event as root value,
+                    # through the plan kept with the document (Tartiflette's
+                    # subscribe does the same with its executor).
+                    result = await planned.execute(
+                        parsed, operation_name=operation_name, context=context, variables=variables, root_value=payload
+                    )
+                    if result is not None and self.compare_executors:
+                        token = _REFERENCE_RUN.set(True)
+                        try:
+                            reference = await execute(schema, document, build, payload, context, variables, operation_name)
+                        finally:
+                            _REFERENCE_RUN.reset(token)
+                        compare_results(result, reference, query=parsed.source, variables=variables)
+                if result is None:
+                    result = await execute(schema, document, build, payload, context, variables, operation_name)
+                yield result
         finally:
             await source.aclose()
 
@@ -543,6 +628,13 @@ class GraphQLEngine:
         # The single sanctioned touch of Tartiflette's internals: remove only
         # this app's entry. SchemaRegistry.clean() would wipe every live app.
         SchemaRegistry._schemas.pop(self.schema_name, None)
+
+
+def _is_query(parsed: ParsedDocument, operation_name: str | None) -> bool:
+    operations = parsed.operations()
+    if operation_name is None:
+        return len(operations) == 1 and operations[0][1] == "query"
+    return any(name == operation_name and kind == "query" for name, kind in operations)
 
 
 def _parse_and_validate(query: str, schema: Any) -> tuple[Any, list[Any] | None]:
