@@ -67,7 +67,10 @@ async def api_usage(parent: Any, args: dict[str, Any], context: Any, info: Any) 
 
     if not is_admin(context):
         raise GraphQLError("usage analytics are for admins", "FORBIDDEN")
-    end = _datetime(args.get("to")) or dt.datetime.now(dt.timezone.utc)
+    # Rows are per minute, so the default range ends at the next minute
+    # boundary: it includes the current minute and reads the same all minute.
+    now = dt.datetime.now(dt.timezone.utc)
+    end = _datetime(args.get("to")) or now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
     start = _datetime(args.get("from")) or end - dt.timedelta(days=1)
     return await context.app[USAGE].query(
         start=start,
