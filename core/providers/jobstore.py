@@ -67,5 +67,12 @@ class JobStore(Protocol):
     async def counts(self) -> dict[Any, int]:
         """Jobs per status; every status present, zeros included."""
 
+    async def counts_by_type(self, types: Collection[str]) -> dict[tuple[str, Any], int]:
+        """Jobs per ``(type, status)`` for each of ``types``, zeros included.
+
+        A store may add types it holds that ``types`` does not name (jobs of
+        a task no longer registered); it must not leave any of ``types`` out.
+        """
+
     async def delete_finished_before(self, ts: float) -> int:
         """Delete COMPLETED/FAILED/CANCELLED jobs whose ``completed_at`` is before ``ts``; how many."""

@@ -111,6 +111,10 @@ class Jobs:
     async def counts(self) -> dict[JobStatus, int]:
         return await self.store.counts()
 
+    async def counts_by_type(self) -> dict[tuple[str, JobStatus], int]:
+        """Jobs per ``(type, status)``: every registered task, and any other type the store holds."""
+        return await self.store.counts_by_type(self.types())
+
     async def _require(self, id: str) -> Job:
         job = await self.get(id)
         if job is None:

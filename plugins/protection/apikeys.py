@@ -9,6 +9,13 @@ reads its key's row, so a revocation through one instance is refused by all
 at once. ``last_used_at`` is written at most once a minute per key and
 instance.
 
+A key may carry its own request limit and cost budget, replacing
+``protection.requests.per_key`` and ``protection.budget.max`` for it. They
+live in a table of their own (``protection_api_key_limits``, one row per key
+that has any), so deployments whose key table predates them need no
+migration; a change, like a revocation, applies to the next request on
+every instance.
+
 Clients send a key as ``X-API-Key: <key>`` or ``Authorization: Bearer
 <key>`` (the ``pbk_`` prefix tells it from a JWT or the admin token), or as
 ``apiKey`` in a WebSocket ``connection_init``.
@@ -31,6 +38,7 @@ import sqlalchemy as sa
 from plugboard.graphql.errors import GraphQLError
 
 TABLE = "protection_api_keys"
+LIMITS_TABLE = "protection_api_key_limits"
 PREFIX = "pbk_"
 _KEY = re.compile(r"^pbk_([0-9a-f]{8})_([A-Za-z0-9_-]{43})$")
 #: The scopes every deployment knows; plugins may use others (``jobs:admin``).
@@ -56,6 +64,14 @@ def define_tables(metadata: sa.MetaData) -> None:
         sa.Column("revoked_at", ts, nullable=True),
         sa.Column("last_used_at", ts, nullable=True),
     )
+    sa.Table(
+        LIMITS_TABLE,
+        metadata,
+        sa.Column("key_id", sa.String(32), primary_key=True),
+        sa.Column("rate_limit_max", sa.BigInteger, nullable=True),
+        sa.Column("rate_limit_window_ms", sa.BigInteger, nullable=True),
+        sa.Column("cost_budget", sa.BigInteger, nullable=True),
+    )
 
 
 def _now() -> dt.datetime:
@@ -80,6 +96,39 @@ def generate() -> tuple[str, str]:
 
 
 @attrs.frozen
+class KeyLimits:
+    """A key's own limits; None fields fall back on the deployment's settings."""
+
+    #: Requests per window (``protection.requests.per_key.max`` otherwise).
+    rate_limit_max: int | None = None
+    #: That window, in ms (``per_key``'s window otherwise).
+    rate_limit_window_ms: int | None = None
+    #: Cost units per budget window (``protection.budget.max`` otherwise).
+    cost_budget: int | None = None
+
+    @classmethod
+    def from_input(cls, rate_limit: Mapping[str, Any] | None, cost_budget: Any) -> "KeyLimits":
+        """From GraphQL's ``rateLimit: {max, windowMs}`` and ``costBudget``; BAD_USER_INPUT unless positive."""
+        rate_limit = rate_limit or {}
+        limits = cls(rate_limit.get("max"), rate_limit.get("windowMs"), cost_budget)
+        named = {"rateLimit.max": limits.rate_limit_max, "rateLimit.windowMs": limits.rate_limit_window_ms, "costBudget": limits.cost_budget}
+        for name, value in named.items():
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise GraphQLError(f"{name} must be a positive integer, not {value!r}", "BAD_USER_INPUT")
+        return limits
+
+    def __bool__(self) -> bool:
+        return self.rate_limit_max is not None or self.rate_limit_window_ms is not None or self.cost_budget is not None
+
+    def as_graphql(self) -> dict[str, Any]:
+        rate = None if self.rate_limit_max is None else {"max": self.rate_limit_max, "windowMs": self.rate_limit_window_ms}
+        return {"rateLimit": rate, "costBudget": self.cost_budget}
+
+
+NO_LIMITS = KeyLimits()
+
+
+@attrs.frozen
 class ApiKey:
     id: str
     prefix: str
@@ -90,9 +139,11 @@ class ApiKey:
     expires_at: dt.datetime | None = None
     revoked_at: dt.datetime | None = None
     last_used_at: dt.datetime | None = None
+    limits: KeyLimits = NO_LIMITS
 
     @classmethod
     def from_row(cls, row: Any) -> "ApiKey":
+        limits = KeyLimits(row.rate_limit_max, row.rate_limit_window_ms, row.cost_budget)
         return cls(
             id=row.id,
             prefix=row.prefix,
@@ -103,6 +154,7 @@ class ApiKey:
             expires_at=_aware(row.expires_at),
             revoked_at=_aware(row.revoked_at),
             last_used_at=_aware(row.last_used_at),
+            limits=limits if limits else NO_LIMITS,
         )
 
     def as_graphql(self) -> dict[str, Any]:
@@ -116,6 +168,7 @@ class ApiKey:
             "expiresAt": self.expires_at,
             "revokedAt": self.revoked_at,
             "lastUsedAt": self.last_used_at,
+            **self.limits.as_graphql(),
         }
 
 
@@ -132,10 +185,30 @@ class ApiKeys:
     def __init__(self, records: Any, metadata: sa.MetaData) -> None:
         self.records = records
         self.table = metadata.tables[TABLE]
+        self.limits_table = metadata.tables[LIMITS_TABLE]
         self._touched: dict[str, float] = {}
 
+    def _select(self) -> Any:
+        # Every read takes the key's limits with it: one query per request.
+        t, lim = self.table, self.limits_table
+        return sa.select(t, lim.c.rate_limit_max, lim.c.rate_limit_window_ms, lim.c.cost_budget).select_from(
+            t.outerjoin(lim, lim.c.key_id == t.c.id)
+        )
+
+    async def _write_limits(self, conn: Any, key_id: str, limits: KeyLimits) -> None:
+        lim = self.limits_table
+        await conn.execute(lim.delete().where(lim.c.key_id == key_id))
+        if limits:
+            await conn.execute(lim.insert().values(key_id=key_id, **attrs.asdict(limits)))
+
     async def create(
-        self, *, name: str, owner: str | None = None, scopes: list[str] | None = None, expires_at: dt.datetime | None = None
+        self,
+        *,
+        name: str,
+        owner: str | None = None,
+        scopes: list[str] | None = None,
+        expires_at: dt.datetime | None = None,
+        limits: KeyLimits = NO_LIMITS,
     ) -> tuple[ApiKey, str]:
         """A new key: the record and the secret (shown once, never stored)."""
         if not name or len(name) > 200:
@@ -145,7 +218,9 @@ class ApiKeys:
         if expires_at is not None and expires_at <= _now():
             raise GraphQLError("expiresAt is in the past", "BAD_USER_INPUT")
         secret, prefix = generate()
-        key = ApiKey(id=uuid.uuid4().hex, prefix=prefix, name=name, owner=owner, scopes=checked, created_at=_now(), expires_at=expires_at)
+        key = ApiKey(
+            id=uuid.uuid4().hex, prefix=prefix, name=name, owner=owner, scopes=checked, created_at=_now(), expires_at=expires_at, limits=limits
+        )
         async with self.records.begin() as conn:
             await conn.execute(
                 self.table.insert().values(
@@ -159,10 +234,22 @@ class ApiKeys:
                     expires_at=expires_at,
                 )
             )
+            if limits:
+                await self._write_limits(conn, key.id, limits)
         return key, secret
 
+    async def set_limits(self, key_id: str, limits: KeyLimits) -> ApiKey | None:
+        """Replace a key's own limits (``NO_LIMITS``: the deployment's again); the key, or None when unknown."""
+        async with self.records.begin() as conn:
+            exists = (await conn.execute(sa.select(self.table.c.id).where(self.table.c.id == key_id))).first()
+            if exists is None:
+                return None
+            await self._write_limits(conn, key_id, limits)
+            row = (await conn.execute(self._select().where(self.table.c.id == key_id))).first()
+        return ApiKey.from_row(row)
+
     async def list(self, owner: str | None = None) -> list[ApiKey]:
-        query = sa.select(self.table).order_by(self.table.c.created_at)
+        query = self._select().order_by(self.table.c.created_at)
         if owner is not None:
             query = query.where(self.table.c.owner == owner)
         async with self.records.connect() as conn:
@@ -182,7 +269,7 @@ class ApiKeys:
         if not _KEY.match(secret):
             raise GraphQLError("malformed API key", "UNAUTHENTICATED")
         async with self.records.connect() as conn:
-            row = (await conn.execute(sa.select(self.table).where(self.table.c.hash == hash_key(secret)))).first()
+            row = (await conn.execute(self._select().where(self.table.c.hash == hash_key(secret)))).first()
         if row is None:
             raise GraphQLError("unknown API key", "UNAUTHENTICATED")
         key = ApiKey.from_row(row)

@@ -12,8 +12,8 @@ repeated query costs a dict lookup.
 
 Over ``max_depth`` or ``max_complexity``: a 400 (``QUERY_TOO_DEEP``,
 ``QUERY_TOO_COMPLEX``) with the computed value and the limit in
-``extensions``. The budget (``protection.budget``, a key's own in
-``key_overrides``) is spent under the caller's identity; over it,
+``extensions``. The budget (``protection.budget``; a key's own from its
+record, else from ``key_overrides``) is spent under the caller's identity; over it,
 ``RATE_LIMITED`` with the cost and what is left.
 """
 
@@ -186,6 +186,8 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
     budget = config.budget
     budgets = {name: Policy("cost", most, budget.window) for name, most in budget.key_overrides.items()}
     default_budget = Policy("cost", budget.max, budget.window)
+    # Keys' own budgets (from their records), one Policy per distinct amount.
+    own_budgets: dict[int, Policy] = {}
 
     async def spend(op: Any, cost: int) -> None:
         # The budget: the operation's cost from the client's window (the
@@ -193,8 +195,12 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
         context = op.context
         api_key = getattr(context, "api_key", None)
         policy = default_budget
-        if api_key is not None and budgets:
-            policy = budgets.get(api_key.prefix) or budgets.get(api_key.id) or default_budget
+        if api_key is not None:
+            own = api_key.limits.cost_budget
+            if own is not None:
+                policy = own_budgets.get(own) or own_budgets.setdefault(own, Policy("cost", own, budget.window))
+            elif budgets:
+                policy = budgets.get(api_key.prefix) or budgets.get(api_key.id) or default_budget
         state = await limiter.count_operation(f"cost:{limiter.identity_key(context)}", policy, cost=max(cost, 1))
         if state is None:
             return

@@ -1,4 +1,4 @@
-"""Resolvers of ``createApiKey``, ``apiKeys`` and ``revokeApiKey``.
+"""Resolvers of ``createApiKey``, ``apiKeys``, ``revokeApiKey``, ``setApiKeyLimits`` and ``apiUsage``.
 
 Admins (the admin role, the admin token, or an ``admin``-scoped key) manage
 every key. Anyone signed in lists and revokes the keys they own (``owner``
@@ -14,6 +14,7 @@ from typing import Any
 
 from plugboard.graphql.context import is_admin
 from plugboard.graphql.errors import GraphQLError
+from plugboard.plugins.protection.apikeys import KeyLimits
 from plugboard.plugins.protection.appkeys import API_KEYS
 
 
@@ -35,9 +36,21 @@ def _datetime(value: Any) -> dt.datetime | None:
 async def create_api_key(parent: Any, args: dict[str, Any], context: Any, info: Any) -> dict[str, Any]:
     data = args["input"]
     key, secret = await _keys(context).create(
-        name=data["name"], owner=data.get("owner"), scopes=data.get("scopes"), expires_at=_datetime(data.get("expiresAt"))
+        name=data["name"],
+        owner=data.get("owner"),
+        scopes=data.get("scopes"),
+        expires_at=_datetime(data.get("expiresAt")),
+        limits=KeyLimits.from_input(data.get("rateLimit"), data.get("costBudget")),
     )
     return {"key": key.as_graphql(), "secret": secret}
+
+
+async def set_api_key_limits(parent: Any, args: dict[str, Any], context: Any, info: Any) -> dict[str, Any]:
+    limits = KeyLimits.from_input(args.get("rateLimit"), args.get("costBudget"))
+    key = await _keys(context).set_limits(str(args["id"]), limits)
+    if key is None:
+        raise GraphQLError(f"no API key {args['id']!r}", "NOT_FOUND")
+    return key.as_graphql()
 
 
 def _own(context: Any) -> str | None:
@@ -88,4 +101,5 @@ RESOLVERS = {
     "Mutation.createApiKey": create_api_key,
     "Query.apiKeys": api_keys,
     "Mutation.revokeApiKey": revoke_api_key,
+    "Mutation.setApiKeyLimits": set_api_key_limits,
 }

@@ -156,6 +156,7 @@ class RequestLimiter:
         self.user = _policy("user", requests.per_user, requests)
         self.key = _policy("key", requests.per_key, requests)
         self.key_overrides = {name: _policy("key", options, _KeyDefault(self.key)) for name, options in requests.key_overrides.items()}
+        self._own_policies: dict[tuple[int, float], Policy] = {}
         core = app[keys.CORE_CONFIG]
         self.client_address = ClientAddress(config.trusted_proxies, core.server.trust_proxy_headers)
         self.exempt = frozenset(requests.exempt_paths)
@@ -172,12 +173,25 @@ class RequestLimiter:
         return f"ip:{self.client_address(request)}"
 
     def key_policy(self, api_key: Any) -> Policy:
-        """The policy of one API key: its override (by prefix or id), else ``per_key``."""
+        """The policy of one API key: its record's own limit, else its settings override (by prefix or id), else ``per_key``."""
+        own = api_key.limits.rate_limit_max
+        if own is not None:
+            window_ms = api_key.limits.rate_limit_window_ms
+            return self._own_policy(own, window_ms / 1000.0 if window_ms else self.key.window)
         if self.key_overrides:
             found = self.key_overrides.get(api_key.prefix) or self.key_overrides.get(api_key.id)
             if found is not None:
                 return found
         return self.key
+
+    def _own_policy(self, most: int, window: float) -> Policy:
+        # Policies are reused (their header is built once); keys share few distinct limits.
+        found = self._own_policies.get((most, window))
+        if found is None:
+            if len(self._own_policies) > 1024:
+                self._own_policies.clear()
+            found = self._own_policies[(most, window)] = Policy("key", most, window)
+        return found
 
     def subject(self, context: Any) -> tuple[Policy, str]:
         """The policy an operation counts under and its counter: API key, else user, else client IP."""

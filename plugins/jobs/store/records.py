@@ -166,6 +166,15 @@ class RecordsJobStore:
             out[JobStatus(status)] = n
         return out
 
+    async def counts_by_type(self, types: Collection[str]) -> dict[tuple[str, JobStatus], int]:
+        t = self.table
+        async with self._records.connect() as conn:
+            rows = (await conn.execute(sa.select(t.c.type, t.c.status, sa.func.count()).group_by(t.c.type, t.c.status))).all()
+        out = {(jtype, s): 0 for jtype in types for s in JobStatus}
+        for jtype, status, n in rows:
+            out[(jtype, JobStatus(status))] = n
+        return out
+
     async def delete_finished_before(self, ts: float) -> int:
         t = self.table
         async with self._records.begin() as conn:

@@ -348,6 +348,13 @@ class RedisJobStore:
             pipe.zcard(f"{self._idx}status:{status.value}")
         return dict(zip(JobStatus, await pipe.execute()))
 
+    async def counts_by_type(self, types: Collection[str]) -> dict[tuple[str, JobStatus], int]:
+        pairs = [(jtype, status) for jtype in types for status in JobStatus]
+        pipe = self.client.pipeline(transaction=False)
+        for jtype, status in pairs:
+            pipe.zcard(f"{self._idx}st:{status.value}:{jtype}")
+        return dict(zip(pairs, await pipe.execute()))
+
     async def delete_finished_before(self, ts: float) -> int:
         deleted = 0
         for status in FINISHED:

@@ -121,6 +121,17 @@ async def test_counts(store: JobStore):
     assert counts == {**{s: 0 for s in JobStatus}, JobStatus.PENDING: 2, JobStatus.COMPLETED: 1, JobStatus.RETRYING: 1}
 
 
+async def test_counts_by_type(store: JobStore):
+    ids = JobIds()
+    jobs = [new_job(ids, type="add"), new_job(ids, type="add"), new_job(ids, type="mail")]
+    for job in jobs:
+        await store.create(job)
+    await store.update(jobs[0].id, {"status": JobStatus.COMPLETED})
+    counts = await store.counts_by_type(["add", "mail", "idle"])
+    zeros = {(t, s): 0 for t in ("add", "mail", "idle") for s in JobStatus}
+    assert counts == {**zeros, ("add", JobStatus.PENDING): 1, ("add", JobStatus.COMPLETED): 1, ("mail", JobStatus.PENDING): 1}
+
+
 async def test_delete_finished_before(store: JobStore):
     ids = JobIds()
     jobs = [new_job(ids) for _ in range(5)]

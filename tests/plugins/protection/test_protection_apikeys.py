@@ -1,4 +1,4 @@
-"""API keys: GraphQL management, the identity they give, bad keys (malformed, unknown, revoked, expired), the CLI, revocation across two servers."""
+"""API keys: GraphQL management, the identity they give, bad keys (malformed, unknown, revoked, expired), a key's own limits, the CLI, revocation and limits across two servers."""
 
 from __future__ import annotations
 
@@ -107,6 +107,66 @@ async def test_an_admin_scoped_key_manages_keys_and_budgets_count_per_key(plugbo
         assert '"cost";r=70;' in resp.headers["RateLimit"]
 
 
+LIMITS = "mutation($id: ID!, $r: ApiKeyRateLimitInput, $b: Int) { setApiKeyLimits(id: $id, rateLimit: $r, costBudget: $b) { id rateLimit { max windowMs } costBudget } }"
+
+
+async def test_a_key_carries_its_own_request_limit_and_budget(plugboard_client):
+    budget = {"enabled": True, "max": 100, "window_ms": 60000}
+    client = await plugboard_client(settings(requests={"max": 100, "window_ms": 60000, "per_key": {"max": 50}}, budget=budget))
+    created = await client.gql_data(
+        "mutation($i: CreateApiKeyInput!) { createApiKey(input: $i) { secret key { id rateLimit { max windowMs } costBudget } } }",
+        {"i": {"name": "partner", "rateLimit": {"max": 2, "windowMs": 30000}, "costBudget": 15}},
+        headers=ADMIN,
+    )
+    key, secret = created["createApiKey"]["key"], created["createApiKey"]["secret"]
+    assert key["rateLimit"] == {"max": 2, "windowMs": 30000} and key["costBudget"] == 15
+    _, plain = await client.app[API_KEYS].create(name="plain")
+    query = {"query": "{ books(first: 10) { title } }"}
+    async with client.post("/graphql", json=query, headers={"X-API-Key": secret}) as resp:
+        assert resp.status == 200
+        assert resp.headers["RateLimit-Policy"] == '"cost";q=15;w=60, "key";q=2;w=30'
+        assert '"cost";r=5;' in resp.headers["RateLimit"] and '"key";r=1;' in resp.headers["RateLimit"]
+    async with client.post("/graphql", json=query, headers={"X-API-Key": secret, **GQL}) as resp:
+        # The second query would cost 10 of the 5 left: refused by the key's budget.
+        body = await resp.json()
+        assert resp.status == 429 and body["errors"][0]["extensions"]["budget"] == 15
+    async with client.post("/graphql", json=query, headers={"X-API-Key": secret, **GQL}) as resp:
+        body = await resp.json()
+        assert resp.status == 429 and body["errors"][0]["extensions"]["policy"] == "key" and int(resp.headers["Retry-After"]) <= 30
+    async with client.post("/graphql", json=query, headers={"X-API-Key": plain}) as resp:
+        assert resp.status == 200 and resp.headers["RateLimit-Policy"] == '"cost";q=100;w=60, "key";q=50;w=60'
+    # Cleared: the deployment's policies again, at the next request.
+    cleared = await client.gql_data(LIMITS, {"id": key["id"]}, headers=ADMIN)
+    assert cleared["setApiKeyLimits"] == {"id": key["id"], "rateLimit": None, "costBudget": None}
+    async with client.post("/graphql", json=query, headers={"X-API-Key": secret}) as resp:
+        assert resp.status == 200 and resp.headers["RateLimit-Policy"] == '"cost";q=100;w=60, "key";q=50;w=60'
+    # Without windowMs, per_key's window; the listing shows each key's own.
+    await client.gql_data(LIMITS, {"id": key["id"], "r": {"max": 7}}, headers=ADMIN)
+    listed = (await client.gql_data("{ apiKeys { name rateLimit { max windowMs } costBudget } }", headers=ADMIN))["apiKeys"]
+    assert {k["name"]: (k["rateLimit"], k["costBudget"]) for k in listed} == {"partner": ({"max": 7, "windowMs": None}, None), "plain": (None, None)}
+    async with client.post("/graphql", json=query, headers={"X-API-Key": secret}) as resp:
+        assert '"key";q=7;w=60' in resp.headers["RateLimit-Policy"]
+
+
+async def test_bad_key_limits_are_refused(plugboard_client):
+    client = await plugboard_client(settings())
+    key, secret = await client.app[API_KEYS].create(name="k", scopes=["read"])
+    for variables, code in (
+        ({"id": key.id, "r": {"max": 0}}, "BAD_USER_INPUT"),
+        ({"id": key.id, "r": {"max": 5, "windowMs": -1}}, "BAD_USER_INPUT"),
+        ({"id": key.id, "b": 0}, "BAD_USER_INPUT"),
+        ({"id": "nope", "b": 5}, "NOT_FOUND"),
+    ):
+        result = await client.gql(LIMITS, variables, headers=ADMIN)
+        assert result["errors"][0]["extensions"]["code"] == code, (variables, result)
+    result = await client.gql(CREATE, {"i": {"name": "x", "costBudget": -5}}, headers=ADMIN)
+    assert result["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
+    # A key cannot raise its own limits; nothing was written by the refusals.
+    result = await client.gql(LIMITS, {"id": key.id, "r": {"max": 10**6}}, headers={"X-API-Key": secret})
+    assert result["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+    assert (await client.app[API_KEYS].list())[0].limits.rate_limit_max is None
+
+
 def test_the_apikey_command(tmp_path, capsys):
     from plugboard.cli import main
     from plugboard.testing_process import write_project
@@ -124,6 +184,12 @@ def test_the_apikey_command(tmp_path, capsys):
     assert "revoked" in capsys.readouterr().out
     assert main(["apikey", "--root", str(project), "revoke", key_id]) == 1
     assert main(["apikey", "--root", str(project), "create", "--name", "bad", "--scope", "NOPE"]) == 2
+    assert main(["apikey", "--root", str(project), "limits", key_id, "--max", "30", "--window-ms", "1000", "--budget", "500"]) == 0
+    assert "max=30/1000ms budget=500" in capsys.readouterr().out
+    assert main(["apikey", "--root", str(project), "list"]) == 0
+    assert "max=30/1000ms budget=500" in capsys.readouterr().out
+    assert main(["apikey", "--root", str(project), "limits", key_id, "--budget", "0"]) == 2
+    assert main(["apikey", "--root", str(project), "limits", "nope", "--max", "3"]) == 1
 
 
 async def test_revoked_through_one_server_refused_by_the_other(plugboard_serve, tmp_path):
@@ -138,6 +204,11 @@ async def test_revoked_through_one_server_refused_by_the_other(plugboard_serve, 
         for server in (a, b):
             async with http.post(server.url + "/graphql", json={"query": BOOKS}, headers={"X-API-Key": created["secret"]}) as resp:
                 assert resp.status == 200, await resp.text()
+        # A key's own limit set through A is B's policy for its next request.
+        async with http.post(a.url + "/graphql", json={"query": LIMITS, "variables": {"id": created["key"]["id"], "r": {"max": 3}}}, headers=ADMIN) as resp:
+            assert (await resp.json())["data"]["setApiKeyLimits"]["rateLimit"]["max"] == 3
+        async with http.post(b.url + "/graphql", json={"query": BOOKS}, headers={"X-API-Key": created["secret"]}) as resp:
+            assert '"key";q=3;' in resp.headers["RateLimit-Policy"]
         async with http.post(a.url + "/graphql", json={"query": "mutation($id: ID!) { revokeApiKey(id: $id) }", "variables": {"id": created["key"]["id"]}}, headers=ADMIN) as resp:
             assert (await resp.json())["data"]["revokeApiKey"] is True
         async with http.post(b.url + "/graphql", json={"query": BOOKS}, headers={"X-API-Key": created["secret"], **GQL}) as resp:
