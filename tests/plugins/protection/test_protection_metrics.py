@@ -88,7 +88,7 @@ async def test_every_plugins_metrics_through_the_hook(plugboard_client):
     text = await eventually(closed)
     assert 'plugboard_realtime_connections{pool="websocket"} 0.0' in text
     assert 'plugboard_realtime_connections{pool="sse"} 0.0' in text
-    assert 'plugboard_jobs{type="cleanup",status="COMPLETED"} 1.0' in text
+    assert 'plugboard_jobs{status="COMPLETED",type="cleanup"} 1.0' in text
     assert 'plugboard_email_events{event="delivered"} 1.0' in text
     assert "plugboard_cache_hits_total" in text and "plugboard_cache_misses_total" in text
     assert "plugboard_operations_timed_out_total 0.0" in text
