@@ -145,10 +145,14 @@ class OperationRunner:
         self._subscribe_chain = self._compose(self._subscribe)
 
     def _compose(self, final: CallNext) -> CallNext:
+        if not self.steps:
+            return final
         handler = final
         for _plugin, step in reversed(self.steps):
-            handler = functools.partial(_call_step, step, handler)
-        return handler
+            handler = _link(step, handler)
+        # A rejection converted once, around the whole chain, rather than one
+        # wrapper coroutine per step: every operation runs through each link.
+        return functools.partial(_converting_rejections, handler)
 
     def prepare(self, op: Operation, *, allowed_types: tuple[str, ...] | None = None) -> None:
         """Parse and validate, choose the operation; raise OperationRejected on request errors."""
@@ -245,9 +249,16 @@ def operation_key(op: Operation) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def _call_step(step: OperationStep, call_next: CallNext, op: Operation) -> Any:
+def _link(step: OperationStep, call_next: CallNext) -> CallNext:
+    def link(op: Operation) -> Awaitable[Any]:
+        return step(op, call_next)
+
+    return link
+
+
+async def _converting_rejections(chain: CallNext, op: Operation) -> Any:
     try:
-        return await step(op, call_next)
+        return await chain(op)
     except GraphQLError as e:
         # A step rejecting the operation (rate limit, depth limit) uses the
         # client error's own status and headers on transports that have them.

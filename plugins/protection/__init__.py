@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Awaitable
 
 from aiohttp import web
 
@@ -93,7 +93,14 @@ def plugboard_commands() -> list[Any]:
 
 
 @hookimpl
-async def plugboard_context(context: Any, request: web.Request, connection_params: Any) -> None:
+def plugboard_context(context: Any, request: web.Request, connection_params: Any) -> Awaitable[None] | None:
+    # Most requests carry no credentials: nothing to verify, and no coroutine.
+    if not connection_params and (request is None or ("Authorization" not in request.headers and "X-API-Key" not in request.headers)):
+        return None
+    return _identify(context, request, connection_params)
+
+
+async def _identify(context: Any, request: web.Request, connection_params: Any) -> None:
     from plugboard.plugins.protection.authfail import AUTH_FAILURES
 
     failures = context.app.get(AUTH_FAILURES)

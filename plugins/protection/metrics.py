@@ -141,8 +141,18 @@ def operation_name(app: web.Application, op: Any) -> str | None:
 
 
 def metrics_step(app: web.Application) -> Any:
+    m = app[METRICS]
+    # Labelled children by (name, type, outcome): ``labels()`` takes a lock and
+    # builds a key on each call. Bounded like the names (MAX_OPERATION_NAMES).
+    children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def child(name: str, kind: str, outcome: str) -> tuple[Any, Any]:
+        found = children.get((name, kind, outcome))
+        if found is None:
+            found = children[(name, kind, outcome)] = (m.operations.labels(name, kind, outcome), m.latency.labels(name, kind))
+        return found
+
     async def metrics(op: Any, call_next: Any) -> Any:
-        m = app[METRICS]
         start = time.perf_counter()
         outcome = "error"
         try:
@@ -152,11 +162,11 @@ def metrics_step(app: web.Application) -> Any:
                 return _counted(result, m.subscriptions.labels(m.operation_label(operation_name(app, op)), op.transport))
             return result
         finally:
-            name = m.operation_label(operation_name(app, op))
             kind = op.operation_type or "unknown"
-            m.operations.labels(name, kind, outcome).inc()
+            counter, latency = child(m.operation_label(operation_name(app, op)), kind, outcome)
+            counter.inc()
             if kind != "subscription":
-                m.latency.labels(name, kind).observe(time.perf_counter() - start)
+                latency.observe(time.perf_counter() - start)
 
     return metrics
 
