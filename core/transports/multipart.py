@@ -39,7 +39,7 @@ from plugboard.transports.upload_rules import FileSlot
 # aiohttp hands back at most this much per read_chunk call.
 _READ_CHUNK = 64 * 1024
 # Disk writes are batched to this size so each thread hop moves a useful amount.
-_WRITE_CHUNK = 256 * 1024
+_WRITE_CHUNK = 1024 * 1024
 
 _SPEC = "(GraphQL multipart request spec: 'operations', then 'map', then the files)"
 

@@ -321,7 +321,7 @@ async def test_truncated_body(make_client, tmp_dir):
 async def test_client_disconnect_mid_upload(tmp_dir, cancel):
     # aiohttp either fails the pending read with ConnectionResetError or, with
     # handler_cancellation=True (the test server's setting), cancels the handler.
-    app = make_app(tmp_dir, spool_threshold=1024)
+    app = make_app(tmp_dir, spool_threshold=1024, max_file_size=64 * MB)
     runner = web.AppRunner(app, handler_cancellation=cancel)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -334,7 +334,7 @@ async def test_client_disconnect_mid_upload(tmp_dir, cancel):
         writer.write(
             f"POST / HTTP/1.1\r\nHost: test\r\nContent-Type: {CONTENT_TYPE}\r\nContent-Length: {len(head) + 10 * MB}\r\n\r\n".encode()
             + head
-            + b"q" * 1_000_000
+            + b"q" * 3_000_000
         )
         await writer.drain()
         if Path("/proc/self/fd").is_dir():
