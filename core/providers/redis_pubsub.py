@@ -206,6 +206,13 @@ class RedisPubSub:
         except _CONNECTION_ERRORS as e:
             raise ProviderError(f"pubsub: cannot publish to {topic!r}: redis unavailable ({_reason(e)})") from e
 
+    def channel(self, topic: str) -> str:
+        """The Redis channel of ``topic``: what to ``PUBLISH`` (with an :func:`encode_payload` message) to reach
+        its subscribers on every instance. For a plugin whose own Lua script on the app's Redis
+        (``keys.REDIS``) publishes an event as part of a write."""
+        check_topic(topic)
+        return self.options.prefix + topic
+
     def subscribe(self, topic: str, *, queue_size: int | None = None, overflow: Overflow | None = None) -> QueueSubscription:
         """A new subscription to ``topic``; close it when done (or use ``async with``).
 

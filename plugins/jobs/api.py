@@ -27,6 +27,7 @@ from plugboard.plugins.jobs.runner import Runner
 from plugboard.plugins.jobs.store import JobPage, JobStore
 
 MAX_PAGE = 100
+_UNKNOWN = object()
 _CANCELLABLE = frozenset({JobStatus.PENDING, JobStatus.RETRYING, JobStatus.PROCESSING})
 _RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.CANCELLED})
 
@@ -41,6 +42,7 @@ class Jobs:
         self.runner = runner
         self._ids = JobIds()
         self._hub = events.WatchHub(app)
+        self._channel: str | None | object = _UNKNOWN
 
     async def close(self) -> None:
         """Stop the watchers' shared subscription (at shutdown)."""
@@ -75,18 +77,31 @@ class Jobs:
             created_at=now,
             updated_at=now,
         )
-        if self.runner.settle_with_final and self._events_stay_here():
-            # Store and broker on one Redis, and no event that must go out in
-            # between: the record and the message are one command (a Lua
-            # script: the record exists before any worker can read the
-            # message), so a crash cannot leave the job PENDING unqueued.
-            await self.store.create(job, send=self.broker.message(type, job.id))
-            await events.publish(self.app, job)
-            return job
+        if self.runner.settle_with_final:
+            # Store and broker on one Redis: the record and the message are
+            # one command (a Lua script: the record exists before any worker
+            # can read the message), so a crash cannot leave the job PENDING
+            # unqueued. The PENDING event goes out in that command too when
+            # the pubsub is on the same Redis; with one of this process only,
+            # after it (no worker's event can reach a watcher before it).
+            channel = self._event_channel()
+            if channel is not None:
+                await self.store.create(job, send=self.broker.message(type, job.id), publish=(channel, events.encode(job)))
+                return job
+            if self._events_stay_here():
+                await self.store.create(job, send=self.broker.message(type, job.id))
+                await events.publish(self.app, job)
+                return job
         await self.store.create(job)
         await events.publish(self.app, job)
         await self.broker.send(type, job.id)
         return job
+
+    def _event_channel(self) -> str | None:
+        """The jobs topic's channel when the pubsub is the ``redis`` provider (on the app's Redis, the store's too)."""
+        if self._channel is _UNKNOWN:
+            self._channel = events.redis_channel(self.app)
+        return self._channel  # type: ignore[return-value]
 
     def _events_stay_here(self) -> bool:
         """No pubsub, or one of this process only (``memory``, the core's default

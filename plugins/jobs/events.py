@@ -19,6 +19,7 @@ import logging
 from typing import Any, AsyncIterator, Mapping
 
 from plugboard.providers import pubsub
+from plugboard.providers.subscriptions import encode_payload
 from plugboard import keys
 from plugboard.plugins.jobs.cancelling import cancel_until_done
 from plugboard.plugins.jobs.errors import JobsError
@@ -34,6 +35,24 @@ WATCHER_BUFFER = 256
 
 async def publish(app: Mapping[Any, Any], job: Job) -> None:
     await pubsub.publish(app, TOPIC, job.to_dict(), what=f"change of job {job.id}")
+
+
+def redis_channel(app: Mapping[Any, Any]) -> str | None:
+    """The topic's Redis channel when the app's pubsub is the ``redis`` provider, else None.
+
+    That pubsub is on the app's Redis (``keys.REDIS``): a job store on the same
+    client can publish a change inside the script that writes it, saving the
+    separate PUBLISH (and its encoding) on the enqueue and worker paths.
+    """
+    from plugboard.providers.redis_pubsub import RedisPubSub
+
+    found = app.get(keys.PUBSUB)
+    return found.channel(TOPIC) if isinstance(found, RedisPubSub) else None
+
+
+def encode(job: Job) -> str:
+    """The event of ``job``'s change as a provider sends it (for a PUBLISH inside a store's script)."""
+    return encode_payload(job.to_dict())
 
 
 class Watcher:

@@ -74,7 +74,7 @@ class JobContext:
 
     __slots__ = ("id", "type", "attempt", "app", "_runner", "_last", "_announced")
 
-    def __init__(self, runner: "Runner", job: Job, announced: Awaitable[None]) -> None:
+    def __init__(self, runner: "Runner", job: Job, announced: Awaitable[None] | None) -> None:
         self.id = job.id
         self.type = job.type
         self.attempt = job.attempts
@@ -93,7 +93,8 @@ class JobContext:
         if not applied:
             raise JobCancelled(f"job {self.id} is {job.status.value if job else 'gone'}")
         self._last = value
-        await self._announced
+        if self._announced is not None:
+            await self._announced
         await events.publish(self._runner.app, job)
 
 
@@ -111,6 +112,10 @@ class Runner:
         #: Store and broker share one Redis: a final state and the
         #: acknowledgement are one command (the store's update with ``ack``).
         self.settle_with_final = False
+        #: With ``settle_with_final``, the pubsub's channel when it is on that
+        #: Redis too (set at start-up): the PROCESSING and final writes publish
+        #: their events themselves (see ``events.redis_channel``).
+        self.event_channel: str | None = None
         #: The asyncio tasks running deliveries right now (a stopping worker cancels what outlives its grace).
         self.active: set[asyncio.Task[Any]] = set()
 
@@ -150,12 +155,11 @@ class Runner:
     async def _run(self, name: str, job_id: str) -> None:
         entry = self.tasks.get(name)
         now = time.time()
-        job, applied = await self.store.update(
-            job_id,
-            {"status": JobStatus.PROCESSING, "started_at": now, "updated_at": now, "run_at": None},
-            when=_STARTABLE,
-            add_attempt=True,
-        )
+        changes = {"status": JobStatus.PROCESSING, "started_at": now, "updated_at": now, "run_at": None}
+        if self.event_channel is not None:
+            job, applied = await self.store.update(job_id, changes, when=_STARTABLE, add_attempt=True, publish=self.event_channel)
+        else:
+            job, applied = await self.store.update(job_id, changes, when=_STARTABLE, add_attempt=True)
         if job is None or not applied or entry is None:
             if job is None:
                 logger.warning("jobs: no record for job %s (%s); dropped", job_id, name)
@@ -178,7 +182,8 @@ class Runner:
             return
         # The task starts without waiting for its PROCESSING event to go out
         # (a round trip with live updates on); the job's next event waits for it.
-        announced = asyncio.ensure_future(events.publish(self.app, job))
+        # On one Redis with the pubsub, the write above has published it.
+        announced = None if self.event_channel is not None else asyncio.ensure_future(events.publish(self.app, job))
         kwargs = dict(job.args)
         if entry.wants_context:
             kwargs[CONTEXT_PARAMETER] = JobContext(self, job, announced)
@@ -206,7 +211,11 @@ class Runner:
         # One command: the final write, then the acknowledgement (a Lua
         # script on the Redis both use; atomic, so never one without the other).
         entries = self.broker.held(job.id)
-        done, applied = await self.store.update(job.id, changes, when=_RUNNING, ack=self.broker.acknowledgement(entries))
+        ack = self.broker.acknowledgement(entries)
+        if self.event_channel is not None:
+            done, applied = await self.store.update(job.id, changes, when=_RUNNING, ack=ack, publish=self.event_channel)
+        else:
+            done, applied = await self.store.update(job.id, changes, when=_RUNNING, ack=ack)
         self.broker.acknowledged(entries)
         return done, applied, True
 
@@ -222,7 +231,7 @@ class Runner:
         done, applied, settled = await self._final(
             job, {"status": JobStatus.COMPLETED, "result": result, "progress": 100, "error": None, "completed_at": now, "updated_at": now}
         )
-        if applied:
+        if applied and self.event_channel is None:
             if announced is not None:
                 await announced
             await events.publish(self.app, done)
@@ -252,7 +261,7 @@ class Runner:
         failed, applied, settled = await self._final(
             job, {"status": JobStatus.FAILED, "error": message, "completed_at": now, "updated_at": now}
         )
-        if applied:
+        if applied and self.event_channel is None:
             if announced is not None:
                 await announced
             await events.publish(self.app, failed)

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from plugboard import keys
 from plugboard.errors import ConfigError, ConfigProblem
+from plugboard.plugins.jobs import events
 from plugboard.plugins.jobs.api import Jobs
 from plugboard.plugins.jobs.brokers import BrokerOptions
 from plugboard.plugins.jobs.cancelling import cancel_until_done
@@ -159,6 +160,7 @@ async def lifespan(app: web.Application, config: JobsConfig) -> AsyncIterator[No
     if config.store_name() == "redis" and config.broker == "redis" and not config.redis.resolved_url():
         broker.batcher = store.batcher
         runner.settle_with_final = True
+        runner.event_channel = events.redis_channel(app)
     runner.register()
     jobs = Jobs(app, store, broker, runner)
     scheduler = make_scheduler(app, config, jobs)  # checks the schedules in every process

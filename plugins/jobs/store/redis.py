@@ -41,6 +41,7 @@ _RAW = frozenset({"id", "type", "status"})
 # The entries are acknowledged (XACK, XDEL) after the update, whether it
 # applied or not: a final state and its acknowledgement are one command.
 _UPDATE = """
+local channel = false
 local key = KEYS[1]
 local status = redis.call('HGET', key, 'status')
 local nack = tonumber(ARGV[4])
@@ -85,8 +86,16 @@ for i = 1, #flat, 2 do
   if name == 'id' or name == 'type' or name == 'status' then value = cjson.encode(value) end
   parts[#parts + 1] = '"' .. name .. '":' .. value
 end
-return {applied, '{' .. table.concat(parts, ',') .. '}'}
+local doc = '{' .. table.concat(parts, ',') .. '}'
+if channel and applied == 1 then redis.call('PUBLISH', channel, doc) end
+return {applied, doc}
 """
+
+# _UPDATE with, as the last ARGV, a pubsub channel: when the update applies,
+# the record's JSON (what the reply carries, and what ``Job.to_dict()``
+# encodes to as an event) is published there, after the update and before
+# the acknowledgement's effects are visible to anyone else.
+_UPDATE_PUBLISH = _UPDATE.replace("local channel = false\n", "local channel = table.remove(ARGV)\n", 1)
 
 # _UPDATE with, as the last ARGV, a broker message added to the stream
 # KEYS[2] (fields ``data``, ``job``) when the update applies (no entries to
@@ -98,12 +107,15 @@ _UPDATE_SEND = "local send = table.remove(ARGV)\n" + _UPDATE.replace(
 
 # KEYS[1] = the job hash, KEYS[2..5] = its indexes, KEYS[6] (optional) = the
 # broker's stream. ARGV[1] = the id, ARGV[2] = the message ("" without a
-# stream), then field, value, ...
+# stream), ARGV[3] = a pubsub channel ("" for none) and ARGV[4] its event,
+# then field, value, ...
 # One command instead of MULTI, HSET, four ZADDs and EXEC: half the enqueue
-# time; with the stream, the job's message is added after its record.
+# time; with the stream, the job's message is added after its record and
+# its PENDING event (a worker's PROCESSING event cannot overtake it).
 _CREATE = """
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 for i = 2, 5 do redis.call('ZADD', KEYS[i], 0, ARGV[1]) end
+if ARGV[3] ~= '' then redis.call('PUBLISH', ARGV[3], ARGV[4]) end
 if #KEYS > 5 then redis.call('XADD', KEYS[6], '*', 'data', ARGV[2], 'job', ARGV[1]) end
 return 1
 """
@@ -171,6 +183,7 @@ class RedisJobStore:
         self._update_sha = ""
         self._create_sha = ""
         self._update_send_sha = ""
+        self._update_publish_sha = ""
         self.batcher: Batcher | None = None
         self._own_batcher = False
         p = self.options.prefix
@@ -189,6 +202,7 @@ class RedisJobStore:
         self._update_sha = await self._client.script_load(_UPDATE)
         self._create_sha = await self._client.script_load(_CREATE)
         self._update_send_sha = await self._client.script_load(_UPDATE_SEND)
+        self._update_publish_sha = await self._client.script_load(_UPDATE_PUBLISH)
         shared = None if self._own or self._app is None else self._app.get(keys.REDIS_BATCHER)
         self._own_batcher = shared is None
         self.batcher = shared if shared is not None else Batcher(self._client)
@@ -215,11 +229,12 @@ class RedisJobStore:
         i = self._idx
         return [f"{i}all", f"{i}status:{status}", f"{i}type:{type}", f"{i}st:{status}:{type}"]
 
-    async def create(self, job: Job, *, send: StreamMessage | None = None) -> None:
-        """:meth:`JobStore.create <plugboard.plugins.jobs.store.JobStore.create>`, and with ``send``
-        the broker's message for the job added to its stream in the same command, after the record."""
+    async def create(self, job: Job, *, send: StreamMessage | None = None, publish: tuple[str, str] | None = None) -> None:
+        """:meth:`JobStore.create <plugboard.plugins.jobs.store.JobStore.create>`, and in the same command:
+        with ``publish`` (channel, message) a PUBLISH after the record, with ``send`` the broker's
+        message for the job added to its stream after both."""
         keys = [self._job + job.id, *self._indexes(job.id, job.status.value, job.type)]
-        argv: list[Any] = [job.id, b""]
+        argv: list[Any] = [job.id, b"", *(publish or ("", ""))]
         if send is not None:
             keys.append(send.stream)
             argv[1] = send.data
@@ -262,19 +277,29 @@ class RedisJobStore:
         add_attempt: bool = False,
         ack: StreamAck | None = None,
         send: StreamMessage | None = None,
+        publish: str | None = None,
     ) -> tuple[Job | None, bool]:
-        """:meth:`JobStore.update <plugboard.plugins.jobs.store.JobStore.update>`, and with ``ack``
-        the broker's entries of this delivery acknowledged in the same command, after the update;
-        with ``send`` (not with ``ack``) the job's message added to its stream if the update applied."""
+        """:meth:`JobStore.update <plugboard.plugins.jobs.store.JobStore.update>`, and in the same command:
+        with ``publish`` (a pubsub channel on this Redis) the job's event published if the update applied;
+        with ``ack`` the broker's entries of this delivery acknowledged, after the update;
+        with ``send`` (not with ``ack`` or ``publish``) the job's message added to its stream if the update applied."""
         if ack is not None and not ack.entries:
             ack = None
         if send is not None:
-            if ack is not None:
-                raise ValueError("update: ack or send, not both")
+            if ack is not None or publish is not None:
+                raise ValueError("update: send goes without ack and publish")
             return await self._update_send(id, changes, when, add_attempt, send)
         argv = self.update_args(changes, when, add_attempt, ack)
         keys = (2, self._job + id, ack.stream) if ack is not None else (1, self._job + id)
         assert self.batcher is not None, "start() first"
+        if publish is not None:
+            argv.append(publish)
+            try:
+                reply = await self.batcher.call("EVALSHA", self._update_publish_sha, *keys, *argv)
+            except redis.exceptions.NoScriptError:
+                self._update_publish_sha = await self.client.script_load(_UPDATE_PUBLISH)
+                reply = await self.batcher.call("EVALSHA", self._update_publish_sha, *keys, *argv)
+            return decode_update(reply)
         try:
             reply = await self.batcher.call("EVALSHA", self._update_sha, *keys, *argv)
         except redis.exceptions.NoScriptError:

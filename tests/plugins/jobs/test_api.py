@@ -286,3 +286,14 @@ def test_the_seeds_queue_variables_reach_the_jobs_settings(tmp_path):
     assert settings.source("jobs.concurrency") == "env QUEUE_CONCURRENCY"
     with pytest.raises(ConfigError, match="jobs.concurrency = 'many'.*env QUEUE_CONCURRENCY"):
         create_app(Settings.load(tmp_path, environ={**environ, "QUEUE_CONCURRENCY": "many"}))
+
+
+async def test_on_one_redis_the_pending_event_goes_out_in_the_enqueue_command(make_jobs_app, start_app, redis_url):
+    """Store, broker and pubsub on one Redis: the create script publishes the PENDING event itself, before the message."""
+    settings = {"redis": {"url": redis_url}, "services": {"pubsub": {"provider": "redis"}}, "jobs": {"broker": "redis"}}
+    jobs = (await start_app(make_jobs_app(settings)))[JOBS]
+    assert jobs._event_channel() is not None
+    async with jobs.watch() as changes:
+        job = await jobs.enqueue("add", {"a": 1, "b": 2}, owner="alice")
+        change = await asyncio.wait_for(anext(changes), 5)
+    assert change.to_dict() == job.to_dict() and change.status is JobStatus.PENDING

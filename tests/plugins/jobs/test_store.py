@@ -197,3 +197,29 @@ async def test_redis_update_acknowledges_after_a_final_write_applied_or_not(redi
     assert (await client.xpending("t:stream", "g"))["pending"] == 0
     # An unknown job: nothing to update, the entries still acknowledged.
     assert await store.update("00000000-0000-7000-8000-000000000000", {"progress": 1}, ack=StreamAck("t:stream", "g", [])) == (None, False)
+
+
+async def test_redis_writes_publish_the_record_as_its_event(redis_store):
+    """``publish=``: the create and an applied update PUBLISH the job's JSON on the channel, in the same command."""
+    import json
+
+    from plugboard.plugins.jobs.events import encode
+
+    store, client = redis_store
+    pubsub = client.pubsub()
+    await pubsub.subscribe("t:events")
+    await pubsub.get_message(timeout=1)  # the subscribe confirmation
+
+    async def next_event():
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2)
+        return Job.from_dict(json.loads(message["data"])) if message else None
+
+    job = new_job(JobIds(), args={"s": "é"})
+    await store.create(job, send=StreamMessage("t:stream", b"m"), publish=("t:events", encode(job)))
+    assert await next_event() == job
+    done, applied = await store.update(job.id, {"status": JobStatus.PROCESSING, "progress": 5}, publish="t:events")
+    assert applied and await next_event() == done == await store.get(job.id)
+    # Not applied: nothing published.
+    _, applied = await store.update(job.id, {"status": JobStatus.FAILED}, when={JobStatus.PENDING}, publish="t:events")
+    assert not applied and await next_event() is None
+    await pubsub.aclose()
