@@ -19,6 +19,7 @@ tags as ``Cache-Tag``/``Surrogate-Key`` for CDNs, and a matching
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 import logging
@@ -66,14 +67,23 @@ _to_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 
 
 def entry_key(op: "Operation", owner: str | None) -> str:
-    text = _key_text((op.parsed.normalized, op.operation_name, op.variables or None, owner))
-    return "rc:" + hashlib.sha256(text.encode()).hexdigest()[:40]
+    """The entry's key: a digest of the normalised document, operation name, variables and owner."""
+    # The document's part is hashed once per cached document (it is most of
+    # the text); each request hashes only its variables and owner on a copy.
+    derived = op.parsed.derived
+    base = derived.get(("cache.key", op.operation_name))
+    if base is None:
+        base = derived[("cache.key", op.operation_name)] = hashlib.sha256(_key_text((op.parsed.normalized, op.operation_name)).encode())
+    digest = base.copy()
+    digest.update(_key_text((op.variables or None, owner)).encode())
+    return "rc:" + digest.hexdigest()[:40]
 
 
-def encode(body: bytes, *, etag: str, max_age: int, scope: str) -> bytes:
+def encode(body: bytes, *, max_age: int, scope: str) -> bytes:
     # No tags in the head: the store keeps them beside the entry, and a hit
     # that needs them for CDN headers reads them from the body (once per entry).
-    head = _to_json({"etag": etag, "at": time.time(), "max": max_age, "scope": scope})
+    # No ETag either: only GET needs one, computed from the body when it does.
+    head = _to_json({"at": time.time(), "max": max_age, "scope": scope})
     return head.encode() + b"\n" + body
 
 
@@ -96,6 +106,15 @@ def etag_of(body: bytes) -> str:
     return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
+def _etag_of_hit(head: dict, result: EncodedResult) -> str:
+    # Once per decoded entry (the head is memoised with it); entries written
+    # before the ETag left the head still carry theirs.
+    etag = head.get("etag")
+    if not etag:
+        etag = head["etag"] = etag_of(result.encoded)
+    return etag
+
+
 def etag_matches(header: str | None, etag: str) -> bool:
     if not header:
         return False
@@ -116,10 +135,16 @@ class ResponseCache:
         self._decoded: dict[str, tuple[bytes, dict, EncodedResult]] = {}
         # id(head) -> (head, sorted tags): CDN tags of entries served on GET, computed once
         self._hit_tags: dict[int, tuple[dict, list[str]]] = {}
+        self._rt: "CacheRuntime | None" = None
+        self._locks: tuple[Any, "CacheLock | None"] | None = None
 
     @property
     def rt(self) -> "CacheRuntime":
-        return self.app[RUNTIME]
+        # Read on every request, several times: kept once the app has it.
+        rt = self._rt
+        if rt is None:
+            rt = self._rt = self.app[RUNTIME]
+        return rt
 
     def shape(self, op: "Operation") -> tuple[Any, Policy]:
         """The operation's tag plan and static policy, from its view without variables; once per document.
@@ -212,8 +237,12 @@ class ResponseCache:
 
     @property
     def _lock(self) -> "CacheLock | None":
+        # isinstance() against a runtime-checkable Protocol inspects every
+        # member: once per provider instance, not per miss.
         cache = self.rt.cache
-        return cache if isinstance(cache, CacheLock) else None
+        if self._locks is None or self._locks[0] is not cache:
+            self._locks = (cache, cache if isinstance(cache, CacheLock) else None)
+        return self._locks[1]
 
     async def _get(self, key: str) -> bytes | None:
         # The Protocol's providers raise ProviderError on an outage: a miss.
@@ -255,7 +284,7 @@ class ResponseCache:
             key, private = entry_key(op, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
         body = _to_json(result).encode()
-        etag = etag_of(body)
+        etag = functools.partial(etag_of, body)
         if len(body) > self.rt.config.query_cache.max_entry_size:
             self.rt.response_stats.too_large += 1
             self._http_headers(op, (etag, final.max_age, scope, lambda: _sorted_tags(self.shape(op)[0], result)), policy=final)
@@ -263,7 +292,7 @@ class ResponseCache:
         # One set of both kinds ("Book:1", "Book"), unsorted: the store only
         # indexes it; headers sort their copy when a GET needs them.
         tags = tags_of(self.shape(op)[0], result.get("data"), merged=True)
-        entry = encode(body, etag=etag, max_age=final.max_age, scope=scope)
+        entry = encode(body, max_age=final.max_age, scope=scope)
         await self._set(key, entry, final.max_age, tags)
         self.rt.response_stats.stores += 1
         op.response_headers["X-Cache"] = "MISS"
@@ -294,7 +323,9 @@ class ResponseCache:
         remaining = max(0, int(head.get("max", 0)) - age)
         op.response_headers["X-Cache"] = "HIT"
         op.response_headers["Age"] = str(age)
-        self._http_headers(op, (head.get("etag", ""), remaining, head.get("scope", "PUBLIC"), lambda: self._tags_of_hit(op, head, result)), policy=True)
+        self._http_headers(
+            op, (lambda: _etag_of_hit(head, result), remaining, head.get("scope", "PUBLIC"), lambda: self._tags_of_hit(op, head, result)), policy=True
+        )
         return result
 
     def _tags_of_hit(self, op: "Operation", head: dict, result: EncodedResult) -> list[str]:
@@ -309,11 +340,12 @@ class ResponseCache:
         self._hit_tags[id(head)] = (head, tags)
         return tags
 
-    def _http_headers(self, op: "Operation", meta: "tuple[str, int, str, Callable[[], list[str]]] | None", *, policy: Any) -> None:
+    def _http_headers(self, op: "Operation", meta: "tuple[Callable[[], str], int, str, Callable[[], list[str]]] | None", *, policy: Any) -> None:
         """Cache-Control, ETag, CDN tags on HTTP GET; 304 when If-None-Match matches.
 
-        ``meta`` is ``(etag, max_age, scope, tags)``, where ``tags`` is called
-        only when the headers carry them (GET, PUBLIC, ``cdn_headers``).
+        ``meta`` is ``(etag, max_age, scope, tags)``, where ``etag`` and
+        ``tags`` are called only when the headers carry them (GET; tags when
+        PUBLIC with ``cdn_headers``): a POST never pays for them.
         """
         request = op.context.request
         if op.transport != "http" or request is None or request.method not in ("GET", "HEAD"):
@@ -322,7 +354,8 @@ class ResponseCache:
         if meta is None:
             headers["Cache-Control"] = "no-store"
             return
-        etag, max_age, scope, tags = meta
+        etag_fn, max_age, scope, tags = meta
+        etag = etag_fn()
         headers["Cache-Control"] = f"max-age={max_age}, {scope.lower()}"
         if etag:
             headers["ETag"] = etag

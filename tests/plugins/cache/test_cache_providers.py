@@ -33,6 +33,22 @@ async def test_memory_protocol_ttl_tags():
     assert cache.stats.invalidations == 1
 
 
+async def test_memory_entries_with_equal_tags_share_one_index_group():
+    cache = MemoryCache(MemoryCacheConfig(max_entries=3))
+    for key in "abc":
+        await cache.set(key, b"v", tags=["Book", "Book:1"])  # one group
+    await cache.set("d", b"v", tags={"Book", "Book:2"})  # evicts a; another group
+    lru = cache._lru
+    assert len(lru._groups) == 2 and lru._tags["Book"] == set(lru._groups)
+    assert await cache.invalidate(["Book:1"]) == 2  # b and c
+    assert [await cache.get(k) for k in "abcd"] == [None, None, None, b"v"]
+    await cache.set("d", b"w", tags=["Author:1"])  # re-tagged: its old group is gone
+    assert await cache.invalidate(["Book"]) == 0 and await cache.get("d") == b"w"
+    assert await cache.invalidate(["Author:1", "Author:1"]) == 1
+    # Nothing left behind in the index.
+    assert lru._groups == {} and lru._tags == {} and len(cache) == 0
+
+
 async def test_memory_lru_bounded_by_entries_and_bytes():
     cache = MemoryCache(MemoryCacheConfig(max_entries=3, max_bytes=100, max_entry_size=60))
     for k in "abc":
