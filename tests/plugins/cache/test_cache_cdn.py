@@ -11,7 +11,6 @@ without a scheme; answers ``{"success": true, "errors": [], "messages": [],
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
 import redis.asyncio
 
 from cache_testkit import make_app, post

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from cache_testkit import get, make_app, post
 from plugboard.plugins.cache import metrics
-from plugboard.plugins.cache.appkeys import RUNTIME
 
 ITEMS = "{ items { id name } }"
 
