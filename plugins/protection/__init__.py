@@ -213,14 +213,13 @@ async def _usage_recorder(app: web.Application, config: ProtectionConfig) -> Any
 def plugboard_middleware(app: web.Application, config: ProtectionConfig) -> list[Any]:
     from plugboard.plugins.protection.authfail import AUTH_FAILURES, AuthFailures
 
-    # Inside the request limits: a refused guess still counts as a request.
-    guesses = []
+    failures = None
     if config.auth_failures.max:
-        app[AUTH_FAILURES] = AuthFailures(app[LIMITER], config.auth_failures)
-        guesses.append(app[AUTH_FAILURES].middleware())
+        failures = app[AUTH_FAILURES] = AuthFailures(app[LIMITER], config.auth_failures)
     if not config.requests.enabled:
-        return guesses
-    return [middleware(app[LIMITER]), *guesses]
+        return [failures.middleware()] if failures is not None else []
+    # Inside the request limits: a refused guess still counts as a request.
+    return [middleware(app[LIMITER], failures)]
 
 
 @hookimpl

@@ -69,25 +69,29 @@ class AuthFailures:
             headers={"Retry-After": str(retry)},
         )
 
+    async def guard(self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """One HTTP request that carries credentials: refused when its address is blocked, a 401 counted."""
+        retry = await self.blocked(request)
+        if retry is not None:
+            error = self.error(retry)
+            return web.json_response({"errors": [error.formatted()]}, status=429, headers=error.headers)
+        try:
+            response = await handler(request)
+        except web.HTTPUnauthorized:
+            await self.failed(request)
+            raise
+        if response.status == 401:
+            await self.failed(request)
+        return response
+
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
-        """HTTP: refuse credentials from a blocked address; count 401s to requests that sent some."""
+        """HTTP, when the request limits are off (else their middleware calls :meth:`guard`)."""
 
         @web.middleware
         async def auth_failures(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
             if not _credentials(request) or request.method == "OPTIONS":
                 return await handler(request)
-            retry = await self.blocked(request)
-            if retry is not None:
-                error = self.error(retry)
-                return web.json_response({"errors": [error.formatted()]}, status=429, headers=error.headers)
-            try:
-                response = await handler(request)
-            except web.HTTPUnauthorized:
-                await self.failed(request)
-                raise
-            if response.status == 401:
-                await self.failed(request)
-            return response
+            return await self.guard(request, handler)
 
         return auth_failures
 

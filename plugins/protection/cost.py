@@ -134,6 +134,9 @@ class CostModel:
         return self.selections(view.selections)
 
 
+_ANALYSED = "protection.analysis"
+
+
 class Analysis:
     """Depth and cost of documents, each computed once (bounded LRU keyed by document, name and variables)."""
 
@@ -149,17 +152,22 @@ class Analysis:
 
     def of(self, op: Any) -> tuple[int, int, str | None]:
         """``(depth, cost, operation name)`` of the operation (the name: the request's, else the document's)."""
+        # Kept on the operation too: the limits step and the metrics step both ask.
+        found = op.state.get(_ANALYSED)
+        if found is not None:
+            return found
         key = self.key(op)
         found = self._cache.get(key)
         if found is not None:
             self._cache.move_to_end(key)
-            return found
-        view = op.document
-        found = (view.depth, self.model.cost(view), op.operation_name or view.operation_name)
-        self.computed += 1
-        self._cache[key] = found
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
+        else:
+            view = op.document
+            found = (view.depth, self.model.cost(view), op.operation_name or view.operation_name)
+            self.computed += 1
+            self._cache[key] = found
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
+        op.state[_ANALYSED] = found
         return found
 
 

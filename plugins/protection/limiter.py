@@ -279,8 +279,13 @@ def _is_upgrade(request: web.Request) -> bool:
     return "websocket" in request.headers.get(hdrs.UPGRADE, "").lower()
 
 
-def middleware(limiter: RequestLimiter) -> Callable[..., Awaitable[web.StreamResponse]]:
-    """The aiohttp middleware applying the IP policy (and deferring identified requests to the operation step)."""
+def middleware(limiter: RequestLimiter, auth_failures: Any = None) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """The aiohttp middleware applying the IP policy (and deferring identified requests to the operation step).
+
+    ``auth_failures`` (an :class:`~.authfail.AuthFailures`) guards requests
+    that carry credentials here, inside the IP's limit, rather than in a
+    middleware of its own that every request would pass through.
+    """
 
     skip_failed = limiter.config.requests.skip_failed_requests
     ip = limiter.ip
@@ -324,7 +329,7 @@ def middleware(limiter: RequestLimiter) -> Callable[..., Awaitable[web.StreamRes
             request[DEFERRED] = True
             failed = True
             try:
-                response = await handler(request)
+                response = await (handler(request) if auth_failures is None else auth_failures.guard(request, handler))
                 failed = response.status >= 400
                 return response
             finally:

@@ -130,14 +130,21 @@ def registry(app: web.Application) -> CollectorRegistry | None:
     return metrics.registry if metrics is not None else None
 
 
-def operation_name(app: web.Application, op: Any) -> str | None:
-    """The operation's name: the request's ``operationName``, else the document's (from the cost analysis' cache)."""
-    if op.operation_name or op.parsed is None:
-        return op.operation_name
+def operation_names(app: web.Application) -> Any:
+    """``name(op)``: the request's ``operationName``, else the document's (from the cost analysis' cache).
+
+    Call once the limits step is built: it looks the analysis up once, not per operation.
+    """
     from plugboard.plugins.protection.cost import ANALYSIS
 
     analysis = app.get(ANALYSIS)
-    return analysis.of(op)[2] if analysis is not None else op.document.operation_name
+
+    def name(op: Any) -> str | None:
+        if op.operation_name or op.parsed is None:
+            return op.operation_name
+        return analysis.of(op)[2] if analysis is not None else op.document.operation_name
+
+    return name
 
 
 def metrics_step(app: web.Application) -> Any:
@@ -152,6 +159,11 @@ def metrics_step(app: web.Application) -> Any:
             found = children[(name, kind, outcome)] = (m.operations.labels(name, kind, outcome), m.latency.labels(name, kind))
         return found
 
+    name = operation_names(app)
+
+    def label(op: Any) -> str:
+        return m.operation_label(name(op))
+
     async def metrics(op: Any, call_next: Any) -> Any:
         start = time.perf_counter()
         outcome = "error"
@@ -159,11 +171,11 @@ def metrics_step(app: web.Application) -> Any:
             result = await call_next(op)
             outcome = "error" if isinstance(result, dict) and result.get("errors") else "ok"
             if op.operation_type == "subscription" and not isinstance(result, dict):
-                return _counted(result, m.subscriptions.labels(m.operation_label(operation_name(app, op)), op.transport))
+                return _counted(result, m.subscriptions.labels(label(op), op.transport))
             return result
         finally:
             kind = op.operation_type or "unknown"
-            counter, latency = child(m.operation_label(operation_name(app, op)), kind, outcome)
+            counter, latency = child(label(op), kind, outcome)
             counter.inc()
             if kind != "subscription":
                 latency.observe(time.perf_counter() - start)
