@@ -31,7 +31,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import math
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import attrs
 from aiohttp import hdrs, web
@@ -40,6 +40,9 @@ from plugboard import keys
 from plugboard.errors import ProviderError
 from plugboard.graphql.errors import GraphQLError
 from plugboard.providers.ratelimit import WindowState
+
+if TYPE_CHECKING:
+    from plugboard.plugins.protection.authfail import AuthFailures
 
 logger = logging.getLogger("plugboard.protection")
 
@@ -279,7 +282,7 @@ def _is_upgrade(request: web.Request) -> bool:
     return "websocket" in request.headers.get(hdrs.UPGRADE, "").lower()
 
 
-def middleware(limiter: RequestLimiter, auth_failures: Any = None) -> Callable[..., Awaitable[web.StreamResponse]]:
+def middleware(limiter: RequestLimiter, auth_failures: "AuthFailures | None" = None) -> Callable[..., Awaitable[web.StreamResponse]]:
     """The aiohttp middleware applying the IP policy (and deferring identified requests to the operation step).
 
     ``auth_failures`` (an :class:`~.authfail.AuthFailures`) guards requests

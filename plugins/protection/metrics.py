@@ -130,23 +130,6 @@ def registry(app: web.Application) -> CollectorRegistry | None:
     return metrics.registry if metrics is not None else None
 
 
-def operation_names(app: web.Application) -> Any:
-    """``name(op)``: the request's ``operationName``, else the document's (from the cost analysis' cache).
-
-    Call once the limits step is built: it looks the analysis up once, not per operation.
-    """
-    from plugboard.plugins.protection.cost import ANALYSIS
-
-    analysis = app.get(ANALYSIS)
-
-    def name(op: Any) -> str | None:
-        if op.operation_name or op.parsed is None:
-            return op.operation_name
-        return analysis.of(op)[2] if analysis is not None else op.document.operation_name
-
-    return name
-
-
 def metrics_step(app: web.Application) -> Any:
     m = app[METRICS]
     # Labelled children by (name, type, outcome): ``labels()`` takes a lock and
@@ -159,10 +142,17 @@ def metrics_step(app: web.Application) -> Any:
             found = children[(name, kind, outcome)] = (m.operations.labels(name, kind, outcome), m.latency.labels(name, kind))
         return found
 
-    name = operation_names(app)
+    from plugboard.plugins.protection.cost import ANALYSIS
+
+    # Built after the limits step, which registers the analysis.
+    analysis = app.get(ANALYSIS)
 
     def label(op: Any) -> str:
-        return m.operation_label(name(op))
+        # The request's operationName, else the document's (from the analysis' cache).
+        name = op.operation_name
+        if not name and op.parsed is not None:
+            name = analysis.of(op)[2] if analysis is not None else op.document.operation_name
+        return m.operation_label(name)
 
     async def metrics(op: Any, call_next: Any) -> Any:
         start = time.perf_counter()
