@@ -69,13 +69,20 @@ _to_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 def entry_key(op: "Operation", owner: str | None) -> str:
     """The entry's key: a digest of the normalised document, operation name, variables and owner."""
     # The document's part is hashed once per cached document (it is most of
-    # the text); each request hashes only its variables and owner on a copy.
+    # the text); each request hashes only its variables and owner on a copy,
+    # and a request with neither (most hits) reuses the document's own key.
     derived = op.parsed.derived
-    base = derived.get(("cache.key", op.operation_name))
-    if base is None:
-        base = derived[("cache.key", op.operation_name)] = hashlib.sha256(_key_text((op.parsed.normalized, op.operation_name)).encode())
-    digest = base.copy()
-    digest.update(_key_text((op.variables or None, owner)).encode())
+    memo = derived.get(("cache.key", op.operation_name))
+    if memo is None:
+        base = hashlib.sha256(_key_text((op.parsed.normalized, op.operation_name)).encode())
+        plain = base.copy()
+        plain.update(_key_text((None, None)).encode())
+        memo = derived[("cache.key", op.operation_name)] = (base, "rc:" + plain.hexdigest()[:40])
+    variables = op.variables or None
+    if variables is None and owner is None:
+        return memo[1]
+    digest = memo[0].copy()
+    digest.update(_key_text((variables, owner)).encode())
     return "rc:" + digest.hexdigest()[:40]
 
 
@@ -83,8 +90,8 @@ def encode(body: bytes, *, max_age: int, scope: str) -> bytes:
     # No tags in the head: the store keeps them beside the entry, and a hit
     # that needs them for CDN headers reads them from the body (once per entry).
     # No ETag either: only GET needs one, computed from the body when it does.
-    head = _to_json({"at": time.time(), "max": max_age, "scope": scope})
-    return head.encode() + b"\n" + body
+    # Formatted rather than dumped: a float's repr is JSON, the rest is fixed.
+    return b'{"at":%r,"max":%d,"scope":"%s"}\n' % (time.time(), max_age, scope.encode()) + body
 
 
 def decode(entry: bytes) -> tuple[dict, bytes] | None:
@@ -167,9 +174,6 @@ class ResponseCache:
         self._shapes[memo_key] = (op.parsed, tag_plan, policy)
         return tag_plan, policy
 
-    def policy(self, op: "Operation") -> Policy:
-        return self.shape(op)[1]
-
     async def __call__(self, op: "Operation", call_next: "CallNext") -> Any:
         if op.operation_type != "query":
             if op.operation_type == "mutation":
@@ -177,7 +181,7 @@ class ResponseCache:
             return await call_next(op)
         if not self.rt.config.query_cache.enabled:
             return await call_next(op)
-        policy = self.policy(op)
+        tag_plan, policy = self.shape(op)
         owner = identity_of(op.context)
         if not policy.cacheable:
             return await self._uncached(op, call_next)
@@ -227,7 +231,7 @@ class ResponseCache:
                         self.rt.response_stats.waits += 1
                         return self._hit(op, *hit)
                     stored = None
-            result, stored = await self._compute(op, call_next, policy, key, owner, private)
+            result, stored = await self._compute(op, call_next, tag_plan, policy, key, owner, private)
             return result
         finally:
             if locked:
@@ -263,7 +267,9 @@ class ResponseCache:
         self._http_headers(op, None, policy=None)
         return result
 
-    async def _compute(self, op: "Operation", call_next: "CallNext", policy: Policy, key: str, owner: str | None, private: bool) -> tuple[Any, bytes | None]:
+    async def _compute(
+        self, op: "Operation", call_next: "CallNext", tag_plan: Any, policy: Policy, key: str, owner: str | None, private: bool
+    ) -> tuple[Any, bytes | None]:
         hints = DynamicHints()
         op.context.cache_control = hints
         result = await call_next(op)
@@ -287,11 +293,11 @@ class ResponseCache:
         etag = functools.partial(etag_of, body)
         if len(body) > self.rt.config.query_cache.max_entry_size:
             self.rt.response_stats.too_large += 1
-            self._http_headers(op, (etag, final.max_age, scope, lambda: _sorted_tags(self.shape(op)[0], result)), policy=final)
+            self._http_headers(op, (etag, final.max_age, scope, lambda: _sorted_tags(tag_plan, result)), policy=final)
             return result, None
         # One set of both kinds ("Book:1", "Book"), unsorted: the store only
         # indexes it; headers sort their copy when a GET needs them.
-        tags = tags_of(self.shape(op)[0], result.get("data"), merged=True)
+        tags = tags_of(tag_plan, result.get("data"), merged=True)
         entry = encode(body, max_age=final.max_age, scope=scope)
         await self._set(key, entry, final.max_age, tags)
         self.rt.response_stats.stores += 1

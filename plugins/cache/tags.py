@@ -33,8 +33,9 @@ def check_tags(tags: Iterable[Any]) -> list[str]:
 
 
 #: What a walk over the data needs of one object-valued selection, computed
-#: once per document: ``(response key, type name, is list, id key, children)``.
-Plan = tuple[tuple[str, str, bool, "str | None", "Plan"], ...]
+#: once per document: ``(response key, type name, its tag prefix "Type:", is
+#: list, id key, whether __typename is selected, children)``.
+Plan = tuple[tuple[str, str, str, bool, "str | None", bool, "Plan"], ...]
 
 
 def plan(selections: tuple[Selection, ...]) -> Plan:
@@ -44,7 +45,9 @@ def plan(selections: tuple[Selection, ...]) -> Plan:
         if sel.type.is_leaf or not sel.selections:
             continue
         id_key = next((c.response_key for c in sel.selections if c.name == "id"), None)
-        out.append((sel.response_key, sel.type.name, sel.type.is_list, id_key, plan(sel.selections)))
+        typename = any(c.response_key == "__typename" for c in sel.selections)
+        name = sel.type.name
+        out.append((sel.response_key, name, name + ":", sel.type.is_list, id_key, typename, plan(sel.selections)))
     return tuple(out)
 
 
@@ -53,7 +56,7 @@ def tags_of(selections_plan: Plan, data: Any, *, merged: bool = False) -> Any:
     entities: set[str] = set()
     types = entities if merged else set()
     if isinstance(data, dict):
-        _walk(selections_plan, data, entities, types)
+        _walk(selections_plan, [data], entities, types)
     return entities if merged else (entities, types)
 
 
@@ -62,38 +65,53 @@ def response_tags(selections: tuple[Selection, ...], data: Any) -> tuple[set[str
     return tags_of(plan(selections), data)
 
 
-def _walk(nodes: Plan, obj: dict, entities: set[str], types: set[str]) -> None:
-    # The hot loop of every stored response: plain dict/list type checks
-    # (results are built from JSON types) and local lookups only.
+def _walk(nodes: Plan, objects: list, entities: set[str], types: set[str]) -> None:
+    # The hot loop of every stored response (a miss pays it per entity).
+    # Level by level: one call per selection for all the objects it selects
+    # in, not one per object; plain dict/list type checks (results are built
+    # from JSON types), the node's facts computed once per document.
     add_entity, add_type = entities.add, types.add
-    for key, type_name, is_list, id_key, children in nodes:
-        value = obj.get(key)
-        if value is None:
-            add_type(type_name)
-            continue
+    for key, type_name, prefix, is_list, id_key, typename, children in nodes:
+        items: list = []
+        for obj in objects:
+            value = obj.get(key)
+            if value is None:
+                add_type(type_name)
+            elif not is_list:
+                items.append(value)
+            elif type(value) is list:
+                items.extend(_flatten(value) if value and type(value[0]) is list else value)
         if is_list:
             add_type(type_name)
-            if type(value) is not list:
-                continue
-            items = _flatten(value) if value and type(value[0]) is list else value
-        else:
-            items = (value,)
+        parents: list | None = [] if children else None
+        room = 128 - len(prefix)
         for item in items:
             if type(item) is not dict:
                 continue
-            actual = item.get("__typename") or type_name
             ident = item.get(id_key) if id_key is not None else None
-            if ident is None:
-                add_type(actual)
+            if typename and item.get("__typename"):
+                _tag(item["__typename"], ident, add_entity, add_type)
+            elif type(ident) is str and ident.isalnum() and ident.isascii() and len(ident) <= room:
+                # The usual entity: an alphanumeric id of the selection's own type.
+                add_entity(prefix + ident)
             else:
-                tag = f"{actual}:{ident}"
-                # An id a tag cannot carry (spaces, non-ASCII) tags its type instead: coarser, never stale.
-                if (type(ident) is int or (type(ident) is str and ident.isascii() and ident.isalnum())) and len(tag) <= 128 or TAG.match(tag):
-                    add_entity(tag)
-                else:
-                    add_type(actual)
-            if children:
-                _walk(children, item, entities, types)
+                _tag(type_name, ident, add_entity, add_type)
+            if parents is not None:
+                parents.append(item)
+        if parents:
+            _walk(children, parents, entities, types)
+
+
+def _tag(type_name: str, ident: Any, add_entity: Any, add_type: Any) -> None:
+    if ident is None:
+        add_type(type_name)
+        return
+    tag = f"{type_name}:{ident}"
+    if type(ident) is int and len(tag) <= 128 or TAG.match(tag):
+        add_entity(tag)
+    else:
+        # An id a tag cannot carry (spaces, non-ASCII) tags its type instead: coarser, never stale.
+        add_type(type_name)
 
 
 def _flatten(value: Any) -> list:

@@ -46,8 +46,10 @@ class LRU:
         # Responses of one query shape mostly carry equal tags (a list tag and
         # the same entities), so storing or evicting an entry is one set
         # operation instead of one per tag (38 in bench/cache.py), on sets
-        # that grow to every entry of a popular tag.
-        self._groups: dict[frozenset[str], set[str]] = {}
+        # that grow to every entry of a popular tag. Entries keep the group's
+        # own frozenset, not their copy: one set per group in memory, and
+        # none per entry for the garbage collector to walk.
+        self._groups: dict[frozenset[str], tuple[frozenset[str], set[str]]] = {}
         self._tags: dict[str, set[frozenset[str]]] = {}
         self.bytes = 0
 
@@ -79,18 +81,19 @@ class LRU:
         if key in self._entries:
             self._remove(key)
         group = tags if isinstance(tags, frozenset) else frozenset(tags)
-        self._entries[key] = (value, time.monotonic() + ttl, group)
-        self.bytes += len(value)
-        keys = self._groups.get(group)
-        if keys is None:
-            keys = self._groups[group] = set()
+        found = self._groups.get(group)
+        if found is None:
+            found = self._groups[group] = (group, set())
             index = self._tags
             for tag in group:
                 try:
                     index[tag].add(group)
                 except KeyError:
                     index[tag] = {group}
+        group, keys = found
         keys.add(key)
+        self._entries[key] = (value, time.monotonic() + ttl, group)
+        self.bytes += len(value)
         self.stats.stores += 1
         while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             oldest = next(iter(self._entries))
@@ -105,7 +108,8 @@ class LRU:
         removed = 0
         for tag in tags:
             for group in self._tags.pop(tag, ()):
-                for key in list(self._groups.get(group, ())):
+                found = self._groups.get(group)
+                for key in list(found[1]) if found is not None else ():
                     if self._remove(key):
                         removed += 1
         self.stats.invalidations += removed
@@ -123,8 +127,9 @@ class LRU:
             return False
         self.bytes -= len(entry[0])
         group = entry[2]
-        keys = self._groups.get(group)
-        if keys is not None:
+        found = self._groups.get(group)
+        if found is not None:
+            keys = found[1]
             keys.discard(key)
             if keys:
                 return True

@@ -71,7 +71,7 @@ async def test_two_apps_with_memory_stores_share_invalidations(aiohttp_client, t
 def test_ids_a_tag_cannot_carry_tag_their_type():
     from plugboard.plugins.cache.tags import check_tags, tags_of
 
-    plan = (("items", "Item", True, "id", ()),)
+    plan = (("items", "Item", "Item:", True, "id", False, ()),)
     entities, types = tags_of(plan, {"items": [{"id": 7}, {"id": "a b"}, {"id": "ü"}, {"id": "x" * 200}, {"id": "ok-1"}, {"id": 1.5}]})
     assert entities == {"Item:7", "Item:ok-1", "Item:1.5"} and types == {"Item"}
     check_tags(entities | types)
