@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from typing import Any, Awaitable, Callable, Iterator
 
 from aiohttp import web
@@ -22,7 +22,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every request an id (the client's ``X-Request-ID`` if sane) and echo it back."""
     sent = request.headers.get(REQUEST_ID_HEADER, "")
-    request_id = sent if _SAFE_ID.match(sent) else uuid.uuid4().hex
+    # 128 random bits in hex, as uuid4().hex reads, without building a UUID.
+    request_id = sent if _SAFE_ID.match(sent) else os.urandom(16).hex()
     request[REQUEST_ID] = request_id
     try:
         response = await handler(request)

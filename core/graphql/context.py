@@ -108,6 +108,8 @@ class ContextBuilder:
         args = {"context": context, "request": request, "connection_params": connection_params}
         for _plugin, function, argnames in self._impls:
             result = function(**{name: args[name] for name in argnames})
+            if result is None:  # the usual answer: nothing to add, nothing to await
+                continue
             if inspect.isawaitable(result):
                 result = await result
             if result:

@@ -16,6 +16,7 @@ import logging
 from functools import partial
 from typing import Any, Mapping
 
+import orjson
 from aiohttp import web
 
 from plugboard import keys
@@ -94,14 +95,27 @@ def url_params(request: web.Request) -> dict[str, Any]:
     return body
 
 
+def dumps_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON; dates and datetimes as ISO strings.
+
+    orjson, and the standard library for what orjson refuses (integers
+    beyond 64 bits, nesting deeper than 254, lone surrogates): the same JSON
+    values either way, non-ASCII text as UTF-8 or as ``\\u`` escapes.
+    """
+    try:
+        return orjson.dumps(value, default=_json_default)
+    except TypeError:  # orjson.JSONEncodeError included
+        return _compact(value).encode()
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON; dates and datetimes as ISO strings."""
-    return json.dumps(value, separators=(",", ":"), default=_json_default)
+    """:func:`dumps_bytes` as text."""
+    return dumps_bytes(value).decode()
 
 
 def json_response(payload: Any, *, status: int = 200, media_type: str = APPLICATION_JSON, headers: Mapping[str, str] | None = None) -> web.Response:
     # A step's pre-encoded result (the response cache) is sent as it is.
-    body = payload.encoded if isinstance(payload, EncodedResult) else dumps(payload).encode()
+    body = payload.encoded if isinstance(payload, EncodedResult) else dumps_bytes(payload)
     return web.Response(
         body=body,
         status=status,
@@ -116,6 +130,10 @@ def _json_default(value: Any) -> Any:
     if iso is not None:
         return iso()
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# Built once: json.dumps with any option builds a new encoder per call.
+_compact = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 
 
 def error_response(message: str, status: int, media_type: str = APPLICATION_JSON, headers: Mapping[str, str] | None = None, errors: list[dict] | None = None) -> web.Response:

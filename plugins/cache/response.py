@@ -32,6 +32,7 @@ from plugboard.plugins.cache.appkeys import RUNTIME
 from plugboard.plugins.cache.policy import DynamicHints, Policy, operation_policy
 from plugboard.plugins.cache.stampede import CacheLock
 from plugboard.plugins.cache.tags import plan, tags_of
+from plugboard.transports.http import dumps_bytes
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -54,16 +55,8 @@ def identity_of(context: Any) -> str | None:
     return repr((identity, api_key, getattr(context, "subscription_group", None)))
 
 
-def _json_default(value: Any) -> Any:
-    iso = getattr(value, "isoformat", None)
-    if iso is not None:
-        return iso()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 # Built once: json.dumps with any option builds a new encoder per call.
 _key_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
-_to_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
 
 
 def entry_key(op: "Operation", owner: str | None) -> str:
@@ -289,7 +282,8 @@ class ResponseCache:
             await self._set(key, _PRIVATE_MARKER, final.max_age, ())
             key, private = entry_key(op, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
-        body = _to_json(result).encode()
+        # As the HTTP transport encodes it: it sends these bytes as they are.
+        body = dumps_bytes(result)
         etag = functools.partial(etag_of, body)
         if len(body) > self.rt.config.query_cache.max_entry_size:
             self.rt.response_stats.too_large += 1

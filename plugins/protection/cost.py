@@ -224,18 +224,10 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
                 budget=policy.max,
             )
 
-    # Prometheus children by operation name: labels() takes a lock and builds a key each call.
-    cost_metrics: dict[str | None, Any] = {}
-
     async def check_query(op: Any) -> None:
         depth, cost, name = analysis.of(op)
         if metrics is not None:
-            child = cost_metrics.get(name)
-            if child is None:
-                child = cost_metrics[name] = metrics.cost.labels(metrics.operation_label(name))
-                if len(cost_metrics) > CACHE_SIZE:
-                    cost_metrics.clear()
-            child.observe(cost)
+            metrics.cost.observe((metrics.operation_label(name),), cost)
         if limits.max_depth and depth > limits.max_depth:
             raise GraphQLError(
                 f"The query is {depth} levels deep; the limit is {limits.max_depth}",

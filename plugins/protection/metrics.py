@@ -27,11 +27,12 @@ import time
 from typing import Any, Iterator
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from plugboard import keys
+from plugboard.plugins.protection.tally import CounterTally, HistogramTally, TallyCollector
 
 logger = logging.getLogger("plugboard.protection")
 
@@ -45,17 +46,16 @@ class Metrics:
     def __init__(self, app: web.Application) -> None:
         self.app = app
         self.registry = CollectorRegistry(auto_describe=True)
-        self.operations = Counter(
-            "plugboard_graphql_operations", "GraphQL operations by name, type and outcome", ["operation", "type", "outcome"], registry=self.registry
-        )
-        self.latency = Histogram("plugboard_graphql_operation_seconds", "GraphQL operation latency", ["operation", "type"], registry=self.registry)
-        self.cost = Histogram(
+        # Updated by every operation: plain dicts, read at scrape time (see .tally).
+        self.operations = CounterTally("plugboard_graphql_operations", "GraphQL operations by name, type and outcome", ["operation", "type", "outcome"])
+        self.latency = HistogramTally("plugboard_graphql_operation_seconds", "GraphQL operation latency", ["operation", "type"])
+        self.cost = HistogramTally(
             "plugboard_graphql_operation_cost",
             "Computed query cost",
             ["operation"],
             buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000, float("inf")),
-            registry=self.registry,
         )
+        self.registry.register(TallyCollector(self.operations, self.latency, self.cost))
         self.subscriptions = Gauge(
             "plugboard_graphql_subscriptions_active", "Subscriptions open now (this instance), by name and transport", ["operation", "transport"], registry=self.registry
         )
@@ -132,15 +132,7 @@ def registry(app: web.Application) -> CollectorRegistry | None:
 
 def metrics_step(app: web.Application) -> Any:
     m = app[METRICS]
-    # Labelled children by (name, type, outcome): ``labels()`` takes a lock and
-    # builds a key on each call. Bounded like the names (MAX_OPERATION_NAMES).
-    children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-
-    def child(name: str, kind: str, outcome: str) -> tuple[Any, Any]:
-        found = children.get((name, kind, outcome))
-        if found is None:
-            found = children[(name, kind, outcome)] = (m.operations.labels(name, kind, outcome), m.latency.labels(name, kind))
-        return found
+    operations, latency = m.operations, m.latency
 
     from plugboard.plugins.protection.cost import ANALYSIS
 
@@ -165,10 +157,10 @@ def metrics_step(app: web.Application) -> Any:
             return result
         finally:
             kind = op.operation_type or "unknown"
-            counter, latency = child(label(op), kind, outcome)
-            counter.inc()
+            name = label(op)
+            operations.inc((name, kind, outcome))
             if kind != "subscription":
-                latency.observe(time.perf_counter() - start)
+                latency.observe((name, kind), time.perf_counter() - start)
 
     return metrics
 

@@ -90,11 +90,16 @@ class Counter:
     def hit(self, limit: int, cost: int, now: float) -> WindowState:
         """Count ``cost`` hits if they fit under ``limit``; the state after."""
         self.roll(now)
-        if cost > limit or self.count(now) + cost > limit + EPSILON:
+        count = self.count(now) + cost
+        if cost > limit or count > limit + EPSILON:
             return self.state(False, limit, now)
         self.current += cost
         self.current_last = now
-        return self.state(True, limit, now)
+        if not cost:
+            return self.state(True, limit, now)
+        # What state(True, ...) works out, without counting again: the hit
+        # just counted is the last to leave the window, a window from now.
+        return WindowState(allowed=True, remaining=max(math.floor(limit - count + EPSILON), 0), reset_after=self.window)
 
     def peek(self, limit: int, now: float) -> WindowState:
         """The state without counting: ``allowed`` says whether one more hit would fit."""

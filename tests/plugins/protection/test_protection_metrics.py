@@ -118,3 +118,25 @@ async def test_a_failing_refresh_is_logged_and_the_scrape_goes_on(plugboard_clie
     text = await _scrape(client, headers={})
     assert "plugboard_broken_things_total 1.0" in text
     assert "metrics refresh failed" in caplog.text
+
+
+def test_tallies_export_the_series_prometheus_client_would():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from plugboard.plugins.protection.tally import CounterTally, HistogramTally, TallyCollector
+
+    registry = CollectorRegistry(auto_describe=True)
+    counter = CounterTally("ops", "operations", ["operation", "outcome"])
+    histogram = HistogramTally("cost", "cost", ["operation"], buckets=(1, 5, 10))
+    registry.register(TallyCollector(counter, histogram))
+    counter.inc(("Shelf", "ok"))
+    counter.inc(("Shelf", "ok"))
+    for value in (1, 5, 5.5, 11):  # bounds are inclusive (le); 11 only in +Inf
+        histogram.observe(("Shelf",), value)
+    text = generate_latest(registry).decode()
+    assert 'ops_total{operation="Shelf",outcome="ok"} 2.0' in text
+    assert 'cost_bucket{le="1.0",operation="Shelf"} 1.0' in text
+    assert 'cost_bucket{le="5.0",operation="Shelf"} 2.0' in text
+    assert 'cost_bucket{le="10.0",operation="Shelf"} 3.0' in text
+    assert 'cost_bucket{le="+Inf",operation="Shelf"} 4.0' in text
+    assert 'cost_count{operation="Shelf"} 4.0' in text and 'cost_sum{operation="Shelf"} 22.5' in text

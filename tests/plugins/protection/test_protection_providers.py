@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 import pytest
 
@@ -115,14 +116,16 @@ async def test_jobs_login_guard_runs_on_the_store(store, monkeypatch):
 
     monkeypatch.setattr(guard, "ratelimit_store", lambda app: store)
     throttle = LoginThrottle()
+    # Its own address: the suite's Redis is shared, and keys outlive a test.
+    address = f"203.0.113.7-{os.urandom(4).hex()}"
     for _ in range(guard.FREE_ATTEMPTS):
-        await throttle.failed(None, "203.0.113.7")
-    wait = await throttle.failed(None, "203.0.113.7")
+        await throttle.failed(None, address)
+    wait = await throttle.failed(None, address)
     assert wait >= 1
-    attempt = await throttle.check(None, "203.0.113.7")
+    attempt = await throttle.check(None, address)
     assert attempt.failures == guard.FREE_ATTEMPTS + 1 and attempt.wait > 0
-    await throttle.succeeded(None, "203.0.113.7")
-    assert (await throttle.check(None, "203.0.113.7")).failures == 0
+    await throttle.succeeded(None, address)
+    assert (await throttle.check(None, address)).failures == 0
 
     revoked = RevokedSessions(max_age=60)
     assert not await revoked.is_revoked(None, "nonce")
