@@ -22,7 +22,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from tartiflette.language.ast import FieldNode, FragmentSpreadNode, InlineFragmentNode
+from tartiflette.language.ast import (
+    ArgumentNode,
+    FieldNode,
+    FragmentSpreadNode,
+    InlineFragmentNode,
+    ListValueNode,
+    ObjectFieldNode,
+    ObjectValueNode,
+    VariableNode,
+)
+from tartiflette.scalar.builtins.id import ScalarID
+from tartiflette.scalar.builtins.string import ScalarString
 from tartiflette.types.helpers.get_directive_instances import compute_directive_nodes
 
 #: Directives a document may use on selections: evaluated before planning.
@@ -46,7 +57,7 @@ class Unsupported(Exception):
 class Completion:
     """How a field's value is completed for one level of its type."""
 
-    __slots__ = ("kind", "inner", "gql_type", "non_null", "coerce", "children")
+    __slots__ = ("kind", "inner", "gql_type", "non_null", "coerce", "children", "object_plan")
 
     def __init__(self, kind: int, gql_type: Any, inner: "Completion | None" = None) -> None:
         self.kind = kind
@@ -58,6 +69,9 @@ class Completion:
         self.coerce = gql_type.coerce_output if kind == SCALAR else None
         #: OBJECT / ABSTRACT: runtime type name -> TypePlan (filled by the planner).
         self.children: dict[str, TypePlan] = {}
+        #: OBJECT, or NON_NULL of an OBJECT: its one TypePlan (a non-null
+        #: value is completed by executing it directly).
+        self.object_plan: TypePlan | None = inner.object_plan if kind == NON_NULL and inner is not None else None
 
 
 class FieldPlan:
@@ -66,7 +80,7 @@ class FieldPlan:
     __slots__ = (
         "key", "name", "definition", "field_nodes", "parent_type", "resolver", "completion",
         "has_arguments", "cache_arguments", "parent_concurrently", "list_concurrently",
-        "typename", "dict_safe", "scalar_fast", "completion_coerce", "needs_info", "abstract_resolver_key",
+        "typename", "dict_safe", "scalar_fast", "dict_fast", "str_identity", "literal_arguments", "constant_arguments", "completion_coerce", "needs_info", "abstract_resolver_key",
     )
 
     def __init__(self, key: str, definition: Any, field_nodes: list[Any], parent_type: Any, completion: Completion) -> None:
@@ -93,10 +107,36 @@ class FieldPlan:
         #: The value needs only a scalar's ``coerce_output`` (and a null check).
         self.scalar_fast = inner.kind == SCALAR
         self.completion_coerce = inner.coerce
+        #: On a dict parent, the value is a key read and a scalar coercion.
+        self.dict_fast = self.scalar_fast and self.resolver is None and self.dict_safe and not self.has_arguments
+        #: The built-in String or ID: a ``str`` is its own output.
+        self.str_identity = self.scalar_fast and getattr(inner.coerce, "__func__", None) in _STR_IDENTITY
+        #: No variables in the arguments and no argument directives: they
+        #: coerce to the same values on every request (kept by the executor).
+        self.literal_arguments = self.has_arguments and self.cache_arguments and not _has_variables(field_nodes[0].arguments)
+        self.constant_arguments: dict[str, Any] | None = None
         # Tartiflette builds one ``info`` per field; we build it when a
         # resolver or a type resolver (abstract types) will see it.
         self.needs_info = self.resolver is not None or _has_abstract(completion)
         self.abstract_resolver_key = f"{parent_type.name}.{definition.name}"
+
+
+#: The built-in scalars whose ``coerce_output`` returns a ``str`` unchanged.
+_STR_IDENTITY = (ScalarString.coerce_output, ScalarID.coerce_output)
+
+
+def _has_variables(node: Any) -> bool:
+    if isinstance(node, VariableNode):
+        return True
+    if isinstance(node, (list, tuple)):
+        return any(_has_variables(n) for n in node)
+    if isinstance(node, ArgumentNode | ObjectFieldNode):
+        return _has_variables(node.value)
+    if isinstance(node, ListValueNode):
+        return _has_variables(node.values)
+    if isinstance(node, ObjectValueNode):
+        return _has_variables(node.fields)
+    return False
 
 
 def _has_list(completion: Completion | None) -> bool:
@@ -252,7 +292,7 @@ class Planner:
         selection_sets = [n.selection_set for n in nodes if n.selection_set]
         if kind == "OBJECT":
             completion = Completion(OBJECT, gql_type)
-            completion.children[gql_type.name] = self.type_plan(gql_type, selection_sets)
+            completion.children[gql_type.name] = completion.object_plan = self.type_plan(gql_type, selection_sets)
             return completion
         if kind in ("INTERFACE", "UNION"):
             completion = Completion(ABSTRACT, gql_type)

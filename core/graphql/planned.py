@@ -41,6 +41,8 @@ logger = logging.getLogger("plugboard.graphql")
 #: outcomes than this are planned per request rather than kept.
 MAX_VARIANTS = 32
 
+_IMMUTABLE = frozenset({str, int, float, bool, type(None)})
+
 
 class OperationPlan:
     """What is planned once per operation of a document; variants per @skip/@include outcome."""
@@ -172,55 +174,64 @@ class _Run:
         return results
 
     async def execute_fields(self, plan: TypePlan, source: Any, path: Path | None) -> dict[str, Any]:
-        results: list[Any] = []
-        pending: dict[int, Any] = {}
+        out: dict[str, Any] = {}
+        pending: list[tuple[str, Any]] = []
         is_dict = type(source) is dict
-        for index, fp in enumerate(plan.fields):
+        for fp in plan.fields:
             if fp.parent_concurrently:
-                pending[index] = self.resolve_field(fp, source, Path(path, fp.key))
-                results.append(None)
+                pending.append((fp.key, self.resolve_field(fp, source, Path(path, fp.key))))
+                out[fp.key] = None  # its place in the response's order
                 continue
             if fp.typename:
-                results.append(plan.object_type.name)
+                out[fp.key] = plan.object_type.name
                 continue
-            if is_dict and fp.scalar_fast and fp.resolver is None and fp.dict_safe and not fp.has_arguments:
+            if is_dict and fp.dict_fast:
                 # The default resolver on a dict, then the scalar's coercion;
                 # anything unusual (null, a value the scalar refuses) takes
                 # the full path below, which repeats these pure steps.
                 value = source.get(fp.name)
+                if fp.str_identity and type(value) is str:
+                    out[fp.key] = value
+                    continue
                 if value is not None:
                     try:
                         coerced = fp.completion_coerce(value)
                     except Exception:  # noqa: BLE001 - redone below, where the error is reported
                         coerced = UNDEFINED_VALUE
                     if coerced is not UNDEFINED_VALUE and coerced is not None:
-                        results.append(coerced)
+                        out[fp.key] = coerced
                         continue
             try:
-                results.append(await self.resolve_field(fp, source, Path(path, fp.key)))
+                result = await self.resolve_field(fp, source, Path(path, fp.key))
             except BaseException:
-                for coroutine in pending.values():
+                for _, coroutine in pending:
                     coroutine.close()  # never started: Tartiflette leaves these unawaited
                 raise
+            if result is not UNDEFINED_VALUE:
+                out[fp.key] = result
         if pending:
             if self.interleaved:
-                awaited = await asyncio.gather(*pending.values(), return_exceptions=True)
-                for index, result in zip(pending, awaited):
-                    results[index] = result
+                awaited = await asyncio.gather(*[c for _, c in pending], return_exceptions=True)
             else:
                 # No other task of this request can run meanwhile (the plan
                 # has at most one concurrent field per object and no
                 # concurrent lists): awaiting in place gives what gather
                 # would, without a task and a loop turn per object.
-                for index, coroutine in pending.items():
+                awaited = []
+                for _, coroutine in pending:
                     try:
-                        results[index] = await coroutine
+                        awaited.append(await coroutine)
                     except Exception as e:  # noqa: BLE001 - gather(return_exceptions=True)
-                        results[index] = e
-        for result in results:
-            if isinstance(result, MultipleException):
-                raise extract_exceptions_from_results(results)
-        return {key: result for key, result in zip(plan.keys, results) if result is not UNDEFINED_VALUE}
+                        awaited.append(e)
+            for result in awaited:
+                if isinstance(result, MultipleException):
+                    raise extract_exceptions_from_results(awaited)
+            for (key, _), result in zip(pending, awaited):
+                if result is UNDEFINED_VALUE:
+                    del out[key]
+                else:
+                    out[key] = result
+        return out
 
     async def resolve_field(self, fp: FieldPlan, source: Any, path: Path) -> Any:
         info = None
@@ -240,6 +251,10 @@ class _Run:
         return await self.complete_catching(result, fp, path, fp.completion, info)
 
     async def coerce_arguments(self, fp: FieldPlan) -> dict[str, Any]:
+        if fp.literal_arguments and not self.interleaved:
+            constant = fp.constant_arguments
+            if constant is not None:
+                return dict(constant)  # a copy, as Tartiflette's fresh dict: a resolver may change its own
         cached = self.arguments.get(fp)
         if cached is not None:
             return dict(cached)
@@ -254,6 +269,9 @@ class _Run:
         if fp.cache_arguments and not self.interleaved:
             # A copy per call, as Tartiflette's fresh dict: a resolver may change its own.
             self.arguments[fp] = dict(args)
+            if fp.literal_arguments and all(type(v) in _IMMUTABLE for v in args.values()):
+                # Kept across requests only when no resolver can change a value in place.
+                fp.constant_arguments = dict(args)
         return args
 
     async def replay_checks(self, plan: TypePlan) -> None:
@@ -280,6 +298,9 @@ class _Run:
         try:
             if isinstance(result, Exception):
                 raise result
+            plan = c.object_plan
+            if plan is not None and result is not None and not (self.interleaved and plan.checks):
+                return await self.execute_fields(plan, result, path)  # what complete() would do, two awaits less
             return await self.complete(c, result, fp, path, info)
         except Exception as raw:  # noqa: BLE001 - Tartiflette's handle_field_error
             error = located_error(raw, fp.field_nodes, path.as_list())
@@ -290,35 +311,31 @@ class _Run:
 
     async def complete(self, c: Completion, result: Any, fp: FieldPlan, path: Path, info: Any) -> Any:
         kind = c.kind
-        if kind == NON_NULL:
-            value = await self.complete(c.inner, result, fp, path, info)
-            if value is None:
-                raise ValueError(f"Cannot return null for non-nullable field {fp.parent_type.name}.{fp.name}.")
-            return value
+        non_null = kind == NON_NULL
+        if non_null:
+            # One level: GraphQL has no non-null of a non-null.
+            c = c.inner
+            kind = c.kind
         if result is None:
-            return None
-        if kind == SCALAR:
+            value = None
+        elif kind == SCALAR:
             value = c.coerce(result)
             if value is UNDEFINED_VALUE:
                 raise ValueError(f"Expected value of type {c.gql_type} but received {type(result)}.")
-            return value
-        if kind == OBJECT:
+        elif kind == OBJECT:
             plan = c.children[c.gql_type.name]
             if self.interleaved and plan.checks:
                 await self.replay_checks(plan)
-            return await self.execute_fields(plan, result, path)
-        if kind == LIST:
-            return await self.complete_list(c, result, fp, path, info)
-        if kind == ENUM:
+            value = await self.execute_fields(plan, result, path)
+        elif kind == LIST:
+            value = await self.complete_list(c, result, fp, path, info)
+        elif kind == ENUM:
             try:
                 c.gql_type.get_value(result)
-                value = result  # enum values without output hooks (checked when planned) pass as they are
             except KeyError:
-                value = UNDEFINED_VALUE
-            if value is UNDEFINED_VALUE:
-                raise ValueError(f"Expected value of type {c.gql_type} but received {type(result)}.")
-            return value
-        if kind == ABSTRACT:
+                raise ValueError(f"Expected value of type {c.gql_type} but received {type(result)}.") from None
+            value = result  # enum values without output hooks (checked when planned) pass as they are
+        elif kind == ABSTRACT:
             abstract = c.gql_type
             resolve_type = abstract.get_type_resolver(fp.abstract_resolver_key, self.schema.default_type_resolver)
             runtime_type = ensure_valid_runtime_type(
@@ -327,8 +344,12 @@ class _Run:
             plan = c.children[runtime_type.name]
             if self.interleaved and plan.checks:
                 await self.replay_checks(plan)
-            return await self.execute_fields(plan, result, path)
-        raise AssertionError(f"unknown completion kind {kind}")
+            value = await self.execute_fields(plan, result, path)
+        else:
+            raise AssertionError(f"unknown completion kind {kind}")
+        if non_null and value is None:
+            raise ValueError(f"Cannot return null for non-nullable field {fp.parent_type.name}.{fp.name}.")
+        return value
 
     async def complete_list(self, c: Completion, result: Any, fp: FieldPlan, path: Path, info: Any) -> list[Any]:
         if not isinstance(result, list):

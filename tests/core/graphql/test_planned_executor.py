@@ -62,6 +62,7 @@ extend type Query {
   lib_slow_nullable(ms: Int!, fail: Boolean = false): Int
   lib_things: [Thing]
   lib_shout: String @shout
+  lib_mutate(arg: Int, list: [Int]): JSON
 }
 extend type Mutation { lib_add(n: Int!): [Int!]! }
 extend type Subscription { lib_ticks(n: Int!): Book }
@@ -186,6 +187,13 @@ def library_plugin(log: list | None = None):
     async def things(parent, args, context, info):
         return [Thing(), {"plain": "dict", "computed": "key", "items": 1, "keys": "k"}, None]
 
+    async def mutate(parent, args, context, info):
+        seen = json.loads(json.dumps(args))
+        args["arg"] = -1  # a resolver may change its arguments: the next call must not see it
+        if args.get("list") is not None:
+            args["list"].append(-1)
+        return seen
+
     async def shout(parent, args, context, info):
         return "quiet"
 
@@ -225,6 +233,7 @@ def library_plugin(log: list | None = None):
             "Query.lib_slow_nullable": slow,
             "Query.lib_things": things,
             "Query.lib_shout": shout,
+            "Query.lib_mutate": mutate,
             "Mutation.lib_add": add,
         },
     )
@@ -295,6 +304,21 @@ async def test_these_documents_are_planned(plugboard_client):
     client = await plugboard_client({"graphql": {"executor": "planned"}}, plugins=[library_plugin()])
     for name, query in QUERIES.items():
         assert planned_was_used(client.app, query), name
+
+
+@pytest.mark.parametrize("query", ["{ lib_mutate(arg: 3) }", "{ lib_mutate(arg: 3, list: [1, 2]) }"])
+async def test_literal_arguments_are_fresh_on_every_request(plugboard_client, query):
+    # Arguments without variables are coerced once per document and kept;
+    # a resolver changing its own must not change the next request's.
+    client = await plugboard_client({"graphql": {"executor": "planned"}}, plugins=[library_plugin()])
+    client.app[keys.ENGINE].compare_executors = False
+    answers = []
+    for _ in range(3):
+        resp = await client.post("/graphql", json={"query": query})
+        answers.append((await resp.json())["data"]["lib_mutate"])
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0]["arg"] == 3
+    assert planned_was_used(client.app, query)
 
 
 async def test_request_errors(plugboard_client):
