@@ -16,7 +16,6 @@ import logging
 from functools import partial
 from typing import Any, Mapping
 
-import orjson
 from aiohttp import web
 
 from plugboard import keys
@@ -96,21 +95,13 @@ def url_params(request: web.Request) -> dict[str, Any]:
 
 
 def dumps_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON; dates and datetimes as ISO strings.
-
-    orjson, and the standard library for what orjson refuses (integers
-    beyond 64 bits, nesting deeper than 254, lone surrogates): the same JSON
-    values either way, non-ASCII text as UTF-8 or as ``\\u`` escapes.
-    """
-    try:
-        return orjson.dumps(value, default=_json_default)
-    except TypeError:  # orjson.JSONEncodeError included
-        return _compact(value).encode()
+    """Compact JSON as bytes; dates and datetimes as ISO strings."""
+    return _compact(value).encode()
 
 
 def dumps(value: Any) -> str:
-    """:func:`dumps_bytes` as text."""
-    return dumps_bytes(value).decode()
+    """Compact JSON; dates and datetimes as ISO strings."""
+    return _compact(value)
 
 
 def json_response(payload: Any, *, status: int = 200, media_type: str = APPLICATION_JSON, headers: Mapping[str, str] | None = None) -> web.Response:
