@@ -80,7 +80,8 @@ class FieldPlan:
     __slots__ = (
         "key", "name", "definition", "field_nodes", "parent_type", "resolver", "completion",
         "has_arguments", "cache_arguments", "parent_concurrently", "list_concurrently",
-        "typename", "dict_safe", "scalar_fast", "dict_fast", "str_identity", "literal_arguments", "constant_arguments", "completion_coerce", "needs_info", "abstract_resolver_key",
+        "typename", "dict_safe", "dict_fast", "str_identity", "literal_arguments", "constant_arguments",
+        "completion_coerce", "needs_info", "abstract_resolver_key",
     )
 
     def __init__(self, key: str, definition: Any, field_nodes: list[Any], parent_type: Any, completion: Completion) -> None:
@@ -104,13 +105,13 @@ class FieldPlan:
         #: ``getattr`` first, which finds dict methods (``items``, ``keys``...).
         self.dict_safe = not hasattr(dict, self.name)
         inner = completion.inner if completion.kind == NON_NULL else completion
-        #: The value needs only a scalar's ``coerce_output`` (and a null check).
-        self.scalar_fast = inner.kind == SCALAR
+        # The value needs only a scalar's ``coerce_output`` (and a null check).
+        scalar = inner.kind == SCALAR
         self.completion_coerce = inner.coerce
         #: On a dict parent, the value is a key read and a scalar coercion.
-        self.dict_fast = self.scalar_fast and self.resolver is None and self.dict_safe and not self.has_arguments
+        self.dict_fast = scalar and self.resolver is None and self.dict_safe and not self.has_arguments
         #: The built-in String or ID: a ``str`` is its own output.
-        self.str_identity = self.scalar_fast and getattr(inner.coerce, "__func__", None) in _STR_IDENTITY
+        self.str_identity = scalar and getattr(inner.coerce, "__func__", None) in _STR_IDENTITY
         #: No variables in the arguments and no argument directives: they
         #: coerce to the same values on every request (kept by the executor).
         self.literal_arguments = self.has_arguments and self.cache_arguments and not _has_variables(field_nodes[0].arguments)

@@ -323,7 +323,7 @@ class _Run:
             if value is UNDEFINED_VALUE:
                 raise ValueError(f"Expected value of type {c.gql_type} but received {type(result)}.")
         elif kind == OBJECT:
-            plan = c.children[c.gql_type.name]
+            plan = c.object_plan
             if self.interleaved and plan.checks:
                 await self.replay_checks(plan)
             value = await self.execute_fields(plan, result, path)
