@@ -311,11 +311,18 @@ def install(app: web.Application, config: CorsConfig) -> None:
 
 
 @web.middleware
-async def cors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def cors_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
     """Answer preflights and refuse WebSocket upgrades from other origins; everything else passes."""
     origin = request.headers.get(hdrs.ORIGIN)
     if origin is None:
-        return await handler(request)
+        # A plain function that hands back the handler's coroutine: requests
+        # without an Origin (most) get no coroutine of this middleware's
+        # around them, which every await of theirs would pass through.
+        return handler(request)
+    return _cross_origin(request, handler, origin)
+
+
+async def _cross_origin(request: web.Request, handler: Handler, origin: str) -> web.StreamResponse:
     policy = request.app[keys.CORS_POLICY]
     if request.method == hdrs.METH_OPTIONS and hdrs.ACCESS_CONTROL_REQUEST_METHOD in request.headers:
         request[_ANSWERED] = True
