@@ -151,10 +151,11 @@ def plugboard_middleware(config: CacheConfig) -> list[Any]:
 
 
 @hookimpl
-def plugboard_context(context: Any) -> dict[str, Any]:
+def plugboard_context(context: Any) -> None:
     from plugboard.plugins.cache.loaders import Loaders
 
-    return {"loaders": Loaders(context)}
+    # Set rather than returned: no mapping to build and merge on every request.
+    context.loaders = Loaders(context)
 
 
 @hookimpl
