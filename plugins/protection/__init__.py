@@ -40,7 +40,7 @@ from plugboard.plugins.protection.apikeys import ApiKeys, presented_key
 from plugboard.plugins.protection.appkeys import API_KEYS, JWT
 from plugboard.plugins.protection.jwtauth import JWTVerifier
 from plugboard.plugins.protection.config import ProtectionConfig
-from plugboard.plugins.protection.metrics import METRICS, Metrics, metrics_handler, metrics_step
+from plugboard.plugins.protection.metrics import METRICS, Metrics, metrics_enabled, metrics_handler, metrics_step
 from plugboard.plugins.protection.limiter import LIMITER, RequestLimiter, middleware, on_response_prepare
 from plugboard.plugins.protection.providers.memory import MemoryRateLimitConfig
 from plugboard.plugins.protection.providers.redis import RedisRateLimitConfig
@@ -171,7 +171,7 @@ def plugboard_configure(app: web.Application, config: ProtectionConfig) -> None:
             [ConfigProblem("protection.jwt", "...", "jwt.enabled needs a secret (HS256) or a jwks_url (RS256/ES256)", settings.source("protection.jwt.enabled"))]
         )
     app[LIMITER] = RequestLimiter(app, config)
-    if config.metrics.enabled:
+    if metrics_enabled(config.metrics, app[keys.CORE_CONFIG].server.admin_token):
         app[METRICS] = Metrics(app)
     if config.jwt.enabled:
         app[JWT] = JWTVerifier(config.jwt)
@@ -185,7 +185,7 @@ async def plugboard_lifespan(app: web.Application, config: ProtectionConfig):
         app[API_KEYS] = ApiKeys(app[keys.RECORDS], app[keys.METADATA])
     # The counters are the core's ratelimit service: without services.ratelimit,
     # the core's default is this plugin's memory provider (limits per instance).
-    limiter._store = app[keys.SERVICES].get("ratelimit")
+    limiter.use_store(app[keys.SERVICES].get("ratelimit"))
     if config.usage.enabled:
         async with _usage_recorder(app, config):
             yield
@@ -236,7 +236,7 @@ def plugboard_operation_steps(app: web.Application, config: ProtectionConfig) ->
         from plugboard.plugins.protection.usage import usage_step
 
         steps.insert(0, usage_step(app))
-    if config.metrics.enabled:
+    if METRICS in app:
         # Outermost: refusals by the limits are counted too.
         steps.insert(0, metrics_step(app))
     return steps
@@ -244,13 +244,13 @@ def plugboard_operation_steps(app: web.Application, config: ProtectionConfig) ->
 
 @hookimpl
 def plugboard_routes(app: web.Application, config: ProtectionConfig) -> list[Any]:
-    if not config.metrics.enabled:
+    if METRICS not in app:
         return []
     return [web.get(config.metrics.path, metrics_handler)]
 
 
 @hookimpl
 def plugboard_startup(app: web.Application, config: ProtectionConfig) -> None:
-    if config.metrics.enabled:
+    if METRICS in app:
         # Every plugin's lifespan has set up by now: their collectors can find their objects.
         app[METRICS].collect_plugins()

@@ -224,7 +224,8 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
                 budget=policy.max,
             )
 
-    async def check_query(op: Any) -> None:
+    def check_query(op: Any) -> int:
+        """Refuse a document over the depth or cost limit; its cost."""
         depth, cost, name = analysis.of(op)
         if metrics is not None:
             metrics.cost.observe((metrics.operation_label(name),), cost)
@@ -240,22 +241,33 @@ def operation_steps(app: Any, config: Any) -> list[Any]:
                 "QUERY_TOO_COMPLEX",
                 extensions={"cost": cost, "maxComplexity": limits.max_complexity},
             )
-        if budget.enabled:
-            await spend(op, cost)
+        return cost
 
     analyse = bool(limits.max_depth or limits.max_complexity or budget.enabled)
     fields = FieldLimits(field_limits, analysis.key) if field_limits else None
     checks = RequestChecks(limiter, fields, requests_enabled=config.requests.enabled) if config.requests.enabled or fields is not None else None
 
-    # One step, not two: each step is a layer every operation goes through.
-    async def protection_limits(op: Any, call_next: Any) -> Any:
+    async def counted_limits(op: Any, call_next: Any) -> Any:
         counted = await checks.before(op) if checks is not None else None
         if analyse:
-            await check_query(op)
+            cost = check_query(op)
+            if budget.enabled:
+                await spend(op, cost)
         if counted is None:
             return await call_next(op)
         result = await call_next(op)
         await checks.after(op, counted, result)
         return result
+
+    # One step, not two: each step is a layer every operation goes through.
+    # And a plain function, not a coroutine, when nothing needs the store (an
+    # anonymous HTTP request was counted by the middleware): then it adds no
+    # coroutine that every await of the operation's resolvers passes through.
+    def protection_limits(op: Any, call_next: Any) -> Any:
+        if budget.enabled or (checks is not None and checks.counts(op)):
+            return counted_limits(op, call_next)
+        if analyse:
+            check_query(op)
+        return call_next(op)
 
     return [protection_limits]

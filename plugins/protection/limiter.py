@@ -166,10 +166,17 @@ class RequestLimiter:
         self.refusals = 0
         self.store_errors = 0
         self._store: Any = None
+        #: The store's synchronous ``hit_now`` when it counts in this process (memory), else None.
+        self.hit_now: Callable[..., WindowState] | None = None
+
+    def use_store(self, store: Any) -> None:
+        """Count in ``store`` (the app's ratelimit service)."""
+        self._store = store
+        self.hit_now = getattr(store, "hit_now", None)
 
     def store(self) -> Any:
         if self._store is None:
-            self._store = self.app[keys.SERVICES].get("ratelimit")
+            self.use_store(self.app[keys.SERVICES].get("ratelimit"))
         return self._store
 
     def client_key(self, request: web.Request) -> str:
@@ -314,10 +321,7 @@ def middleware(limiter: RequestLimiter, auth_failures: "AuthFailures | None" = N
                         merge_header(response.headers, name, value)
         return response
 
-    @web.middleware
-    async def rate_limit(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-        if request.path in limiter.exempt or request.method == "OPTIONS":
-            return await handler(request)
+    async def limited(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         key = limiter.client_key(request)
         if _is_upgrade(request):
             # A new connection: per address, whoever it claims to be.
@@ -346,16 +350,32 @@ def middleware(limiter: RequestLimiter, auth_failures: "AuthFailures | None" = N
             return limiter.refuse(ip, state)
         if skip_failed or state is None:
             return await counted(request, handler, key, state)
-        # The usual path, inline (a coroutine less per request).
+        # The headers go on in on_response_prepare, HTTP errors' included.
         request[STATE] = (ip, state)
-        try:
-            return await handler(request)
-        except web.HTTPException as e:
-            for name, value in ip.headers(state).items():
-                e.headers.setdefault(name, value)
-            raise
+        return await handler(request)
+
+    # A plain function: on the usual path (a request without credentials, a
+    # store that counts in this process) it counts and hands back the
+    # handler's coroutine instead of awaiting it, so no coroutine of ours sits
+    # under every await of the request. Everything else goes to limited().
+    @web.middleware
+    def rate_limit(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Awaitable[web.StreamResponse]:
+        if request.path in limiter.exempt or request.method == "OPTIONS":
+            return handler(request)
+        hit_now = limiter.hit_now
+        if hit_now is None or skip_failed or _has_credentials(request) or _is_upgrade(request):
+            return limited(request, handler)
+        state = hit_now(limiter.client_key(request), limit=ip.max, window=ip.window)
+        if not state.allowed:
+            return _answer(limiter.refuse(ip, state))
+        request[STATE] = (ip, state)
+        return handler(request)
 
     return rate_limit
+
+
+async def _answer(response: web.StreamResponse) -> web.StreamResponse:
+    return response
 
 
 async def on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:

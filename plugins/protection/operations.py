@@ -73,6 +73,13 @@ class RequestChecks:
         self.requests_enabled = requests_enabled
         self.skip_failed = limiter.config.requests.skip_failed_requests
 
+    def counts(self, op: Any) -> bool:
+        """Whether :meth:`before` has anything to count for this operation."""
+        request = getattr(op.context, "request", None)
+        if request is None:
+            return False
+        return self.fields is not None or (self.requests_enabled and (op.transport == "ws" or DEFERRED in request))
+
     async def before(self, op: Any) -> tuple[Policy, str] | None:
         limiter = self.limiter
         context = op.context

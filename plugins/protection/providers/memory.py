@@ -69,6 +69,10 @@ class MemoryRateLimitStore:
             del self._fixed[key]
 
     async def hit(self, key: str, *, limit: int, window: float, cost: int = 1) -> WindowState:
+        return self.hit_now(key, limit=limit, window=window, cost=cost)
+
+    def hit_now(self, key: str, *, limit: int, window: float, cost: int = 1) -> WindowState:
+        """:meth:`hit` without a coroutine: the request limiter calls it on every request."""
         now = self._clock()
         return self._counter(key, window, now).hit(max(int(limit), 1), cost, now)
 

@@ -35,6 +35,24 @@ async def test_limit_then_429_with_headers(plugboard_client):
             assert "RateLimit" not in resp.headers
 
 
+async def test_http_errors_carry_the_headers_and_count(plugboard_client):
+    # aiohttp's own error responses (an unknown path, a method the route does
+    # not take) are counted and carry the headers like any other response.
+    client = await plugboard_client(settings(requests={"max": 3, "window_ms": 60000}))
+    async with client.get("/no-such-page") as resp:
+        assert resp.status == 404
+        assert resp.headers["RateLimit-Policy"] == '"ip";q=3;w=60'
+        assert resp.headers["RateLimit"].startswith('"ip";r=2;t=')
+    async with client.delete("/graphql") as resp:
+        assert resp.status == 405
+        assert resp.headers["RateLimit"].startswith('"ip";r=1;t=')
+    async with client.post("/graphql", json={"query": BOOKS}) as resp:
+        assert resp.status == 200
+    async with client.get("/no-such-page") as resp:
+        assert resp.status == 429
+        assert resp.headers["RateLimit"].startswith('"ip";r=0;t=')
+
+
 async def test_spoofed_forwarded_for_from_untrusted_peer_is_ignored(plugboard_client):
     client = await plugboard_client(settings(requests={"max": 1, "window_ms": 60000}))
     async with client.post("/graphql", json={"query": BOOKS}, headers={"X-Forwarded-For": "198.51.100.1"}) as resp:

@@ -73,7 +73,7 @@ async def _dead_store(app):
     core = app[keys.CORE_CONFIG]
     dead = RedisRateLimitStore(RedisRateLimitConfig(timeout=0.2), {keys.CORE_CONFIG: attrs.evolve(core, redis=attrs.evolve(core.redis, url="redis://127.0.0.1:1/0"))})
     await dead.start()
-    app[LIMITER]._store = dead
+    app[LIMITER].use_store(dead)
     return dead
 
 
