@@ -485,8 +485,8 @@ def plugboard_metrics(app: "web.Application", registry: Any, config: Any) -> Cal
 
     Called once per app at start-up (after every plugin's lifespan has set
     up, so the plugin's objects are on ``app``) by the plugin that serves
-    ``/metrics`` — the built-in protection plugin, with
-    ``protection.metrics.enabled``. When no plugin serves metrics it is never
+    ``/metrics`` — the built-in protection plugin, when its metrics are on
+    (``protection.metrics``). When no plugin serves metrics it is never
     called, so import ``prometheus_client`` inside the implementation, not at
     the top of the module: the core does not depend on it.
 

@@ -130,7 +130,10 @@ class CostBudget:
 class MetricsOptions:
     """``protection.metrics``: Prometheus ``/metrics``."""
 
-    enabled: bool = True
+    #: None (the default): on when ``/metrics`` can be read, i.e.
+    #: ``server.admin_token`` is set or ``public`` is true; counting every
+    #: operation for an endpoint nobody may scrape is CPU spent for nothing.
+    enabled: bool | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.instance_of(bool)))
     path: str = attrs.field(default="/metrics", validator=validators.url_path)
     #: False: only ``Authorization: Bearer <server.admin_token>`` may read it.
     public: bool = False

@@ -37,6 +37,8 @@ from plugboard.plugins.protection.tally import CounterTally, HistogramTally, Tal
 logger = logging.getLogger("plugboard.protection")
 
 MAX_OPERATION_NAMES = 200
+#: ``operation.state`` key: when the metrics step saw the operation.
+_STARTED = "protection.metrics.started"
 _NAME = re.compile(r"^[_A-Za-z][_0-9A-Za-z]{0,99}$")
 
 
@@ -124,6 +126,13 @@ class _PullCollector:
 METRICS: web.AppKey[Metrics] = web.AppKey("plugboard.protection.metrics", Metrics)
 
 
+def metrics_enabled(options: Any, admin_token: str | None) -> bool:
+    """``protection.metrics.enabled``, with None meaning: when someone may scrape (an admin token, or ``public``)."""
+    if options.enabled is not None:
+        return options.enabled
+    return bool(admin_token) or options.public
+
+
 def registry(app: web.Application) -> CollectorRegistry | None:
     """The app's Prometheus registry (None without the protection plugin); plugins use the ``plugboard_metrics`` hook instead."""
     metrics = app.get(METRICS)
@@ -146,21 +155,34 @@ def metrics_step(app: web.Application) -> Any:
             name = analysis.of(op)[2] if analysis is not None else op.document.operation_name
         return m.operation_label(name)
 
-    async def metrics(op: Any, call_next: Any) -> Any:
-        start = time.perf_counter()
+    def finished(op: Any, outcome: Any) -> None:
+        kind = op.operation_type or "unknown"
+        name = label(op)
+        failed = not isinstance(outcome, dict) or bool(outcome.get("errors"))
+        operations.inc((name, kind, "error" if failed else "ok"))
+        latency.observe((name, kind), time.perf_counter() - op.state[_STARTED])
+
+    async def subscription(op: Any, call_next: Any) -> Any:
         outcome = "error"
         try:
             result = await call_next(op)
-            outcome = "error" if isinstance(result, dict) and result.get("errors") else "ok"
-            if op.operation_type == "subscription" and not isinstance(result, dict):
-                return _counted(result, m.subscriptions.labels(label(op), op.transport))
-            return result
+            if isinstance(result, dict):
+                # A refusal answered as a result rather than a stream.
+                outcome = "error" if result.get("errors") else "ok"
+                return result
+            outcome = "ok"
+            return _counted(result, m.subscriptions.labels(label(op), op.transport))
         finally:
-            kind = op.operation_type or "unknown"
-            name = label(op)
-            operations.inc((name, kind, outcome))
-            if kind != "subscription":
-                latency.observe((name, kind), time.perf_counter() - start)
+            operations.inc((label(op), "subscription", outcome))
+
+    # A plain function for queries and mutations: counted and timed by a done
+    # callback, so no coroutine of this step's sits around their execution.
+    def metrics(op: Any, call_next: Any) -> Any:
+        if op.operation_type == "subscription":
+            return subscription(op, call_next)
+        op.state[_STARTED] = time.perf_counter()
+        op.add_done_callback(finished)
+        return call_next(op)
 
     return metrics
 

@@ -140,3 +140,34 @@ def test_tallies_export_the_series_prometheus_client_would():
     assert 'cost_bucket{le="10.0",operation="Shelf"} 3.0' in text
     assert 'cost_bucket{le="+Inf",operation="Shelf"} 4.0' in text
     assert 'cost_count{operation="Shelf"} 4.0' in text and 'cost_sum{operation="Shelf"} 22.5' in text
+
+
+async def test_metrics_are_kept_only_when_someone_may_read_them(plugboard_client):
+    from plugboard.plugins.protection.metrics import METRICS
+
+    # Neither an admin token nor public: /metrics could only answer 401, so
+    # nothing is counted and the route is not there.
+    client = await plugboard_client({"plugins": ["books", "protection"]})
+    assert METRICS not in client.app
+    await client.gql_data("{ books(first: 1) { title } }")
+    await _scrape(client, headers={}, status=404)
+    # enabled: true forces them on (a scraper with the admin token set later through the environment, say).
+    client = await plugboard_client({"plugins": ["books", "protection"], "protection": {"metrics": {"enabled": True}}})
+    assert METRICS in client.app
+    await _scrape(client, headers={}, status=401)
+    # An admin token turns them on; enabled: false keeps them off.
+    client = await plugboard_client({"plugins": ["books", "protection"], "server": {"admin_token": "admin-secret"}})
+    await client.gql_data("query One { books(first: 1) { title } }")
+    assert 'plugboard_graphql_operations_total{operation="One",outcome="ok",type="query"} 1.0' in await _scrape(client)
+    client = await plugboard_client({"plugins": ["books", "protection"], "server": {"admin_token": "admin-secret"}, "protection": {"metrics": {"enabled": False}}})
+    await _scrape(client, status=404)
+
+
+async def test_metrics_enabled_must_be_a_boolean(tmp_path):
+    import pytest
+
+    from plugboard.errors import ConfigError
+    from plugboard.testing import make_app
+
+    with pytest.raises(ConfigError, match="enabled"):
+        make_app({"plugins": ["protection"], "protection": {"metrics": {"enabled": "sometimes"}}}, root=tmp_path)
