@@ -40,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from http_books import PYTHON, QUERY, free_port, post, start, stop, wait_ready, wrk  # noqa: E402
+from http_books import PYTHON, QUERY, free_port, measure, post, start, stop, wait_ready, wrk  # noqa: E402
 from versions import print_report  # noqa: E402
 
 #: books' mutations need an identity or the operator's token (seeding only).
@@ -118,25 +118,6 @@ def scripts(root: Path) -> dict[str, Path]:
         "end\n"
     )
     return {"fixed": fixed, "varying": varying}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def measure(proc: subprocess.Popen, url: str, duration: int, connections: int, script: Path) -> tuple[float, float, float]:
-    """``(req/s, p99 ms, server CPU us per request)`` of one wrk run.
-
-    CPU per request is the server's own CPU time over the requests wrk
-    completed: other work on the shared machine lowers req/s but leaves it
-    (mostly) alone, so it shows a step's cost where req/s swings.
-    """
-    before = cpu_seconds(proc.pid)
-    rps, p99 = wrk(url, duration, connections, script)
-    used = cpu_seconds(proc.pid) - before
-    return rps, p99, used / (rps * duration) * 1e6
 
 
 def probe(url: str, *, cached: bool) -> None:

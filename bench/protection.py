@@ -42,7 +42,7 @@ import urllib.request  # noqa: E402,F401
 
 sys.path.insert(0, str(HERE))
 
-from http_books import PYTHON, QUERY, free_port, post, stop, wait_ready, wrk  # noqa: E402
+from http_books import PYTHON, QUERY, free_port, measure, post, stop, wait_ready, wrk  # noqa: E402
 
 _LOGS: list = []
 
@@ -177,7 +177,7 @@ def main() -> None:
     env.pop("REDIS_URL", None)
     redis_server = RedisServer().start()
     subprocess.run(["taskset", "-p", "-c", "1", str(redis_server.process.pid)], check=True, capture_output=True)
-    results: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
+    results: dict[str, list[tuple[float, float, float]]] = {side: [] for side in sides}
     try:
         (root / "settings.yaml").write_text(json.dumps(settings_for("off", None)))
         port = free_port()
@@ -201,7 +201,7 @@ def main() -> None:
                     check = post(url, QUERY)
                     assert len(check["data"]["books"]) == 20, check
                     wrk(url, 2, args.connections, lua["fixed"])  # warm-up
-                    results[side].append(wrk(url, args.duration, args.connections, lua["fixed"]))
+                    results[side].append(measure(proc, url, args.duration, args.connections, lua["fixed"]))
                 finally:
                     stop(proc)
         latency = asyncio.run(check_latency(redis_server.url, args.checks))
@@ -209,20 +209,22 @@ def main() -> None:
         redis_server.stop()
         shutil.rmtree(root, ignore_errors=True)
 
-    medians = {side: (statistics.median(r for r, _ in rs), statistics.median(p for _, p in rs)) for side, rs in results.items()}
+    medians = {side: tuple(statistics.median(r[i] for r in rs) for i in range(3)) for side, rs in results.items()}
     print(versions())
-    print("| side | req/s (median) | p99 ms (median) | rounds |")
-    print("|---|---|---|---|")
-    for side, (rps, p99) in medians.items():
-        print(f"| {side} | {rps:.0f} | {p99:.1f} | {args.rounds} x {args.duration}s |")
+    print("| side | req/s (median) | p99 ms (median) | server CPU us/request (median) | rounds |")
+    print("|---|---|---|---|---|")
+    for side, (rps, p99, cpu) in medians.items():
+        print(f"| {side} | {rps:.0f} | {p99:.1f} | {cpu:.0f} | {args.rounds} x {args.duration}s |")
     print()
     for side in medians:
         if side == "off" or "off" not in medians:
             continue
         # Each round ran every side once, back to back: its ratios show the spread.
-        rounds = ", ".join(f"{r / o:.2f}" for (r, _), (o, _) in zip(results[side], results["off"]))
+        rounds = ", ".join(f"{r[0] / o[0]:.2f}" for r, o in zip(results[side], results["off"]))
         target = f"target >= {TARGETS[side]}" if side in TARGETS else "no target"
-        print(f"{side}/off: {medians[side][0] / medians['off'][0]:.2f} ({target}; rounds {rounds})")
+        # Server CPU per request moves less than req/s when other work shares the machine.
+        by_cpu = medians["off"][2] / medians[side][2]
+        print(f"{side}/off: {medians[side][0] / medians['off'][0]:.2f} ({target}; rounds {rounds}); by server CPU per request {by_cpu:.2f}")
     print()
     print("| store | limit check p50 us | p99 us | checks |")
     print("|---|---|---|---|")
