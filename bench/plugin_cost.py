@@ -1,0 +1,170 @@
+"""A plugin's own CPU cost per request: several app configurations served from one process, measured in alternating batches.
+
+wrk against one server at a time (bench/protection.py, bench/cache.py) is
+what the issues' targets are stated in, but on a shared machine books alone
+swings by more than a plugin's whole cost between rounds. Here every side is
+an app in the same process and event loop (uvloop), on its own loopback
+port; a small HTTP/1.1 client in that process sends the peer fixture query
+(``{ books(first: 20) { id title author { id name } } }``, POST JSON, 16
+keep-alive connections) in batches of ``--batch`` requests, side after side,
+``--rounds`` times. Each batch's process CPU time per request includes the
+client's share, the same for every side, so the difference between two
+sides is the cost of what differs between them, and machine noise hits both
+alike. Medians over rounds; ``delta`` against the first side.
+
+Presets (``--preset``):
+
+- ``protection``: the peers' in-memory ``library`` plugin alone, with
+  protection on its defaults (memory store, a request limit no run
+  reaches), and with its Prometheus metrics on;
+- ``cache``: a bare aiohttp handler returning the precomputed body, against
+  books + cache with every request a hit from memory.
+
+    python bench/plugin_cost.py [--preset protection|cache] [--rounds 8] [--batch 1000]
+
+Pin it to one CPU (``taskset -c 0``) so the batches share one core's caches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+# bench/email.py would shadow the standard library's email package (aiohttp
+# imports it): the real one first, then this folder back for the helpers.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+import email.message  # noqa: E402,F401
+
+sys.path[:0] = [str(HERE), str(HERE / "peers")]
+
+from http_books import QUERY  # noqa: E402
+from versions import print_report  # noqa: E402
+
+BODY = json.dumps({"query": QUERY}).encode()
+LIMIT = {"requests": {"max": 100_000_000, "window_ms": 60_000}}
+BOOKS = {"allow_anonymous_mutations": True}
+PRESETS: dict[str, dict[str, Any]] = {
+    "protection": {
+        "off": {"plugins": ["library"]},
+        "protection": {"plugins": ["library", "protection"], "protection": LIMIT},
+        "protection+metrics": {"plugins": ["library", "protection"], "protection": {**LIMIT, "metrics": {"enabled": True}}},
+    },
+    "cache": {
+        "raw": "raw",
+        "hit-memory": {"plugins": ["books", "cache"], "books": BOOKS, "services": {"cache": {"provider": "memory"}}},
+    },
+}
+
+
+async def client(port: int, requests: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    head = f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
+    request = head.encode() + BODY
+    try:
+        for _ in range(requests):
+            writer.write(request)
+            headers = (await reader.readuntil(b"\r\n\r\n")).lower()
+            start = headers.index(b"content-length:") + 15
+            length = int(headers[start : headers.index(b"\r\n", start)])
+            await reader.readexactly(length)
+    finally:
+        writer.close()
+
+
+async def serve(settings: Any, root: str, raw_body: bytes | None) -> tuple[Any, int]:
+    from aiohttp import web
+
+    from plugboard.testing import make_app
+
+    if settings == "raw":
+        async def handler(request: web.Request) -> web.Response:
+            await request.read()
+            return web.Response(body=raw_body, content_type="application/json")
+
+        app = web.Application()
+        app.router.add_post("/graphql", handler)
+    else:
+        app = make_app(settings, root=root)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, site._server.sockets[0].getsockname()[1]
+
+
+async def seed(port: int, settings: dict) -> bytes:
+    """Books' rows when it is loaded; the query's response body, checked."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as http:
+        if "books" in settings.get("plugins", []):
+            mutation = "mutation($t: String!, $a: String!) { createBook(input: {title: $t, authorName: $a, publishedYear: 1990}) { id } }"
+            for i in range(100):
+                async with http.post(f"http://127.0.0.1:{port}/graphql", json={"query": mutation, "variables": {"t": f"Book {i}", "a": f"Author {i % 17}"}}) as resp:
+                    assert resp.status == 200, await resp.text()
+        async with http.post(f"http://127.0.0.1:{port}/graphql", data=BODY, headers={"Content-Type": "application/json"}) as resp:
+            body = await resp.read()
+    assert len(json.loads(body)["data"]["books"]) == 20, body[:300]
+    return body
+
+
+async def main(preset: str, rounds: int, batch: int, connections: int) -> None:
+    import gc
+
+    sides = PRESETS[preset]
+    servers: dict[str, tuple[Any, int]] = {}
+    raw_body = None
+    for name, settings in sides.items():
+        if settings != "raw":
+            servers[name] = await serve(settings, tempfile.mkdtemp(prefix="plugboard-bench-cost-"), None)
+            raw_body = await seed(servers[name][1], settings)
+    for name, settings in sides.items():
+        if settings == "raw":
+            servers[name] = await serve(settings, "", raw_body)
+    # What `plugboard serve` does once started (core/cli.py).
+    from plugboard.cli import GC_YOUNG_THRESHOLD
+
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    per = batch // connections
+    for _name, (_, port) in servers.items():  # warm-up
+        await asyncio.gather(*(client(port, 50) for _ in range(connections)))
+    samples: dict[str, list[float]] = {name: [] for name in servers}
+    for _ in range(rounds):
+        for name, (_, port) in servers.items():
+            started = time.process_time()
+            await asyncio.gather(*(client(port, per) for _ in range(connections)))
+            samples[name].append((time.process_time() - started) / (per * connections) * 1e6)
+    first = statistics.median(next(iter(samples.values())))
+    print(f"| side | CPU us/request (median, client included) | delta | min | max |")
+    print("|---|---:|---:|---:|---:|")
+    for name, values in samples.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.1f} | {median - first:+.1f} | {min(values):.1f} | {max(values):.1f} |")
+    for runner, _ in servers.values():
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="protection")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    # The planned executor alone (the test kit's default also runs Tartiflette's to compare).
+    os.environ.setdefault("PLUGBOARD_TEST_EXECUTOR", "planned")
+    os.environ.setdefault("PLUGBOARD_LOG_LEVEL", "WARNING")
+    print_report(["SQLAlchemy", "aiosqlite", "plugboard-books", "limits", "prometheus-client"])
+    import uvloop
+
+    uvloop.run(main(args.preset, args.rounds, args.batch, args.connections))
