@@ -357,6 +357,13 @@ def plugboard_operation_steps(app: "web.Application", config: Any) -> list["Oper
     plugin's steps outermost. Rate limits, complexity limits, caching and
     analytics hang here.
 
+    A step that only checks or observes may be a plain function returning
+    ``call_next(operation)`` (raising to refuse): it then adds no coroutine
+    that every await of the operation passes through. To see the outcome
+    from such a step, register ``operation.add_done_callback(fn)``;
+    ``fn(operation, outcome)`` runs once the chain has finished, with the
+    result or the exception that ended it.
+
     Example, a depth limit::
 
         async def depth_limit(operation, call_next):

@@ -130,3 +130,34 @@ async def test_subscriptions_differing_only_in_layout_share_one_source(make_app,
     assert started == [{"every": 1}, {"every": 2}]
     for stream in streams:
         await stream.aclose()
+
+
+async def test_plain_function_steps_and_done_callbacks(make_app, aiohttp_client, caplog):
+    from plugboard.graphql.errors import GraphQLError
+
+    outcomes = []
+
+    def observe(operation, call_next):
+        # No coroutine of its own: the outcome arrives through the callback.
+        operation.add_done_callback(lambda op, outcome: outcomes.append(outcome))
+        operation.add_done_callback(lambda op, outcome: 1 / 0)  # logged, the answer unchanged
+        operation.add_done_callback(lambda op, outcome: outcomes.append("after"))
+        return call_next(operation)
+
+    def refuse(operation, call_next):
+        if "nope" in operation.query:
+            raise GraphQLError("refused here", "REFUSED", headers={"Retry-After": "3"})
+        return call_next(operation)
+
+    plugins = [make_plugin("observe", plugboard_operation_steps=lambda: [observe, refuse]), echo_plugin()]
+    client = await aiohttp_client(make_app(plugins=plugins))
+    resp = await client.post("/graphql", json={"query": "{ hello }"})
+    assert resp.status == 200 and (await resp.json())["data"] == {"hello": "hello world"}
+    assert outcomes[0]["data"] == {"hello": "hello world"} and outcomes[1] == "after"
+    assert "done callback" in caplog.text and "ZeroDivisionError" in caplog.text
+    # A plain function's refusal is the same client error as an async step's.
+    resp = await client.post("/graphql", json={"query": "{ hello } # nope"}, headers={"Accept": "application/graphql-response+json"})
+    body = await resp.json()
+    assert body["errors"][0]["extensions"]["code"] == "REFUSED"
+    assert resp.headers["Retry-After"] == "3"
+    assert isinstance(outcomes[2], GraphQLError) and outcomes[3] == "after"
