@@ -84,6 +84,10 @@ class Context:
         return f"<Context {self.transport} request_id={self.request_id}>"
 
 
+_CONTEXT_ONLY = ("context",)
+_EVERY_ARGUMENT = ("context", "request", "connection_params")
+
+
 class ContextBuilder:
     """Runs the ``plugboard_context`` implementations, in plugin order, for one app."""
 
@@ -105,9 +109,15 @@ class ContextBuilder:
         context.connection_params = connection_params
         if not self._impls:
             return context
-        args = {"context": context, "request": request, "connection_params": connection_params}
         for _plugin, function, argnames in self._impls:
-            result = function(**{name: args[name] for name in argnames})
+            # The two usual signatures called directly, without building keyword mappings.
+            if argnames == _EVERY_ARGUMENT:
+                result = function(context=context, request=request, connection_params=connection_params)
+            elif argnames == _CONTEXT_ONLY:
+                result = function(context)
+            else:
+                args = {"context": context, "request": request, "connection_params": connection_params}
+                result = function(**{name: args[name] for name in argnames})
             if result is None:  # the usual answer: nothing to add, nothing to await
                 continue
             if inspect.isawaitable(result):
