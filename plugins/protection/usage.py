@@ -250,37 +250,43 @@ def _as_graphql(group: tuple[Any, ...], sums: dict[str, Any]) -> dict[str, Any]:
 USAGE: web.AppKey[UsageRecorder] = web.AppKey("plugboard.protection.usage", UsageRecorder)
 
 
+#: ``operation.state`` key: when the usage step saw the operation.
+_STARTED = "protection.usage.started"
+
+
 def usage_step(app: Any) -> Any:
     """The step counting every operation (refused ones as errors) in ``app[USAGE]`` (made at start-up)."""
     from plugboard.plugins.protection.cost import ANALYSIS
 
-    async def usage(op: Any, call_next: Any) -> Any:
+    def finished(op: Any, outcome: Any) -> None:
         recorder, analysis = app[USAGE], app.get(ANALYSIS)
-        started = time.perf_counter()
-        error = True
-        try:
-            result = await call_next(op)
-            error = isinstance(result, dict) and bool(result.get("errors"))
-            return result
-        finally:
-            subscription = op.operation_type == "subscription"
-            cost, name = 0, op.operation_name
-            if analysis is not None and op.parsed is not None:
-                try:
-                    _depth, cost, name = analysis.of(op)
-                except GraphQLError:  # no root type for the operation: nothing to cost
-                    pass
-            context = op.context
-            api_key = getattr(context, "api_key", None)
-            identity = getattr(context, "identity", None)
-            user = identity.get("id") if isinstance(identity, dict) else getattr(identity, "id", identity)
-            recorder.record(
-                api_key=api_key.id if api_key is not None else None,
-                user=None if user is None else str(user),
-                operation=operation_label(name),
-                latency=None if subscription else time.perf_counter() - started,
-                cost=cost,
-                error=error,
-            )
+        # A subscription's outcome is its stream: not an error.
+        error = isinstance(outcome, BaseException) or (isinstance(outcome, dict) and bool(outcome.get("errors")))
+        subscription = op.operation_type == "subscription"
+        cost, name = 0, op.operation_name
+        if analysis is not None and op.parsed is not None:
+            try:
+                _depth, cost, name = analysis.of(op)
+            except GraphQLError:  # no root type for the operation: nothing to cost
+                pass
+        context = op.context
+        api_key = getattr(context, "api_key", None)
+        identity = getattr(context, "identity", None)
+        user = identity.get("id") if isinstance(identity, dict) else getattr(identity, "id", identity)
+        recorder.record(
+            api_key=api_key.id if api_key is not None else None,
+            user=None if user is None else str(user),
+            operation=operation_label(name),
+            latency=None if subscription else time.perf_counter() - op.state[_STARTED],
+            cost=cost,
+            error=error,
+        )
+
+    # A plain function: it observes through a done callback, adding no
+    # coroutine around the execution.
+    def usage(op: Any, call_next: Any) -> Any:
+        op.state[_STARTED] = time.perf_counter()
+        op.add_done_callback(finished)
+        return call_next(op)
 
     return usage
