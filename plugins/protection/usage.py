@@ -267,8 +267,9 @@ def usage_step(app: Any) -> Any:
         if analysis is not None and op.parsed is not None:
             try:
                 _depth, cost, name = analysis.of(op)
-            except GraphQLError:  # no root type for the operation: nothing to cost
-                pass
+            except GraphQLError:
+                # No root type for the operation: nothing to cost, counted at 0.
+                cost, name = 0, op.operation_name
         context = op.context
         api_key = getattr(context, "api_key", None)
         identity = getattr(context, "identity", None)
