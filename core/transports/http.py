@@ -236,11 +236,7 @@ async def graphql_post(request: web.Request) -> web.StreamResponse:
     try:
         if content_type == "application/json":
             body = await read_json_body(request)
-            if isinstance(body, list):
-                return await _respond_batch(request, body, media_type)
-            # One operation, inline: a coroutine less under its awaits.
-            result, status, headers = await execute_one(request, body, transport="http", allowed=("query", "mutation"))
-            return json_response(result, status=_status_for(media_type, status, result), media_type=media_type, headers=headers)
+            return await _respond(request, body, media_type)
         if content_type == "multipart/form-data" and request.app[keys.CORE_CONFIG].graphql.uploads:
             _check_csrf(request)
             return await _multipart(request, media_type)
@@ -270,27 +266,23 @@ async def read_json_body(request: web.Request) -> Any:
 
 async def _respond(request: web.Request, body: Any, media_type: str) -> web.Response:
     if isinstance(body, list):
-        return await _respond_batch(request, body, media_type)
+        cfg = request.app[keys.CORE_CONFIG].graphql
+        if not cfg.batching:
+            raise RequestError("batched requests are disabled (graphql.batching: false)")
+        if not body:
+            raise RequestError("the batch is empty")
+        if len(body) > cfg.max_batch_size:
+            raise RequestError(f"the batch has {len(body)} operations; the limit is {cfg.max_batch_size}", 413)
+        results = []
+        for item in body:
+            try:
+                result, _status, _headers = await execute_one(request, item, transport="http", allowed=("query", "mutation"))
+            except RequestError as e:
+                result = {"errors": [{"message": e.message}]}
+            results.append(result)
+        return json_response(results, media_type=media_type)
     result, status, headers = await execute_one(request, body, transport="http", allowed=("query", "mutation"))
     return json_response(result, status=_status_for(media_type, status, result), media_type=media_type, headers=headers)
-
-
-async def _respond_batch(request: web.Request, body: list[Any], media_type: str) -> web.Response:
-    cfg = request.app[keys.CORE_CONFIG].graphql
-    if not cfg.batching:
-        raise RequestError("batched requests are disabled (graphql.batching: false)")
-    if not body:
-        raise RequestError("the batch is empty")
-    if len(body) > cfg.max_batch_size:
-        raise RequestError(f"the batch has {len(body)} operations; the limit is {cfg.max_batch_size}", 413)
-    results = []
-    for item in body:
-        try:
-            result, _status, _headers = await execute_one(request, item, transport="http", allowed=("query", "mutation"))
-        except RequestError as e:
-            result = {"errors": [{"message": e.message}]}
-        results.append(result)
-    return json_response(results, media_type=media_type)
 
 
 async def _multipart(request: web.Request, media_type: str) -> web.Response:
