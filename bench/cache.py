@@ -40,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from http_books import PYTHON, QUERY, free_port, measure, post, start, stop, wait_ready, wrk  # noqa: E402
+from http_books import PYTHON, QUERY, free_port, measure, post, seed_books, start, stop, wait_ready, wrk  # noqa: E402
 from versions import print_report  # noqa: E402
 
 #: books' mutations need an identity or the operator's token (seeding only).
@@ -161,13 +161,7 @@ def main() -> None:
         port = free_port()
         seed = start([PYTHON, "-m", "plugboard.cli", "serve", "--root", str(root), "--port", str(port)], "0", env)
         wait_ready(f"http://127.0.0.1:{port}/readyz")
-        for i in range(100):
-            post(
-                f"http://127.0.0.1:{port}/graphql",
-                "mutation($t: String!, $a: String!) { createBook(input: {title: $t, authorName: $a, publishedYear: 1990}) { id } }",
-                {"t": f"Book {i}", "a": f"Author {i % 17}"},
-                {"Authorization": f"Bearer {OPERATOR}"},
-            )
+        seed_books(f"http://127.0.0.1:{port}/graphql", {"Authorization": f"Bearer {OPERATOR}"})
         body = json.dumps(post(f"http://127.0.0.1:{port}/graphql", QUERY), separators=(",", ":")).encode()
         stop(seed)
         (root / "body.json").write_bytes(body)

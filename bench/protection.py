@@ -42,7 +42,7 @@ import urllib.request  # noqa: E402,F401
 
 sys.path.insert(0, str(HERE))
 
-from http_books import PYTHON, QUERY, free_port, measure, post, stop, wait_ready, wrk  # noqa: E402
+from http_books import PYTHON, QUERY, free_port, measure, post, seed_books, stop, wait_ready, wrk  # noqa: E402
 
 _LOGS: list = []
 
@@ -183,12 +183,7 @@ def main() -> None:
         port = free_port()
         seed = start([PYTHON, "-m", "plugboard.cli", "serve", "--root", str(root), "--port", str(port)], "0", env)
         wait_ready(f"http://127.0.0.1:{port}/readyz")
-        for i in range(100):
-            post(
-                f"http://127.0.0.1:{port}/graphql",
-                "mutation($t: String!, $a: String!) { createBook(input: {title: $t, authorName: $a, publishedYear: 1990}) { id } }",
-                {"t": f"Book {i}", "a": f"Author {i % 17}"},
-            )
+        seed_books(f"http://127.0.0.1:{port}/graphql")
         stop(seed)
         for _ in range(args.rounds):
             for side in sides:
