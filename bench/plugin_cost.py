@@ -18,9 +18,12 @@ Presets (``--preset``):
   protection on its defaults (memory store, a request limit no run
   reaches), and with its Prometheus metrics on;
 - ``cache``: a bare aiohttp handler returning the precomputed body, against
-  books + cache with every request a hit from memory.
+  books + cache with every request a hit from memory;
+- ``cache-miss``: books alone and books + cache, every request with a new
+  ``after`` (as in bench/cache.py) so every lookup misses and is stored.
+  Books' SQLite thread makes these batches swing more than the others'.
 
-    python bench/plugin_cost.py [--preset protection|cache] [--rounds 8] [--batch 1000]
+    python bench/plugin_cost.py [--preset protection|cache|cache-miss] [--rounds 8] [--batch 1000]
 
 Pin it to one CPU (``taskset -c 0``) so the batches share one core's caches.
 """
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -62,16 +66,44 @@ PRESETS: dict[str, dict[str, Any]] = {
         "raw": "raw",
         "hit-memory": {"plugins": ["books", "cache"], "books": BOOKS, "services": {"cache": {"provider": "memory"}}},
     },
+    "cache-miss": {
+        "off": {"plugins": ["books"], "books": BOOKS},
+        "miss": {"plugins": ["books", "cache"], "books": BOOKS, "services": {"cache": {"provider": "memory"}}},
+    },
 }
+#: Presets whose requests each send a new ``after`` (so every cache lookup misses).
+VARYING = {"cache-miss"}
+MISS_QUERY = "query($a: ID) { books(first: 20, after: $a) { id title author { id name } } }"
+_WHITESPACE = (" ", "\\t", "\\n", "\\r", "\\f")
 
 
-async def client(port: int, requests: int) -> None:
+def varying_body(n: int) -> bytes:
+    """The miss query with an ``after`` that books reads as 0 and no other request sends: ``n`` in base 5 written as JSON-escaped whitespace, then ``0``."""
+    blank = ""
+    while True:
+        blank += _WHITESPACE[n % 5]
+        n //= 5
+        if not n:
+            break
+    return json.dumps({"query": MISS_QUERY})[:-1].encode() + b', "variables": {"a": "' + blank.encode() + b'0"}}'
+
+
+_sent = itertools.count(int(time.time()) % 100_000 * 100_000)
+
+
+def request_bytes(port: int, body: bytes) -> bytes:
+    head = f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+async def client(port: int, requests: int, varying: bool = False) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = f"POST /graphql HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
-    request = head.encode() + BODY
+    request = request_bytes(port, BODY)
     try:
         for _ in range(requests):
-            writer.write(request)
+            # Built for every side alike, so the client's share stays equal.
+            varied = request_bytes(port, varying_body(next(_sent)))
+            writer.write(varied if varying else request)
             headers = (await reader.readuntil(b"\r\n\r\n")).lower()
             start = headers.index(b"content-length:") + 15
             length = int(headers[start : headers.index(b"\r\n", start)])
@@ -109,6 +141,10 @@ async def seed(port: int, settings: dict) -> bytes:
         await asyncio.to_thread(seed_books, url)
     answer = await asyncio.to_thread(post, url, QUERY)
     assert len(answer["data"]["books"]) == 20, answer
+    # The varying query must answer the same books, not an error (an error is never cached: it would measure the error path).
+    varied = json.loads(varying_body(next(_sent)))
+    missed = await asyncio.to_thread(post, url, varied["query"], varied["variables"])
+    assert missed == answer, missed
     return json.dumps(answer, separators=(",", ":")).encode()
 
 
@@ -116,6 +152,7 @@ async def main(preset: str, rounds: int, batch: int, connections: int) -> None:
     import gc
 
     sides = PRESETS[preset]
+    varying = preset in VARYING
     servers: dict[str, tuple[Any, int]] = {}
     raw_body = None
     for name, settings in sides.items():
@@ -132,12 +169,12 @@ async def main(preset: str, rounds: int, batch: int, connections: int) -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
     per = batch // connections
     for _name, (_, port) in servers.items():  # warm-up
-        await asyncio.gather(*(client(port, 50) for _ in range(connections)))
+        await asyncio.gather(*(client(port, 50, varying) for _ in range(connections)))
     samples: dict[str, list[float]] = {name: [] for name in servers}
     for _ in range(rounds):
         for name, (_, port) in servers.items():
             started = time.process_time()
-            await asyncio.gather(*(client(port, per) for _ in range(connections)))
+            await asyncio.gather(*(client(port, per, varying) for _ in range(connections)))
             samples[name].append((time.process_time() - started) / (per * connections) * 1e6)
     first = statistics.median(next(iter(samples.values())))
     print("| side | CPU us/request (median, client included) | delta | min | max |")

@@ -27,6 +27,7 @@ from plugboard.graphql.context import is_admin
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.cache.config import CacheConfig
 from plugboard.plugins.cache.appkeys import HINTS, RUNTIME
+from plugboard.plugins.cache.loaders import Loaders
 from plugboard.plugins.cache.policy import cache_hint
 from plugboard.plugins.cache.providers.memory import MemoryCacheConfig
 from plugboard.plugins.cache.providers.redis import RedisCacheConfig
@@ -152,9 +153,8 @@ def plugboard_middleware(config: CacheConfig) -> list[Any]:
 
 @hookimpl
 def plugboard_context(context: Any) -> None:
-    from plugboard.plugins.cache.loaders import Loaders
-
-    # Set rather than returned: no mapping to build and merge on every request.
+    # Set rather than returned: no mapping to build and merge on every
+    # request (and Loaders is imported with the module, not here per call).
     context.loaders = Loaders(context)
 
 

@@ -31,9 +31,17 @@ def tags_for(request: web.Request) -> list[str]:
 
 
 @web.middleware
-async def cdn_tags(request: web.Request, handler: Handler) -> web.StreamResponse:
+def cdn_tags(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    # A plain function for other methods: no coroutine of ours around every
+    # POST, whose execution would resume it at each of its awaits.
+    if request.method not in ("GET", "HEAD"):
+        return handler(request)
+    return _tagged(request, handler)
+
+
+async def _tagged(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
-    if request.method in ("GET", "HEAD") and response.status in (200, 304) and "Cache-Tag" not in response.headers:
+    if response.status in (200, 304) and "Cache-Tag" not in response.headers:
         tags = tags_for(request)
         if tags:
             response.headers["Cache-Tag"] = ",".join(tags)

@@ -19,12 +19,11 @@ tags as ``Cache-Tag``/``Surrogate-Key`` for CDNs, and a matching
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from plugboard.errors import ProviderError
 from plugboard.graphql.operation import EncodedResult, OperationRejected
@@ -55,8 +54,12 @@ def identity_of(context: Any) -> str | None:
     return repr((identity, api_key, getattr(context, "subscription_group", None)))
 
 
-# Built once: json.dumps with any option builds a new encoder per call.
-_key_text = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=repr).encode
+def _variables_text(variables: dict | None, owner: str | None) -> bytes:
+    # repr, not JSON: equal requests give equal text (top-level names
+    # sorted; repr tells 1, 1.0, "1" and True apart), at a third of the cost.
+    # Nested objects keep the client's key order, which at worst makes two
+    # spellings of one request two entries, never one entry for two requests.
+    return repr((sorted(variables.items()) if variables else None, owner)).encode()
 
 
 def entry_key(op: "Operation", owner: str | None) -> str:
@@ -67,15 +70,15 @@ def entry_key(op: "Operation", owner: str | None) -> str:
     derived = op.parsed.derived
     memo = derived.get(("cache.key", op.operation_name))
     if memo is None:
-        base = hashlib.sha256(_key_text((op.parsed.normalized, op.operation_name)).encode())
+        base = hashlib.sha256(json.dumps((op.parsed.normalized, op.operation_name)).encode())
         plain = base.copy()
-        plain.update(_key_text((None, None)).encode())
+        plain.update(_variables_text(None, None))
         memo = derived[("cache.key", op.operation_name)] = (base, "rc:" + plain.hexdigest()[:40])
     variables = op.variables or None
     if variables is None and owner is None:
         return memo[1]
     digest = memo[0].copy()
-    digest.update(_key_text((variables, owner)).encode())
+    digest.update(_variables_text(variables, owner))
     return "rc:" + digest.hexdigest()[:40]
 
 
@@ -83,8 +86,8 @@ def encode(body: bytes, *, max_age: int, scope: str) -> bytes:
     # No tags in the head: the store keeps them beside the entry, and a hit
     # that needs them for CDN headers reads them from the body (once per entry).
     # No ETag either: only GET needs one, computed from the body when it does.
-    # Formatted rather than dumped: a float's repr is JSON, the rest is fixed.
-    return b'{"at":%r,"max":%d,"scope":"%s"}\n' % (time.time(), max_age, scope.encode()) + body
+    # Formatted rather than dumped (the rest is fixed); milliseconds are enough for Age.
+    return b'{"at":%.3f,"max":%d,"scope":"%s"}\n' % (time.time(), max_age, scope.encode()) + body
 
 
 def decode(entry: bytes) -> tuple[dict, bytes] | None:
@@ -100,6 +103,14 @@ def decode(entry: bytes) -> tuple[dict, bytes] | None:
 def _sorted_tags(tag_plan: Any, result: Any) -> list[str]:
     entities, types = tags_of(tag_plan, result.get("data"))
     return sorted(entities) + sorted(types)
+
+
+def _on_get(op: "Operation") -> bool:
+    """An HTTP GET (or HEAD): the only requests whose responses carry cache headers (POST ones are never cached by HTTP)."""
+    if op.transport != "http":
+        return False
+    request = op.context.request
+    return request is not None and request.method in ("GET", "HEAD")
 
 
 def etag_of(body: bytes) -> str:
@@ -128,7 +139,8 @@ class ResponseCache:
 
     def __init__(self, app: "web.Application") -> None:
         self.app = app
-        self._inflight: dict[str, asyncio.Future] = {}
+        # key -> None while one request computes it, or the future its waiters share
+        self._inflight: dict[str, asyncio.Future | None] = {}
         # (parsed document, operation name) -> (document, its tag plan, policy)
         self._shapes: dict[tuple[int, str | None], tuple[Any, Any, Policy]] = {}
         # entry key -> (entry, head, result): hits decode an entry once, not per request
@@ -167,70 +179,91 @@ class ResponseCache:
         self._shapes[memo_key] = (op.parsed, tag_plan, policy)
         return tag_plan, policy
 
-    async def __call__(self, op: "Operation", call_next: "CallNext") -> Any:
-        if op.operation_type != "query":
-            if op.operation_type == "mutation":
-                return await self._mutation(op, call_next)
-            return await call_next(op)
-        if not self.rt.config.query_cache.enabled:
-            return await call_next(op)
+    def __call__(self, op: "Operation", call_next: "CallNext") -> Awaitable[Any]:
+        # A plain function: what is not cached goes on without a coroutine of
+        # ours, and a cached query adds one (_cached), not a chain of them.
+        # Each coroutine between the request's task and the resolvers is
+        # resumed at every await of the execution (a database query makes
+        # several), so every level counts on a miss.
+        kind = op.operation_type
+        if kind != "query":
+            return self._mutation(op, call_next) if kind == "mutation" else call_next(op)
+        rt = self.rt
+        if not rt.config.query_cache.enabled:
+            return call_next(op)
         tag_plan, policy = self.shape(op)
         owner = identity_of(op.context)
-        if not policy.cacheable:
-            return await self._uncached(op, call_next)
         private = policy.scope == "PRIVATE" or (owner is not None and not policy.explicit)
-        if private and owner is None:
-            return await self._uncached(op, call_next)
+        if not policy.cacheable or (private and owner is None):
+            self._no_store(op)
+            return call_next(op)
+        return self._cached(op, call_next, rt, tag_plan, policy, owner, private)
+
+    async def _cached(
+        self, op: "Operation", call_next: "CallNext", rt: "CacheRuntime", tag_plan: Any, policy: Policy, owner: str | None, private: bool
+    ) -> Any:
         key = entry_key(op, owner if private else None)
         entry = await self._get(key)
         if entry == _PRIVATE_MARKER:
             if owner is None:
-                return await self._uncached(op, call_next)
+                self._no_store(op)
+                return await call_next(op)
             private = True
             key = entry_key(op, owner)
             entry = await self._get(key)
         if entry is not None:
             hit = self._decode(key, entry)
             if hit is not None:
-                self.rt.response_stats.hits += 1
+                rt.response_stats.hits += 1
                 return self._hit(op, *hit)
-        self.rt.response_stats.misses += 1
+        rt.response_stats.misses += 1
         # Stampede protection: the first miss computes, the others wait for it
         # (in this process here; across instances through the provider's lock).
-        waiting = self._inflight.get(key)
-        if waiting is not None:
-            try:
-                stored = await asyncio.wait_for(asyncio.shield(waiting), self.rt.config.query_cache.lock_timeout)
-            except asyncio.TimeoutError:
-                stored = None
-            if stored is not None:
-                hit = self._decode(key, stored)
-                if hit is not None:
-                    self.rt.response_stats.waits += 1
-                    return self._hit(op, *hit)
-            return await self._uncached(op, call_next)
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
+        if key in self._inflight:
+            return await self._wait(op, call_next, key)
+        # A future only once someone waits (_wait): most misses have no waiter.
+        self._inflight[key] = None
         stored = None
+        lock = self._lock
         locked = False
         try:
             # Across instances: the provider's lock (Redis SET NX), when it has one.
-            if self._lock is not None:
-                locked = await self._lock.acquire(key, self.rt.config.query_cache.lock_timeout)
+            if lock is not None:
+                locked = await lock.acquire(key, rt.config.query_cache.lock_timeout)
                 if locked is False:
-                    stored = await self._lock.wait(key, self.rt.config.query_cache.lock_timeout)
+                    stored = await lock.wait(key, rt.config.query_cache.lock_timeout)
                     hit = self._decode(key, stored) if stored is not None else None
                     if hit is not None:
-                        self.rt.response_stats.waits += 1
+                        rt.response_stats.waits += 1
                         return self._hit(op, *hit)
                     stored = None
-            result, stored = await self._compute(op, call_next, tag_plan, policy, key, owner, private)
+            hints = op.context.cache_control = DynamicHints()
+            result = await call_next(op)
+            result, stored = await self._keep(op, result, hints, tag_plan, policy, key, owner, private)
             return result
         finally:
             if locked:
-                await self._lock.release(key)
-            del self._inflight[key]
-            future.set_result(stored)
+                await lock.release(key)
+            waiting = self._inflight.pop(key)
+            if waiting is not None:
+                waiting.set_result(stored)
+
+    async def _wait(self, op: "Operation", call_next: "CallNext", key: str) -> Any:
+        """A miss while this process computes the same key: the computation's entry, or our own after ``lock_timeout``."""
+        waiting = self._inflight[key]
+        if waiting is None:
+            waiting = self._inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            stored = await asyncio.wait_for(asyncio.shield(waiting), self.rt.config.query_cache.lock_timeout)
+        except asyncio.TimeoutError:
+            stored = None
+        if stored is not None:
+            hit = self._decode(key, stored)
+            if hit is not None:
+                self.rt.response_stats.waits += 1
+                return self._hit(op, *hit)
+        self._no_store(op)
+        return await call_next(op)
 
     @property
     def _lock(self) -> "CacheLock | None":
@@ -255,39 +288,32 @@ class ResponseCache:
         except ProviderError:
             self.rt.response_stats.errors += 1
 
-    async def _uncached(self, op: "Operation", call_next: "CallNext") -> Any:
-        result = await call_next(op)
-        self._http_headers(op, None, policy=None)
-        return result
-
-    async def _compute(
-        self, op: "Operation", call_next: "CallNext", tag_plan: Any, policy: Policy, key: str, owner: str | None, private: bool
+    async def _keep(
+        self, op: "Operation", result: Any, hints: DynamicHints, tag_plan: Any, policy: Policy, key: str, owner: str | None, private: bool
     ) -> tuple[Any, bytes | None]:
-        hints = DynamicHints()
-        op.context.cache_control = hints
-        result = await call_next(op)
+        """Store a computed result if it may be: ``(the result to answer, the entry stored or None)``."""
         if not isinstance(result, dict) or result.get("errors") or result.get("data") is None:
-            self._http_headers(op, None, policy=None)
+            self._no_store(op)
             return result, None
         final = hints.apply(policy)
         if not final.cacheable:
-            self._http_headers(op, None, policy=None)
+            self._no_store(op)
             return result, None
         if final.scope == "PRIVATE" and not private:
             # A resolver made a public-looking response private: leave a
             # marker under the public key so later callers look up their own.
             if owner is None:
-                self._http_headers(op, None, policy=None)
+                self._no_store(op)
                 return result, None
             await self._set(key, _PRIVATE_MARKER, final.max_age, ())
             key, private = entry_key(op, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
         # As the HTTP transport encodes it: it sends these bytes as they are.
         body = dumps_bytes(result)
-        etag = functools.partial(etag_of, body)
         if len(body) > self.rt.config.query_cache.max_entry_size:
             self.rt.response_stats.too_large += 1
-            self._http_headers(op, (etag, final.max_age, scope, lambda: _sorted_tags(tag_plan, result)), policy=final)
+            if _on_get(op):
+                self._http_headers(op, etag_of(body), final.max_age, scope, lambda: _sorted_tags(tag_plan, result))
             return result, None
         # One set of both kinds ("Book:1", "Book"), unsorted: the store only
         # indexes it; headers sort their copy when a GET needs them.
@@ -296,7 +322,8 @@ class ResponseCache:
         await self._set(key, entry, final.max_age, tags)
         self.rt.response_stats.stores += 1
         op.response_headers["X-Cache"] = "MISS"
-        self._http_headers(op, (etag, final.max_age, scope, lambda: sorted(tags)), policy=final)
+        if _on_get(op):
+            self._http_headers(op, etag_of(body), final.max_age, scope, lambda: sorted(tags))
         return EncodedResult(result, body), entry
 
     def _decode(self, key: str, entry: bytes) -> tuple[dict, EncodedResult] | None:
@@ -320,12 +347,12 @@ class ResponseCache:
         # The same result object serves every hit on this entry: transports
         # only read it (a step that changes results copies, see EncodedResult).
         age = max(0, int(time.time() - head.get("at", 0)))
-        remaining = max(0, int(head.get("max", 0)) - age)
-        op.response_headers["X-Cache"] = "HIT"
-        op.response_headers["Age"] = str(age)
-        self._http_headers(
-            op, (lambda: _etag_of_hit(head, result), remaining, head.get("scope", "PUBLIC"), lambda: self._tags_of_hit(op, head, result)), policy=True
-        )
+        headers = op.response_headers
+        headers["X-Cache"] = "HIT"
+        headers["Age"] = str(age)
+        if _on_get(op):
+            remaining = max(0, int(head.get("max", 0)) - age)
+            self._http_headers(op, _etag_of_hit(head, result), remaining, head.get("scope", "PUBLIC"), lambda: self._tags_of_hit(op, head, result))
         return result
 
     def _tags_of_hit(self, op: "Operation", head: dict, result: EncodedResult) -> list[str]:
@@ -340,31 +367,24 @@ class ResponseCache:
         self._hit_tags[id(head)] = (head, tags)
         return tags
 
-    def _http_headers(self, op: "Operation", meta: "tuple[Callable[[], str], int, str, Callable[[], list[str]]] | None", *, policy: Any) -> None:
-        """Cache-Control, ETag, CDN tags on HTTP GET; 304 when If-None-Match matches.
+    def _no_store(self, op: "Operation") -> None:
+        if _on_get(op):
+            op.response_headers["Cache-Control"] = "no-store"
 
-        ``meta`` is ``(etag, max_age, scope, tags)``, where ``etag`` and
-        ``tags`` are called only when the headers carry them (GET; tags when
-        PUBLIC with ``cdn_headers``): a POST never pays for them.
+    def _http_headers(self, op: "Operation", etag: str, max_age: int, scope: str, tags: "Callable[[], list[str]]") -> None:
+        """Cache-Control, ETag, CDN tags on an HTTP GET (see :func:`_on_get`); 304 when If-None-Match matches.
+
+        ``tags`` is called only when the headers carry them (PUBLIC, with ``cdn_headers``).
         """
-        request = op.context.request
-        if op.transport != "http" or request is None or request.method not in ("GET", "HEAD"):
-            return
         headers = op.response_headers
-        if meta is None:
-            headers["Cache-Control"] = "no-store"
-            return
-        etag_fn, max_age, scope, tags = meta
-        etag = etag_fn()
         headers["Cache-Control"] = f"max-age={max_age}, {scope.lower()}"
-        if etag:
-            headers["ETag"] = etag
+        headers["ETag"] = etag
         if scope == "PUBLIC" and self.rt.config.cdn_headers:
-            tags = tags()
-            if tags:
-                headers["Cache-Tag"] = ",".join(tags)
-                headers["Surrogate-Key"] = " ".join(tags)
-        if etag and etag_matches(request.headers.get("If-None-Match"), etag):
+            tag_list = tags()
+            if tag_list:
+                headers["Cache-Tag"] = ",".join(tag_list)
+                headers["Surrogate-Key"] = " ".join(tag_list)
+        if etag_matches(op.context.request.headers.get("If-None-Match"), etag):
             # The transport answers a request-level status with these headers
             # and no body (aiohttp sends none with a 304).
             raise OperationRejected("not modified", 304, errors=[], headers=dict(headers))
