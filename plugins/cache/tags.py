@@ -34,8 +34,9 @@ def check_tags(tags: Iterable[Any]) -> list[str]:
 
 #: What a walk over the data needs of one object-valued selection, computed
 #: once per document: ``(response key, type name, its tag prefix "Type:", is
-#: list, id key, whether __typename is selected, children)``.
-Plan = tuple[tuple[str, str, str, bool, "str | None", bool, "Plan"], ...]
+#: list, id key, whether __typename is selected, children, the tags of the
+#: pages of ids seen at this level)``.
+Plan = tuple[tuple[str, str, str, bool, "str | None", bool, "Plan", dict], ...]
 
 
 def plan(selections: tuple[Selection, ...]) -> Plan:
@@ -47,7 +48,7 @@ def plan(selections: tuple[Selection, ...]) -> Plan:
         id_key = next((c.response_key for c in sel.selections if c.name == "id"), None)
         typename = any(c.response_key == "__typename" for c in sel.selections)
         name = sel.type.name
-        out.append((sel.response_key, name, name + ":", sel.type.is_list, id_key, typename, plan(sel.selections)))
+        out.append((sel.response_key, name, name + ":", sel.type.is_list, id_key, typename, plan(sel.selections), {}))
     return tuple(out)
 
 
@@ -71,18 +72,27 @@ def _walk(nodes: Plan, objects: list, entities: set[str], types: set[str]) -> No
     # in, not one per object; plain dict/list type checks (results are built
     # from JSON types), the node's facts computed once per document.
     add_entity, add_type = entities.add, types.add
-    for key, type_name, prefix, is_list, id_key, typename, children in nodes:
-        items: list = []
-        for obj in objects:
-            value = obj.get(key)
-            if value is None:
-                add_type(type_name)
-            elif not is_list:
-                items.append(value)
-            elif type(value) is list:
-                items.extend(_flatten(value) if value and type(value[0]) is list else value)
+    for key, type_name, prefix, is_list, id_key, typename, children, pages in nodes:
         if is_list:
             add_type(type_name)
+            items: list = []
+            for obj in objects:
+                value = obj.get(key)
+                if value is None:
+                    add_type(type_name)
+                elif type(value) is list:
+                    items.extend(_flatten(value) if value and type(value[0]) is list else value)
+        else:
+            items = [obj.get(key) for obj in objects]
+            if None in items:
+                add_type(type_name)
+                items = [item for item in items if item is not None]
+        if not items:
+            continue
+        if id_key is not None and not typename and _tag_level(items, id_key, prefix, entities, pages):
+            if children:
+                _walk(children, items, entities, types)
+            continue
         parents: list | None = [] if children else None
         room = 128 - len(prefix)
         for item in items:
@@ -92,7 +102,6 @@ def _walk(nodes: Plan, objects: list, entities: set[str], types: set[str]) -> No
             if typename and item.get("__typename"):
                 _tag(item["__typename"], ident, add_entity, add_type)
             elif type(ident) is str and ident.isalnum() and ident.isascii() and len(ident) <= room:
-                # The usual entity: an alphanumeric id of the selection's own type.
                 add_entity(prefix + ident)
             else:
                 _tag(type_name, ident, add_entity, add_type)
@@ -102,8 +111,38 @@ def _walk(nodes: Plan, objects: list, entities: set[str], types: set[str]) -> No
             _walk(children, parents, entities, types)
 
 
+def _tag_level(items: list, id_key: str, prefix: str, entities: set[str], pages: dict) -> bool:
+    """Tag a whole level at once when it is the usual one; False (nothing added) otherwise.
+
+    The usual level: every item an object whose id is a non-empty
+    alphanumeric ASCII string that fits a tag. The same page of ids comes
+    back in response after response (a list's first page, its authors), so
+    each page's tags are built once and kept with the plan node (``pages``).
+    """
+    try:
+        idents = tuple([item[id_key] for item in items])
+    except (KeyError, TypeError, IndexError):
+        return False
+    try:
+        tags = pages.get(idents)
+    except TypeError:  # an id that cannot be hashed (a list): not a tag either
+        return False
+    if tags is None:
+        tags = False
+        joined = "".join(idents) if all(type(ident) is str for ident in idents) else ""
+        if joined.isalnum() and joined.isascii() and all(idents) and max(map(len, idents)) <= 128 - len(prefix):
+            tags = frozenset(map(prefix.__add__, idents))
+        if len(pages) >= 256:
+            pages.clear()
+        pages[idents] = tags
+    if tags is False:
+        return False
+    entities |= tags
+    return True
+
+
 def _tag(type_name: str, ident: Any, add_entity: Any, add_type: Any) -> None:
-    if ident is None:
+    if ident is None or ident == "":
         add_type(type_name)
         return
     tag = f"{type_name}:{ident}"

@@ -71,7 +71,22 @@ async def test_two_apps_with_memory_stores_share_invalidations(aiohttp_client, t
 def test_ids_a_tag_cannot_carry_tag_their_type():
     from plugboard.plugins.cache.tags import check_tags, tags_of
 
-    plan = (("items", "Item", "Item:", True, "id", False, ()),)
+    plan = (("items", "Item", "Item:", True, "id", False, (), {}),)
     entities, types = tags_of(plan, {"items": [{"id": 7}, {"id": "a b"}, {"id": "ü"}, {"id": "x" * 200}, {"id": "ok-1"}, {"id": 1.5}]})
     assert entities == {"Item:7", "Item:ok-1", "Item:1.5"} and types == {"Item"}
     check_tags(entities | types)
+
+
+def test_a_page_of_ids_is_tagged_once_and_odd_pages_item_by_item():
+    from plugboard.plugins.cache.tags import tags_of
+
+    pages: dict = {}
+    plan = (("items", "Item", "Item:", True, "id", False, (("owner", "User", "User:", False, "id", False, (), {}),), pages),)
+    data = {"items": [{"id": "1", "owner": {"id": "u1"}}, {"id": "2", "owner": None}]}
+    expected = ({"Item:1", "Item:2", "User:u1"}, {"Item", "User"})
+    assert tags_of(plan, data) == expected
+    assert pages == {("1", "2"): frozenset({"Item:1", "Item:2"})}
+    assert tags_of(plan, data) == expected  # from the kept page
+    # An id "12" + "" must not pass as the alphanumeric page "12": checked per id.
+    odd = {"items": [{"id": "12"}, {"id": ""}, {"id": 3}, {"id": ["x"]}]}
+    assert tags_of(plan, odd) == ({"Item:12", "Item:3"}, {"Item", "User"})  # no owner: its type
