@@ -132,9 +132,12 @@ def _tag_level(items: list, id_key: str, prefix: str, entities: set[str], pages:
         joined = "".join(idents) if all(type(ident) is str for ident in idents) else ""
         if joined.isalnum() and joined.isascii() and all(idents) and max(map(len, idents)) <= 128 - len(prefix):
             tags = frozenset(map(prefix.__add__, idents))
-        if len(pages) >= 256:
-            pages.clear()
-        pages[idents] = tags
+        # Kept small: a node holds at most 32 pages of up to 50 ids (the
+        # plan lives as long as its document's shape), whatever clients ask.
+        if len(idents) <= 50:
+            if len(pages) >= 32:
+                pages.clear()
+            pages[idents] = tags
     if tags is False:
         return False
     entities |= tags
