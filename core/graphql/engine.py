@@ -225,6 +225,14 @@ class ParsedDocument:
         return ops
 
     @property
+    def operation_types(self) -> dict[str | None, str]:
+        """:meth:`operations` as a mapping, name to type, built once (every request reads it)."""
+        types = self._derived.get("operation_types")
+        if types is None:
+            types = self._derived["operation_types"] = dict(self.operations())
+        return types
+
+    @property
     def introspection(self) -> bool:
         """The document selects ``__schema`` or ``__type`` (``__typename`` does not count)."""
         return self.shape is not None and self.shape.introspection

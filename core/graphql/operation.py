@@ -176,27 +176,27 @@ class OperationRunner:
 
     def prepare(self, op: Operation, *, allowed_types: tuple[str, ...] | None = None) -> None:
         """Parse and validate, choose the operation; raise OperationRejected on request errors."""
-        depth = self.engine.options.limits.variables_depth
-        try:
-            check_json_depth(op.variables, depth, "variables")
-            check_json_depth(op.extensions, depth, "extensions")
-        except GraphQLError as e:
-            raise OperationRejected(e.message, 400, errors=[e.formatted()]) from None
+        if op.variables or op.extensions:
+            depth = self.engine.options.limits.variables_depth
+            try:
+                check_json_depth(op.variables, depth, "variables")
+                check_json_depth(op.extensions, depth, "extensions")
+            except GraphQLError as e:
+                raise OperationRejected(e.message, 400, errors=[e.formatted()]) from None
         parsed = self.engine.parse(op.query)
         if parsed.errors:
             raise OperationRejected(parsed.errors[0]["message"], 400, errors=parsed.errors, invalid_document=True)
-        operations = parsed.operations()
+        types = parsed.operation_types
         if op.operation_name is None:
-            if len(operations) != 1:
+            if len(types) != 1:
                 raise OperationRejected(
                     "the document has several operations: operationName is required", 400, invalid_document=True
                 )
-            op_type = operations[0][1]
+            op_type = next(iter(types.values()))
         else:
-            by_name = {name: t for name, t in operations}
-            if op.operation_name not in by_name:
+            op_type = types.get(op.operation_name)
+            if op_type is None:
                 raise OperationRejected(f"unknown operation named {op.operation_name!r}", 400, invalid_document=True)
-            op_type = by_name[op.operation_name]
         if allowed_types is not None and op_type not in allowed_types:
             raise OperationRejected(
                 f"{op_type} operations are not allowed here", 405 if op_type == "mutation" else 400

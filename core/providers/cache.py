@@ -28,6 +28,9 @@ class Cache(Protocol):
       treat the cache as a miss and go on.
     - Lifecycle: ``await start()``, ``await close()``, and ``await check()``
       (one round trip; raises when the backend does not answer; ``/readyz``).
+    - Optional: a provider whose entries live in this process may also offer
+      ``get_now(key)``, :meth:`get` as a plain function; the response cache
+      then looks entries up without a coroutine on every request.
 
     Example::
 

@@ -10,7 +10,7 @@ from plugboard.transports import files, graphiql, health, http, inspect
 
 def core_routes(core: CoreConfig) -> list[web.AbstractRouteDef]:
     routes = [
-        web.route("*", core.graphql.path, http.graphql_endpoint),
+        web.route("*", core.graphql.path, http.GraphQLEndpoint().handle),
         web.get("/healthz", health.healthz),
         web.get("/readyz", health.readyz),
         web.get(core.server.files_path.rstrip("/") + "/{key:.+}", files.download),

@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, NamedTuple
 
 from plugboard.errors import ProviderError
 from plugboard.graphql.operation import EncodedResult, OperationRejected
@@ -62,24 +62,18 @@ def _variables_text(variables: dict | None, owner: str | None) -> bytes:
     return repr((sorted(variables.items()) if variables else None, owner)).encode()
 
 
-def entry_key(op: "Operation", owner: str | None) -> str:
-    """The entry's key: a digest of the normalised document, operation name, variables and owner."""
-    # The document's part is hashed once per cached document (it is most of
-    # the text); each request hashes only its variables and owner on a copy,
-    # and a request with neither (most hits) reuses the document's own key.
-    derived = op.parsed.derived
-    memo = derived.get(("cache.key", op.operation_name))
-    if memo is None:
-        # BLAKE2 rather than SHA-256: as strong, and Python's own (no OpenSSL context to copy per request).
-        base = hashlib.blake2b(json.dumps((op.parsed.normalized, op.operation_name)).encode(), digest_size=20)
-        plain = base.copy()
-        plain.update(_variables_text(None, None))
-        memo = derived[("cache.key", op.operation_name)] = (base, "rc:" + plain.hexdigest())
-    variables = op.variables or None
-    if variables is None and owner is None:
-        return memo[1]
-    digest = memo[0].copy()
-    digest.update(_variables_text(variables, owner))
+def document_digest(op: "Operation") -> Any:
+    """The entry key's digest of the normalised document and operation name, to be continued per request (see :func:`entry_key`)."""
+    # BLAKE2 rather than SHA-256: as strong, and Python's own (no OpenSSL context to copy per request).
+    return hashlib.blake2b(json.dumps((op.parsed.normalized, op.operation_name)).encode(), digest_size=20)
+
+
+def entry_key(digest: Any, variables: dict | None, owner: str | None) -> str:
+    """The entry's key: ``digest`` (:func:`document_digest`) continued with the variables and owner."""
+    # The document's part (most of the text) is hashed once per cached
+    # document; each request hashes its variables and owner on a copy.
+    digest = digest.copy()
+    digest.update(_variables_text(variables or None, owner))
     return "rc:" + digest.hexdigest()
 
 
@@ -135,6 +129,18 @@ def etag_matches(header: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == etag for tag in header.split(","))
 
 
+class _Shape(NamedTuple):
+    """What a response cache step knows of an operation's document, once per document."""
+
+    parsed: Any
+    tag_plan: Any
+    policy: Policy
+    #: The key's digest of the document and operation name (:func:`document_digest`).
+    digest: Any
+    #: The key of a request without variables or owner.
+    plain_key: str
+
+
 class ResponseCache:
     """The ``cache`` step; one per app, holding the in-flight computations."""
 
@@ -142,14 +148,15 @@ class ResponseCache:
         self.app = app
         # key -> None while one request computes it, or the future its waiters share
         self._inflight: dict[str, asyncio.Future | None] = {}
-        # (parsed document, operation name) -> (document, its tag plan, policy)
-        self._shapes: dict[tuple[int, str | None], tuple[Any, Any, Policy]] = {}
+        # (id of the parsed document, operation name) -> its _Shape
+        self._shapes: dict[tuple[int, str | None], _Shape] = {}
         # entry key -> (entry, head, result): hits decode an entry once, not per request
         self._decoded: dict[str, tuple[bytes, dict, EncodedResult]] = {}
         # id(head) -> (head, sorted tags): CDN tags of entries served on GET, computed once
         self._hit_tags: dict[int, tuple[dict, list[str]]] = {}
         self._rt: "CacheRuntime | None" = None
-        self._locks: tuple[Any, "CacheLock | None"] | None = None
+        # (provider, its lock or None, its get_now or None): learnt once per provider instance
+        self._provider: tuple[Any, "CacheLock | None", Any] | None = None
 
     @property
     def rt(self) -> "CacheRuntime":
@@ -159,8 +166,8 @@ class ResponseCache:
             rt = self._rt = self.app[RUNTIME]
         return rt
 
-    def shape(self, op: "Operation") -> tuple[Any, Policy]:
-        """The operation's tag plan and static policy, from its view without variables; once per document.
+    def shape(self, op: "Operation") -> "_Shape":
+        """The operation's tag plan, static policy and key digest, from its view without variables; once per document.
 
         Without variables ``@skip(if: $x)``/``@include(if: $x)`` keep their
         fields: the policy is then taken over a superset of the fields (never
@@ -170,15 +177,16 @@ class ResponseCache:
         """
         memo_key = (id(op.parsed), op.operation_name)
         found = self._shapes.get(memo_key)
-        if found is not None and found[0] is op.parsed:
-            return found[1], found[2]
+        if found is not None and found.parsed is op.parsed:
+            return found
         view = op.parsed.view(op.operation_name, None) if op.variables else op.document
         policy = operation_policy(view, self.rt.hints, int(self.rt.config.query_cache.ttl))
-        tag_plan = plan(view.selections)
+        digest = document_digest(op)
+        found = _Shape(op.parsed, plan(view.selections), policy, digest, entry_key(digest, None, None))
         if len(self._shapes) > 4096:
             self._shapes.clear()
-        self._shapes[memo_key] = (op.parsed, tag_plan, policy)
-        return tag_plan, policy
+        self._shapes[memo_key] = found
+        return found
 
     def __call__(self, op: "Operation", call_next: "CallNext") -> Awaitable[Any]:
         # A plain function: what is not cached goes on without a coroutine of
@@ -189,23 +197,29 @@ class ResponseCache:
         kind = op.operation_type
         if kind != "query":
             return self._mutation(op, call_next) if kind == "mutation" else call_next(op)
-        rt = self.rt
+        rt = self._rt
+        if rt is None:
+            rt = self.rt
         if not rt.config.query_cache.enabled:
             return call_next(op)
-        tag_plan, policy = self.shape(op)
+        shape = self.shape(op)
+        policy = shape.policy
         owner = identity_of(op.context)
         private = policy.scope == "PRIVATE" or (owner is not None and not policy.explicit)
-        if not policy.cacheable or (private and owner is None):
+        if policy.max_age <= 0 or (private and owner is None):
             self._no_store(op)
             return call_next(op)
-        return self._cached(op, call_next, rt, tag_plan, policy, owner, private)
+        return self._cached(op, call_next, rt, shape, owner, private)
 
-    async def _cached(
-        self, op: "Operation", call_next: "CallNext", rt: "CacheRuntime", tag_plan: Any, policy: Policy, owner: str | None, private: bool
-    ) -> Any:
-        key = entry_key(op, owner if private else None)
+    async def _cached(self, op: "Operation", call_next: "CallNext", rt: "CacheRuntime", shape: "_Shape", owner: str | None, private: bool) -> Any:
+        variables = op.variables
+        key = entry_key(shape.digest, variables, owner) if variables or private else shape.plain_key
+        provider = self._provider
+        if provider is None or provider[0] is not rt.cache:
+            provider = self._learn(rt.cache)
         try:  # as _get(), without a coroutine of its own on every request
-            entry = await rt.cache.get(key)
+            # An in-process store answers without a coroutine at all (get_now).
+            entry = provider[2](key) if provider[2] is not None else await rt.cache.get(key)
         except ProviderError:
             rt.response_stats.errors += 1
             entry = None
@@ -214,7 +228,7 @@ class ResponseCache:
                 self._no_store(op)
                 return await call_next(op)
             private = True
-            key = entry_key(op, owner)
+            key = entry_key(shape.digest, variables, owner)
             entry = await self._get(key)
         if entry is not None:
             hit = self._decode(key, entry)
@@ -229,7 +243,7 @@ class ResponseCache:
         # A future only once someone waits (_wait): most misses have no waiter.
         self._inflight[key] = None
         stored = None
-        lock = self._lock
+        lock = provider[1]
         locked = False
         try:
             # Across instances: the provider's lock (Redis SET NX), when it has one.
@@ -244,7 +258,7 @@ class ResponseCache:
                     stored = None
             hints = op.context.cache_control = DynamicHints()
             result = await call_next(op)
-            result, stored = await self._keep(op, result, hints, tag_plan, policy, key, owner, private)
+            result, stored = await self._keep(op, rt, result, hints, shape, key, owner, private)
             return result
         finally:
             if locked:
@@ -270,14 +284,11 @@ class ResponseCache:
         self._no_store(op)
         return await call_next(op)
 
-    @property
-    def _lock(self) -> "CacheLock | None":
+    def _learn(self, cache: Any) -> tuple[Any, "CacheLock | None", Any]:
         # isinstance() against a runtime-checkable Protocol inspects every
-        # member: once per provider instance, not per miss.
-        cache = self.rt.cache
-        if self._locks is None or self._locks[0] is not cache:
-            self._locks = (cache, cache if isinstance(cache, CacheLock) else None)
-        return self._locks[1]
+        # member: once per provider instance, not per request.
+        self._provider = (cache, cache if isinstance(cache, CacheLock) else None, getattr(cache, "get_now", None))
+        return self._provider
 
     async def _get(self, key: str) -> bytes | None:
         # The Protocol's providers raise ProviderError on an outage: a miss.
@@ -287,20 +298,22 @@ class ResponseCache:
             self.rt.response_stats.errors += 1
             return None
 
-    async def _set(self, key: str, value: bytes, ttl: int, tags: Any) -> None:
+    @staticmethod
+    async def _set(rt: "CacheRuntime", key: str, value: bytes, ttl: int, tags: Any) -> None:
         try:
-            await self.rt.cache.set(key, value, ttl=ttl, tags=tags)
+            await rt.cache.set(key, value, ttl=ttl, tags=tags)
         except ProviderError:
-            self.rt.response_stats.errors += 1
+            rt.response_stats.errors += 1
 
     async def _keep(
-        self, op: "Operation", result: Any, hints: DynamicHints, tag_plan: Any, policy: Policy, key: str, owner: str | None, private: bool
+        self, op: "Operation", rt: "CacheRuntime", result: Any, hints: DynamicHints, shape: "_Shape", key: str, owner: str | None, private: bool
     ) -> tuple[Any, bytes | None]:
         """Store a computed result if it may be: ``(the result to answer, the entry stored or None)``."""
         if not isinstance(result, dict) or result.get("errors") or result.get("data") is None:
             self._no_store(op)
             return result, None
-        final = hints.apply(policy)
+        tag_plan = shape.tag_plan
+        final = hints.apply(shape.policy)
         if not final.cacheable:
             self._no_store(op)
             return result, None
@@ -310,13 +323,13 @@ class ResponseCache:
             if owner is None:
                 self._no_store(op)
                 return result, None
-            await self._set(key, _PRIVATE_MARKER, final.max_age, ())
-            key, private = entry_key(op, owner), True
+            await self._set(rt, key, _PRIVATE_MARKER, final.max_age, ())
+            key, private = entry_key(shape.digest, op.variables, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
         # As the HTTP transport encodes it: it sends these bytes as they are.
         body = dumps_bytes(result)
-        if len(body) > self.rt.config.query_cache.max_entry_size:
-            self.rt.response_stats.too_large += 1
+        if len(body) > rt.config.query_cache.max_entry_size:
+            rt.response_stats.too_large += 1
             if _on_get(op):
                 self._http_headers(op, etag_of(body), final.max_age, scope, lambda: _sorted_tags(tag_plan, result))
             return result, None
@@ -324,8 +337,8 @@ class ResponseCache:
         # indexes it; headers sort their copy when a GET needs them.
         tags = tags_of(tag_plan, result.get("data"), merged=True)
         entry = encode(body, max_age=final.max_age, scope=scope)
-        await self._set(key, entry, final.max_age, tags)
-        self.rt.response_stats.stores += 1
+        await self._set(rt, key, entry, final.max_age, tags)
+        rt.response_stats.stores += 1
         op.response_headers["X-Cache"] = "MISS"
         if _on_get(op):
             self._http_headers(op, etag_of(body), final.max_age, scope, lambda: sorted(tags))
@@ -366,7 +379,7 @@ class ResponseCache:
             return memo[1]
         tags = head.get("tags")  # entries written before tags left the head
         if not isinstance(tags, list):
-            tags = _sorted_tags(self.shape(op)[0], result)
+            tags = _sorted_tags(self.shape(op).tag_plan, result)
         if len(self._hit_tags) > 1024:
             self._hit_tags.clear()
         self._hit_tags[id(head)] = (head, tags)

@@ -10,6 +10,8 @@ returned and their types' tags, so every list that could hold them goes.
 from __future__ import annotations
 
 import re
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Iterable
 
 from plugboard.graphql.document import Selection
@@ -83,7 +85,8 @@ def _walk(nodes: Plan, objects: list, entities: set[str], types: set[str]) -> No
                 elif type(value) is list:
                     items.extend(_flatten(value) if value and type(value[0]) is list else value)
         else:
-            items = [obj.get(key) for obj in objects]
+            # map() over C callables: no bytecode per object (objects are dicts here).
+            items = list(map(dict.get, objects, repeat(key)))
             if None in items:
                 add_type(type_name)
                 items = [item for item in items if item is not None]
@@ -120,7 +123,7 @@ def _tag_level(items: list, id_key: str, prefix: str, entities: set[str], pages:
     each page's tags are built once and kept with the plan node (``pages``).
     """
     try:
-        idents = tuple([item[id_key] for item in items])
+        idents = tuple(map(itemgetter(id_key), items))
     except (KeyError, TypeError, IndexError):
         return False
     try:

@@ -182,6 +182,10 @@ class MemoryCache:
     async def get(self, key: str) -> bytes | None:
         return self._lru.get(key)
 
+    def get_now(self, key: str) -> bytes | None:
+        """:meth:`get` without a coroutine: the store is in this process (see the Cache Protocol)."""
+        return self._lru.get(key)
+
     async def set(self, key: str, value: bytes, *, ttl: float | None = None, tags: Iterable[str] = ()) -> None:
         self._lru.set(key, value, ttl, tags)
 
