@@ -26,7 +26,7 @@ from plugboard.graphql.engine import Contribution, EngineOptions, GraphQLEngine
 from plugboard.graphql.operation import OperationRunner
 from plugboard.graphql.shared_streams import SharedStreams
 from plugboard import lifecycle
-from plugboard.middleware import collect_middleware, request_id_middleware
+from plugboard.middleware import collect_middleware, echo_request_id, request_id_middleware
 from plugboard.pluginmanager import PluginManager, build_plugin_manager, installed_plugins
 from plugboard.providers.registry import ProviderRegistry, ProviderSpec
 from plugboard.providers.services import SECTION as SERVICES_SECTION, Services, declare_services
@@ -52,6 +52,7 @@ def create_app(settings: Settings, *, plugins: Iterable[Any] = ()) -> web.Applic
         client_max_size=core_config.graphql.max_body_size,
         handler_args={"max_field_size": 16 * 1024},
     )
+    app.on_response_prepare.append(echo_request_id)
     # Before any plugin middleware: preflights are answered ahead of rate limits.
     cors.install(app, core_config.server.cors)
     app[keys.SETTINGS] = settings

@@ -21,21 +21,24 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
-async def request_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give every request an id (the client's ``X-Request-ID`` if sane) and echo it back."""
+def request_id_middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
+    """Give every request an id (the client's ``X-Request-ID`` if sane); :func:`echo_request_id` sends it back.
+
+    A plain function handing back the handler's coroutine: a coroutine here
+    would be resumed at every await of every request.
+    """
     sent = request.headers.get(REQUEST_ID_HEADER)
     # 128 random bits in hex, as uuid4().hex reads, without building a UUID
     # or a system call: an id tells requests apart, it guards nothing.
-    request_id = sent if sent and _SAFE_ID.match(sent) else "%032x" % _random_bits(128)
-    request[REQUEST_ID] = request_id
-    try:
-        response = await handler(request)
-    except web.HTTPException as e:
-        e.headers[REQUEST_ID_HEADER] = request_id
-        raise
-    if not response.prepared:
+    request[REQUEST_ID] = sent if sent and _SAFE_ID.match(sent) else "%032x" % _random_bits(128)
+    return handler(request)
+
+
+async def echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the request's id on every response, streamed ones (SSE, WebSocket handshakes) and errors included."""
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
         response.headers[REQUEST_ID_HEADER] = request_id
-    return response
 
 
 def collect_middleware(pm: PluginManager, app: web.Application, configs: dict[str, Any]) -> Iterator[tuple[str, Any]]:

@@ -8,7 +8,7 @@ either style work.
 
 Besides the values the transport sets, the class declares the fields the
 built-in plugins read and auth plugins set, with their defaults, so nobody
-guesses with ``getattr``: ``identity_expires_at``, ``roles``,
+guesses with ``getattr``: ``identity_expires_at``, ``roles``, ``api_key``,
 ``share_subscriptions`` and ``subscription_group``.
 """
 
@@ -39,6 +39,9 @@ class Context:
     identity_expires_at: float | None = None
     #: The caller's roles, any collection of names (``"admin"`` opens the jobs API).
     roles: Collection[str] = ()
+    #: The API key the caller presented, as the plugin that checked it records
+    #: it (None: none); per-key limits and private cache entries follow it.
+    api_key: Any = None
     #: False when this context's subscription results must not be shared with
     #: other subscribers (its resolvers read something per connection besides the identity).
     share_subscriptions: bool = True

@@ -54,13 +54,39 @@ def plan(selections: tuple[Selection, ...]) -> Plan:
     return tuple(out)
 
 
-def tags_of(selections_plan: Plan, data: Any, *, merged: bool = False) -> Any:
-    """``(entity tags, type names)`` found in ``data`` (a result's ``data``); one set of both with ``merged``."""
+def tags_of(selections_plan: Plan, data: Any) -> tuple[set[str], set[str]]:
+    """``(entity tags, type names)`` found in ``data`` (a result's ``data``)."""
     entities: set[str] = set()
-    types = entities if merged else set()
+    types: set[str] = set()
+    pages: list[frozenset[str]] = []
     if isinstance(data, dict):
-        _walk(selections_plan, [data], entities, types)
-    return entities if merged else (entities, types)
+        _walk(selections_plan, [data], entities, types, pages)
+    entities.update(*pages)
+    return entities, types
+
+
+def entry_tags(selections_plan: Plan, data: Any, memo: dict) -> frozenset[str]:
+    """Every tag of ``data``, entities and types in one frozenset, for a store to index.
+
+    Responses to one document mostly carry the same pages of ids (a list's
+    first page, its authors): ``memo`` (one dict per document, kept by the
+    caller) maps the pages and loose tags a walk found to their union, so
+    equal responses get the same frozenset object, which a store's index
+    matches by identity instead of comparing every tag.
+    """
+    loose: set[str] = set()
+    pages: list[frozenset[str]] = []
+    if isinstance(data, dict):
+        _walk(selections_plan, [data], loose, loose, pages)
+    key = (tuple(pages), tuple(sorted(loose)))
+    found = memo.get(key)
+    if found is None:
+        found = frozenset(loose).union(*pages)
+        # Kept small, as the pages are: whatever clients ask.
+        if len(memo) >= 32:
+            memo.clear()
+        memo[key] = found
+    return found
 
 
 def response_tags(selections: tuple[Selection, ...], data: Any) -> tuple[set[str], set[str]]:
@@ -68,7 +94,7 @@ def response_tags(selections: tuple[Selection, ...], data: Any) -> tuple[set[str
     return tags_of(plan(selections), data)
 
 
-def _walk(nodes: Plan, objects: list, entities: set[str], types: set[str]) -> None:
+def _walk(nodes: Plan, objects: list, entities: set[str], types: set[str], pages_found: list) -> None:
     # The hot loop of every stored response (a miss pays it per entity).
     # Level by level: one call per selection for all the objects it selects
     # in, not one per object; plain dict/list type checks (results are built
@@ -85,16 +111,17 @@ def _walk(nodes: Plan, objects: list, entities: set[str], types: set[str]) -> No
                 elif type(value) is list:
                     items.extend(_flatten(value) if value and type(value[0]) is list else value)
         else:
-            # map() over C callables: no bytecode per object (objects are dicts here).
-            items = list(map(dict.get, objects, repeat(key)))
-            if None in items:
+            # map() over C callables: no bytecode per object (objects are dicts
+            # here). A null object, or one with no field selected ({}), has
+            # no id: its type is tagged either way.
+            items = list(filter(None, map(dict.get, objects, repeat(key))))
+            if len(items) != len(objects):
                 add_type(type_name)
-                items = [item for item in items if item is not None]
         if not items:
             continue
-        if id_key is not None and not typename and _tag_level(items, id_key, prefix, entities, pages):
+        if id_key is not None and not typename and _tag_level(items, id_key, prefix, pages_found, pages):
             if children:
-                _walk(children, items, entities, types)
+                _walk(children, items, entities, types, pages_found)
             continue
         parents: list | None = [] if children else None
         room = 128 - len(prefix)
@@ -111,11 +138,11 @@ def _walk(nodes: Plan, objects: list, entities: set[str], types: set[str]) -> No
             if parents is not None:
                 parents.append(item)
         if parents:
-            _walk(children, parents, entities, types)
+            _walk(children, parents, entities, types, pages_found)
 
 
-def _tag_level(items: list, id_key: str, prefix: str, entities: set[str], pages: dict) -> bool:
-    """Tag a whole level at once when it is the usual one; False (nothing added) otherwise.
+def _tag_level(items: list, id_key: str, prefix: str, pages_found: list, pages: dict) -> bool:
+    """Tag a whole level at once when it is the usual one (its page of tags goes to ``pages_found``); False (nothing added) otherwise.
 
     The usual level: every item an object whose id is a non-empty
     alphanumeric ASCII string that fits a tag. The same page of ids comes
@@ -143,7 +170,7 @@ def _tag_level(items: list, id_key: str, prefix: str, entities: set[str], pages:
             pages[idents] = tags
     if tags is False:
         return False
-    entities |= tags
+    pages_found.append(tags)
     return True
 
 

@@ -9,6 +9,8 @@ import pytest
 
 from core_testkit import echo_plugin
 
+from plugboard import keys
+
 GQL = "application/graphql-response+json"
 
 
@@ -208,6 +210,21 @@ async def test_resolver_error_is_masked_and_logged(client, caplog):
     [record] = [r for r in caplog.records if "Query.boom" in r.getMessage()]
     assert "plugin 'echo'" in record.getMessage() and "req-123" in record.getMessage()
     assert "secret database password leaked" in str(record.exc_info[1])
+
+
+async def test_request_id_on_every_response(client):
+    """The client's id when sane, else a fresh one; on errors aiohttp answers too (400, 404, 405, 413)."""
+    resp = await post(client, None, raw="{not json", headers={"X-Request-ID": "req-7"})
+    assert resp.status == 400 and resp.headers["X-Request-ID"] == "req-7"
+    resp = await client.get("/no/such/route", headers={"X-Request-ID": "req-8"})
+    assert resp.status == 404 and resp.headers["X-Request-ID"] == "req-8"
+    resp = await client.put("/graphql", headers={"X-Request-ID": "req-9"})
+    assert resp.status == 405 and resp.headers["X-Request-ID"] == "req-9"
+    resp = await post(client, None, raw="x" * (client.app[keys.CORE_CONFIG].graphql.max_body_size + 1))
+    assert resp.status == 413 and len(resp.headers["X-Request-ID"]) == 32
+    resp = await post(client, {"query": "{ hello }"}, headers={"X-Request-ID": "not\tsafe, spaces"})
+    assert resp.status == 200 and len(resp.headers["X-Request-ID"]) == 32
+    assert resp.headers["X-Request-ID"] != (await post(client, {"query": "{ hello }"})).headers["X-Request-ID"]
 
 
 async def test_resolver_error_shown_in_debug(make_app, aiohttp_client):

@@ -90,3 +90,21 @@ def test_a_page_of_ids_is_tagged_once_and_odd_pages_item_by_item():
     # An id "12" + "" must not pass as the alphanumeric page "12": checked per id.
     odd = {"items": [{"id": "12"}, {"id": ""}, {"id": 3}, {"id": ["x"]}]}
     assert tags_of(plan, odd) == ({"Item:12", "Item:3"}, {"Item", "User"})  # no owner: its type
+
+
+def test_equal_responses_get_one_tag_set_for_the_store():
+    from plugboard.plugins.cache.tags import entry_tags, tags_of
+
+    plan = (("items", "Item", "Item:", True, "id", False, (("owner", "User", "User:", False, "id", False, (), {}),), {}),)
+    memo: dict = {}
+    first = {"items": [{"id": "1", "owner": {"id": "u1"}}, {"id": "2", "owner": {}}]}
+    again = {"items": [{"id": "1", "owner": {"id": "u1"}}, {"id": "2", "owner": {}}]}
+    tags = entry_tags(plan, first, memo)
+    entities, types = tags_of(plan, first)
+    assert tags == entities | types == {"Item", "Item:1", "Item:2", "User", "User:u1"}  # {} has no id: its type
+    assert entry_tags(plan, again, memo) is tags
+    other = entry_tags(plan, {"items": [{"id": "3", "owner": None}]}, memo)
+    assert other == {"Item", "Item:3", "User"} and len(memo) == 2
+    for n in range(40):  # whatever clients ask, the memo stays small
+        entry_tags(plan, {"items": [{"id": str(n), "owner": {"id": "u1"}}]}, memo)
+    assert len(memo) <= 32

@@ -241,6 +241,12 @@ async def test_negotiates_graphql_transport_ws_when_both_are_offered(client):
     await ws.close()
 
 
+async def test_handshake_carries_the_request_id(client):
+    ws = await connect(client, headers={"X-Request-ID": "ws-42"})
+    assert ws._response.headers["X-Request-ID"] == "ws-42"
+    await ws.close()
+
+
 async def test_negotiates_legacy_when_only_it_is_offered(client):
     ws = await connect(client, protocols=(LEGACY,))
     assert ws.protocol == LEGACY
