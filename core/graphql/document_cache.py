@@ -1,6 +1,6 @@
 """The engine's cache of parsed and validated documents, bounded by count and by bytes.
 
-Entries are the engine's ``ParsedDocument`` objects: anything with ``errors``
+Entries are ``ParsedDocument`` objects (:mod:`plugboard.graphql.parsed`): anything with ``errors``
 (falsy when the document is usable) and ``weight`` (its estimated size in bytes).
 """
 

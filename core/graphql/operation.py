@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
     from plugboard.graphql.context import Context
     from plugboard.graphql.document import DocumentView
-    from plugboard.graphql.engine import GraphQLEngine, ParsedDocument
+    from plugboard.graphql.engine import GraphQLEngine
+    from plugboard.graphql.parsed import ParsedDocument
 
 logger = logging.getLogger("plugboard.graphql")
 

@@ -208,9 +208,10 @@ def parse_json_body(raw: bytes) -> Any:
         raise RequestError(f"the request body is not valid JSON: {e}") from None
 
 
-async def read_json_body(request: web.Request) -> Any:
-    """The JSON body within ``graphql.max_body_size``; RequestError (400/413) otherwise."""
-    limit = request.app[keys.CORE_CONFIG].graphql.max_body_size
+async def read_json_body(request: web.Request, limit: int | None = None) -> Any:
+    """The JSON body within ``limit`` (default ``graphql.max_body_size``); RequestError (400/413) otherwise."""
+    if limit is None:
+        limit = request.app[keys.CORE_CONFIG].graphql.max_body_size
     check_body_size(request, limit)
     try:
         raw = await request.read()
@@ -226,9 +227,9 @@ class GraphQLEndpoint:
     context builder, the transports, the ``graphql`` config) is read on the
     first request, once start-up has put it in place: each of aiohttp's
     ``request.app[key]`` is a few Python calls. A single JSON operation, the
-    usual request, runs in two coroutines of ours (this one and the
-    operation's): every further level would be created and finished per
-    request, and resumed at each of the execution's awaits.
+    usual request, executes under two coroutines of ours (this one and the
+    operation's; the body is read before): every further level would be
+    resumed at each of the execution's awaits.
     """
 
     def __init__(self) -> None:
@@ -255,12 +256,7 @@ class GraphQLEndpoint:
                 return _not_acceptable()
             try:
                 if request_media_type(request) == "application/json":
-                    check_body_size(request, self.config.max_body_size)
-                    try:
-                        raw = await request.read()
-                    except web.HTTPRequestEntityTooLarge:
-                        raise RequestError(f"request body is larger than {self.config.max_body_size} bytes", 413) from None
-                    body = parse_json_body(raw)
+                    body = await read_json_body(request, self.config.max_body_size)
                     if type(body) is list:
                         return await self._batch(request, body, media_type)
                     result, status, headers = await self._execute(request, body, ("query", "mutation"))
