@@ -57,12 +57,15 @@ class Batcher:
         self._conns = [pool.connection_class(**kwargs) for _ in range(IN_FLIGHT)]
         self._idle = list(self._conns)
 
-    async def call(self, *command: Any) -> Any:
+    def call(self, *command: Any) -> "asyncio.Future[Any]":
+        """Queue ``command``; the future of its reply (its error raised when awaited)."""
+        # A plain function handing back the future, not a coroutine awaiting
+        # it: one level less under every caller's await.
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue.append((command, future))
         if self._idle:
             asyncio.create_task(self._send(self._idle.pop()))
-        return await future
+        return future
 
     async def aclose(self) -> None:
         """Close the batcher's connections (a later call opens them again)."""

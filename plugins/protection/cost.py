@@ -152,6 +152,15 @@ class Analysis:
 
     def of(self, op: Any) -> tuple[int, int, str | None]:
         """``(depth, cost, operation name)`` of the operation (the name: the request's, else the document's)."""
+        parsed = op.parsed
+        if parsed is not None and not op.variables:
+            # The document alone decides: kept with it, for as long as the
+            # engine's document cache keeps it (no key to build per request).
+            memo = (self, op.operation_name)
+            found = parsed.derived.get(memo)
+            if found is None:
+                found = parsed.derived[memo] = self._analyse(op)
+            return found
         # Kept on the operation too: the limits step and the metrics step both ask.
         found = op.state.get(_ANALYSED)
         if found is not None:
@@ -161,14 +170,16 @@ class Analysis:
         if found is not None:
             self._cache.move_to_end(key)
         else:
-            view = op.document
-            found = (view.depth, self.model.cost(view), op.operation_name or view.operation_name)
-            self.computed += 1
-            self._cache[key] = found
+            found = self._cache[key] = self._analyse(op)
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
         op.state[_ANALYSED] = found
         return found
+
+    def _analyse(self, op: Any) -> tuple[int, int, str | None]:
+        view = op.document
+        self.computed += 1
+        return (view.depth, self.model.cost(view), op.operation_name or view.operation_name)
 
 
 ANALYSIS: web.AppKey[Analysis] = web.AppKey("plugboard.protection.analysis", Analysis)

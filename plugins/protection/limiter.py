@@ -280,7 +280,7 @@ class _KeyDefault:
         self.max = policy.max
 
 
-def _has_credentials(request: web.Request) -> bool:
+def has_credentials(request: web.Request) -> bool:
     headers = request.headers
     return hdrs.AUTHORIZATION in headers or "X-API-Key" in headers
 
@@ -329,7 +329,7 @@ def middleware(limiter: RequestLimiter, auth_failures: "AuthFailures | None" = N
             if state is not None and not state.allowed:
                 return await limiter.refuse_websocket(request, ip, state)
             return await counted(request, handler, key, None)
-        if _has_credentials(request):
+        if has_credentials(request):
             state = await limiter.count(key, peek=True)
             if state is not None and not state.allowed:
                 return limiter.refuse(ip, state)
@@ -363,7 +363,7 @@ def middleware(limiter: RequestLimiter, auth_failures: "AuthFailures | None" = N
         if request.path in limiter.exempt or request.method == "OPTIONS":
             return handler(request)
         hit_now = limiter.hit_now
-        if hit_now is None or skip_failed or _has_credentials(request) or _is_upgrade(request):
+        if hit_now is None or skip_failed or has_credentials(request) or _is_upgrade(request):
             return limited(request, handler)
         state = hit_now(limiter.client_key(request), limit=ip.max, window=ip.window)
         if not state.allowed:

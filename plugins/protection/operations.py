@@ -18,7 +18,7 @@ import collections
 from typing import Any
 
 from plugboard.plugins.protection.directive import FieldLimit
-from plugboard.plugins.protection.limiter import DEFERRED, STATE, Policy, RequestLimiter, identity_id, merge_header, ratelimit_header
+from plugboard.plugins.protection.limiter import DEFERRED, STATE, Policy, RequestLimiter, has_credentials, identity_id, merge_header, ratelimit_header
 
 #: The limited selections of this many documents (with their variables) are kept.
 CACHE_SIZE = 1024
@@ -78,7 +78,7 @@ class RequestChecks:
         request = getattr(op.context, "request", None)
         if request is None:
             return False
-        return self.fields is not None or (self.requests_enabled and (op.transport == "ws" or DEFERRED in request))
+        return self.fields is not None or (self.requests_enabled and (op.transport == "ws" or _deferred(request)))
 
     async def before(self, op: Any) -> tuple[Policy, str] | None:
         limiter = self.limiter
@@ -88,7 +88,7 @@ class RequestChecks:
             # The server's own operations (a job running a query): no client to limit.
             return None
         counted: tuple[Policy, str] | None = None
-        if self.requests_enabled and (op.transport == "ws" or DEFERRED in request):
+        if self.requests_enabled and (op.transport == "ws" or _deferred(request)):
             policy, key = limiter.subject(context)
             # skipFailedRequests on an HTTP request: look now, count once it succeeded.
             look = self.skip_failed and op.transport != "ws"
@@ -128,3 +128,10 @@ class RequestChecks:
 def _failed(result: Any) -> bool:
     errors = result.get("errors") if isinstance(result, dict) else getattr(result, "errors", None)
     return bool(errors)
+
+
+def _deferred(request: Any) -> bool:
+    """Whether the middleware left this request's count to its identity (it carries credentials)."""
+    # Credentials first: ``in request`` on a key it lacks raises and catches a
+    # KeyError inside aiohttp's Mapping, on every anonymous request.
+    return has_credentials(request) and DEFERRED in request

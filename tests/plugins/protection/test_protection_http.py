@@ -108,6 +108,13 @@ async def test_cost_computed_once_per_document(plugboard_client):
     for _ in range(5):
         await client.gql_data(BOOKS)
     assert client.app[ANALYSIS].computed == 1
+    # With variables: once per document and variables.
+    query = "query Q($n: Int) { books(first: $n) { title } }"
+    for _ in range(3):
+        await client.gql_data(query, {"n": 5})
+    assert client.app[ANALYSIS].computed == 2
+    await client.gql_data(query, {"n": 6})
+    assert client.app[ANALYSIS].computed == 3
 
 
 async def test_websocket_operations_are_counted(plugboard_client):

@@ -92,6 +92,23 @@ async def test_two_redis_clients_share_counts_atomically(redis_url):
         await b.close()
 
 
+async def test_redis_counts_on_after_a_script_flush(redis_url):
+    import redis.asyncio
+
+    s = RedisRateLimitStore(RedisRateLimitConfig(), {keys.CORE_CONFIG: _core(redis_url)})
+    await s.start()
+    client = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        await s.reset("flushed")
+        assert (await s.hit("flushed", limit=3, window=60)).remaining == 2
+        await client.script_flush()  # as after a Redis restart: the script is loaded again
+        assert (await s.hit("flushed", limit=3, window=60)).remaining == 1
+        assert (await s.peek("flushed", limit=3, window=60)).remaining == 1
+    finally:
+        await client.aclose()
+        await s.close()
+
+
 async def test_redis_unreachable_raises_provider_error():
     s = RedisRateLimitStore(RedisRateLimitConfig(timeout=0.2), {keys.CORE_CONFIG: _core("redis://127.0.0.1:1/0")})
     await s.start()
