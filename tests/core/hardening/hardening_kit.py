@@ -6,6 +6,7 @@ A module with its own name, not conftest (see tests/core/core_testkit.py).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import time
 from pathlib import Path
@@ -36,7 +37,16 @@ def aliases(n: int = 40_000) -> str:
 
 
 def rss() -> int:
-    """This process's resident set size, in bytes (Linux)."""
+    """This process's resident set size, in bytes (Linux), after glibc hands its free heap back.
+
+    glibc keeps freed memory in its arenas, as much as what ran earlier in the
+    process left fragmented (in a full suite run, tests before this one):
+    ``malloc_trim(0)`` returns it, so the reading is what is still held.
+    """
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: the plain reading
+        pass
     with open(f"/proc/{os.getpid()}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
