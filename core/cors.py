@@ -339,7 +339,12 @@ async def _cross_origin(request: web.Request, handler: Handler, origin: str) -> 
 
 
 async def _on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    if request.get(_ANSWERED) or response.status == 101:
+    if response.status == 101:
+        return
+    # Only a preflight or a refused upgrade (403) can have been answered here.
+    # Asked of every response, request.get() of a key the request lacks
+    # raises and catches a KeyError inside aiohttp's Mapping.
+    if (request.method == hdrs.METH_OPTIONS or response.status == 403) and request.get(_ANSWERED):
         return
     policy = request.app[keys.CORS_POLICY]
     _add_vary(response, "Origin")
