@@ -109,10 +109,10 @@ class RedisRateLimitStore:
             # Awaited here rather than through _call: one coroutine less per check.
             return await self._batcher.call("EVALSHA", sha, 1, self._key(key), *args)
         except redis.exceptions.NoScriptError:
-            pass  # Redis restarted or flushed its scripts: load it again, once
+            # Redis restarted or flushed its scripts: load it again, once.
+            await self._call(self._client.script_load(self._scripts[sha]))
         except (redis.exceptions.RedisError, OSError) as e:
             raise self._failed(e) from e
-        await self._call(self._client.script_load(self._scripts[sha]))
         return await self._call(self._batcher.call("EVALSHA", sha, 1, self._key(key), *args))
 
     async def check(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import functools
 import os
 import time
 from pathlib import Path
@@ -43,12 +44,19 @@ def rss() -> int:
     process left fragmented (in a full suite run, tests before this one):
     ``malloc_trim(0)`` returns it, so the reading is what is still held.
     """
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the plain reading
-        pass
+    trim = _malloc_trim()
+    if trim is not None:  # None: not glibc, the plain reading
+        trim(0)
     with open(f"/proc/{os.getpid()}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@functools.cache
+def _malloc_trim() -> Any:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
 
 
 async def post(client: Any, query: str, **body: Any) -> tuple[int, dict]:
