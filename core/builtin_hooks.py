@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from plugboard import __version__, hookimpl, keys
-from plugboard.graphql.scalars import JSONScalar, UploadScalar
+from plugboard.graphql.scalars import DateTimeScalar, JSONScalar, UploadScalar
 from plugboard.providers.registry import ProviderSpec
 
 NAME = "core"
@@ -18,7 +18,7 @@ NAME = "core"
 
 @hookimpl
 def plugboard_scalars() -> dict[str, Any]:
-    return {"JSON": JSONScalar, "Upload": UploadScalar}
+    return {"JSON": JSONScalar, "Upload": UploadScalar, "DateTime": DateTimeScalar}
 
 
 async def _plugboard_version(parent: Any, args: dict, context: Any, info: Any) -> str:

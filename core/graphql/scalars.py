@@ -1,12 +1,13 @@
-"""The core's scalars: ``JSON`` (any JSON value) and ``Upload`` (a multipart file).
+"""The core's scalars: ``JSON`` (any JSON value), ``Upload`` (a multipart file) and ``DateTime``.
 
-``DateTime`` is Tartiflette's built-in. Literal parsing walks Tartiflette's
-AST nodes by their shape (``fields``/``values``/``value``), which is all a
-JSON literal needs.
+Literal parsing walks Tartiflette's AST nodes by their shape
+(``fields``/``values``/``value``), which is all a JSON literal needs.
+``Date`` and ``Time`` are Tartiflette's built-ins.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from plugboard.graphql.engine import UNDEFINED_VALUE
@@ -64,3 +65,39 @@ class UploadScalar:
 
     def parse_literal(self, ast: Any, variables: dict[str, Any] | None = None) -> Any:
         return UNDEFINED_VALUE
+
+
+class DateTimeScalar:
+    """ISO 8601 date-times, read back as this API writes them.
+
+    Tartiflette's built-in ``DateTime`` reads only ``2026-12-07T10:00:00``:
+    a value this API wrote (``2026-12-07T10:00:00.250000+00:00``) or an RFC
+    3339 one from a client (``...Z``) could not be sent back. This one reads
+    what :meth:`datetime.datetime.fromisoformat` reads: fractions of a second,
+    ``Z`` or an offset (an aware datetime), or none (a naive one, as before).
+    """
+
+    def coerce_output(self, value: Any) -> str:
+        iso = getattr(value, "isoformat", None)
+        if iso is None or isinstance(value, str):
+            raise TypeError(f"DateTime cannot represent {value!r}: resolve a datetime")
+        return iso()
+
+    def coerce_input(self, value: Any) -> dt.datetime:
+        parsed = _datetime(value)
+        if parsed is None:
+            raise TypeError(f"DateTime cannot represent {value!r}: send an ISO 8601 string such as 2026-12-07T10:00:00Z")
+        return parsed
+
+    def parse_literal(self, ast: Any, variables: dict[str, Any] | None = None) -> Any:
+        parsed = _datetime(ast.value) if type(ast).__name__ == "StringValueNode" else None
+        return UNDEFINED_VALUE if parsed is None else parsed
+
+
+def _datetime(value: Any) -> dt.datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None

@@ -66,6 +66,7 @@ def echo_plugin() -> types.SimpleNamespace:
           refuse: String
           whoami: String
           echoJson(value: JSON): JSON
+          echoDateTime(value: DateTime): DateTime
         }
         extend type Mutation {
           add(a: Int!, b: Int!): Int!
@@ -81,6 +82,7 @@ def echo_plugin() -> types.SimpleNamespace:
             "Query.refuse": refuse,
             "Query.whoami": whoami,
             "Query.echoJson": echo_json,
+            "Query.echoDateTime": echo_json,
             "Mutation.add": add,
             "Mutation.upload": upload,
             "Mutation.uploads": uploads,

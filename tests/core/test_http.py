@@ -257,6 +257,37 @@ async def test_json_scalar_roundtrip(client):
     assert (await resp.json(content_type=None)) == {"data": {"echoJson": {"a": [1, "x"], "b": None}}}
 
 
+@pytest.mark.parametrize(
+    "sent, echoed",
+    [
+        ("2026-12-07T10:00:00Z", "2026-12-07T10:00:00+00:00"),
+        ("2026-12-07T10:00:00.250000+02:00", "2026-12-07T10:00:00.250000+02:00"),
+        ("2026-12-07T10:00:00", "2026-12-07T10:00:00"),
+    ],
+)
+async def test_datetime_reads_back_what_it_writes(client, sent, echoed):
+    # ISO 8601 with fractions and offsets, in variables and literals (Tartiflette's built-in read only the naive form).
+    resp = await post(client, {"query": "query($v: DateTime) { echoDateTime(value: $v) }", "variables": {"v": sent}})
+    assert (await resp.json(content_type=None)) == {"data": {"echoDateTime": echoed}}
+    resp = await post(client, {"query": f'{{ echoDateTime(value: "{sent}") }}'})
+    assert (await resp.json(content_type=None)) == {"data": {"echoDateTime": echoed}}
+    resp = await post(client, {"query": "query($v: DateTime) { echoDateTime(value: $v) }", "variables": {"v": echoed}})
+    assert (await resp.json(content_type=None)) == {"data": {"echoDateTime": echoed}}
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2026-13-01T00:00:00", 1765101600, ""])
+async def test_datetime_refuses_what_is_not_one(client, bad):
+    resp = await post(client, {"query": "query($v: DateTime) { echoDateTime(value: $v) }", "variables": {"v": bad}})
+    assert resp.status == 400
+    body = await resp.json(content_type=None)
+    assert "data" not in body and "ISO 8601" in body["errors"][0]["message"]
+    if isinstance(bad, str):
+        resp = await post(client, {"query": f'{{ echoDateTime(value: "{bad}") }}'})
+        assert resp.status == 400
+        body = await resp.json(content_type=None)
+        assert "data" not in body and "DateTime" in body["errors"][0]["message"]
+
+
 async def test_health_and_ready(client):
     resp = await client.get("/healthz")
     assert resp.status == 200 and (await resp.json())["status"] == "ok"

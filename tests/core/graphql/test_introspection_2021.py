@@ -43,8 +43,6 @@ TARTIFLETTE_BUILTINS = '''
 directive @nonIntrospectable on FIELD_DEFINITION | SCHEMA
 """The `Date` scalar type represents a date object"""
 scalar Date
-"""The `DateTime` scalar type represents a date time object"""
-scalar DateTime
 """The `Time` scalar type represents a time object"""
 scalar Time
 '''
