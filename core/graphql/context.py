@@ -160,32 +160,49 @@ class ContextBuilder:
         return context
 
 
+def bearer(value: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` value, or None."""
+    if value and value[:7].lower() == "bearer ":
+        return value[7:].strip()
+    return None
+
+
+def is_admin_token(app: "web.Application", token: str | None) -> bool:
+    """True when ``token`` is ``server.admin_token`` (compared in constant time)."""
+    configured = app[keys.CORE_CONFIG].server.admin_token
+    if not configured or not token:
+        return False
+    return hmac.compare_digest(str(configured).encode(), token.encode())
+
+
+def has_admin_role(context: Any) -> bool:
+    """The ``admin`` role among the roles an auth plugin put on the context (``context.roles``)."""
+    roles = context.get("roles") if context is not None else None
+    return bool(roles) and "admin" in roles
+
+
 def is_admin(context: Any) -> bool:
     """An operator: the ``admin`` role on the context, or ``server.admin_token`` as bearer.
 
     Auth plugins put roles on the context as ``context.roles``; the token
     comes as ``Authorization: Bearer <token>`` on the request (HTTP, SSE, the
     WebSocket upgrade) or as ``{"authorization": "Bearer <token>"}`` in a
-    WebSocket ``connection_init``. The same rule as the jobs plugin's admins.
+    WebSocket ``connection_init``. Every plugin's admin check is this one.
     """
     if context is None:
         return False
-    roles = context.get("roles")
-    if roles and "admin" in roles:
+    if has_admin_role(context):
         return True
-    token = context.app[keys.CORE_CONFIG].server.admin_token
-    if not token:
-        return False
+    app = context.app
     request = context.get("request")
-    sent = [request.headers.get("Authorization")] if request is not None else []
+    if request is not None and is_admin_token(app, bearer(request.headers.get("Authorization"))):
+        return True
     params = context.get("connection_params")
     if isinstance(params, Mapping):
-        sent.append(params.get("authorization"))
-    for value in sent:
-        if isinstance(value, str) and value[:7].lower() == "bearer ":
-            if hmac.compare_digest(value[7:].strip().encode(), str(token).encode()):
-                return True
+        value = params.get("authorization")
+        if isinstance(value, str) and is_admin_token(app, bearer(value)):
+            return True
     return False
 
 
-__all__ = ["Context", "ContextBuilder", "GraphQLError", "is_admin"]
+__all__ = ["Context", "ContextBuilder", "GraphQLError", "bearer", "has_admin_role", "is_admin", "is_admin_token"]

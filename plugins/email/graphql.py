@@ -14,7 +14,7 @@ from plugboard.graphql.errors import GraphQLError
 from plugboard.providers import pubsub
 from plugboard.plugins.email.keys import EMAIL
 from plugboard.plugins.email.service import TOPIC, EmailError, EmailService, Template
-from plugboard.plugins.jobs.auth import is_admin
+from plugboard.graphql.context import is_admin
 
 
 def _service(context: Any) -> EmailService:

@@ -1,6 +1,6 @@
 """The jobs plugin's GraphQL surface: resolvers and the ``jobUpdated`` subscription (SDL: ``schema.graphql``).
 
-Admins (``plugboard.plugins.jobs.auth.is_admin``) see and act on every job;
+Admins (``plugboard.graphql.context.is_admin``) see and act on every job;
 the owner of a job (the identity that enqueued it) may read ``job(id)`` and
 subscribe to ``jobUpdated(id)``. Everyone else gets FORBIDDEN. Jobs API
 errors become GraphQL errors with the error's ``code``.
@@ -12,7 +12,7 @@ import datetime as dt
 from typing import Any, AsyncIterator, Mapping
 
 from plugboard.graphql.errors import GraphQLError
-from plugboard.plugins.jobs.auth import is_admin
+from plugboard.graphql.context import is_admin
 from plugboard.plugins.jobs.errors import JobsError
 from plugboard.plugins.jobs.keys import JOBS
 from plugboard.plugins.jobs.model import Job, JobStatus

@@ -10,7 +10,7 @@ Three ways in, checked in this order:
   :data:`SESSION_MAX_AGE`. Changing the token ends every session; logging out
   ends that one (:class:`.guard.RevokedSessions`);
 - the ``admin`` role on the GraphQL context an auth plugin builds for the
-  request (:func:`plugboard.plugins.jobs.auth.has_admin_role`).
+  request (:func:`plugboard.graphql.context.has_admin_role`).
 
 Wrong tokens (the login form, or a bearer no auth plugin accepts) are
 throttled per client address with backoff (:class:`.guard.LoginThrottle`).
@@ -40,7 +40,7 @@ from aiohttp import web
 from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.middleware import REQUEST_ID
-from plugboard.plugins.jobs.auth import bearer, has_admin_role, is_admin_token
+from plugboard.graphql.context import bearer, has_admin_role, is_admin_token
 from plugboard.plugins.jobs.dashboard.guard import is_https
 
 if TYPE_CHECKING:

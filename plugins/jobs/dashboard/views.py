@@ -20,7 +20,7 @@ from aiohttp import web
 from aiohttp_sse import sse_response
 
 from plugboard import keys
-from plugboard.plugins.jobs.auth import bearer
+from plugboard.graphql.context import bearer
 from plugboard.plugins.jobs.dashboard import access
 from plugboard.plugins.jobs.dashboard.access import Access, Refusal
 from plugboard.plugins.jobs.dashboard.guard import LoginGuard, client_address
