@@ -7,9 +7,8 @@ default ``maxAge`` (``cache.queryCache.ttl``) unless they say
 minimum ``maxAge`` over its fields, and ``PRIVATE`` if any field is private.
 Resolvers may restrict it further at run time with :func:`cache_hint`.
 
-The SDL is read with graphql-core's parser (Tartiflette stays inside the
-core's engine module), fragment by fragment so a bad hint names its file and
-line, and start-up fails on it.
+The SDL's uses are read with the core's :func:`~plugboard.graphql.sdl.directive_uses`,
+so a bad hint names its file and line, and start-up fails on it.
 """
 
 from __future__ import annotations
@@ -18,22 +17,13 @@ from typing import Any, Iterable, Literal
 
 import attrs
 from graphql.language import ast as gql
-from graphql.language import parse
-from graphql.error import GraphQLSyntaxError
 
 from plugboard.errors import SchemaError
 from plugboard.graphql.document import DocumentView, Selection
+from plugboard.graphql.sdl import DirectiveUse, directive_uses
 
 Scope = Literal["PUBLIC", "PRIVATE"]
 DIRECTIVE = "cacheControl"
-_DEFINITIONS = (
-    gql.ObjectTypeDefinitionNode,
-    gql.ObjectTypeExtensionNode,
-    gql.InterfaceTypeDefinitionNode,
-    gql.InterfaceTypeExtensionNode,
-    gql.UnionTypeDefinitionNode,
-    gql.UnionTypeExtensionNode,
-)
 
 
 @attrs.frozen
@@ -72,74 +62,51 @@ class Policy:
 
 
 def read_hints(fragments: Iterable[Any]) -> Hints:
-    """The hints of every fragment (``.source``, ``.text``); SchemaError naming each bad one."""
+    """Every ``@cacheControl`` of the composed SDL's fragments; SchemaError naming each bad one (file and line)."""
     hints = Hints()
     problems: list[str] = []
-    for fragment in fragments:
-        if "@" + DIRECTIVE not in fragment.text:
+    for use in directive_uses(fragments, DIRECTIVE):
+        hint = _hint(use, problems)
+        if hint is None:
             continue
-        try:
-            document = parse(fragment.text, no_location=False)
-        except GraphQLSyntaxError as e:  # the engine reports SDL that does not parse
-            problems.append(f"{fragment.source}: {e.message}")
-            continue
-        for node in document.definitions:
-            if not isinstance(node, _DEFINITIONS):
-                continue
-            type_name = node.name.value
-            hint = _hint(node.directives, fragment, f"type {type_name}", problems)
-            if hint is not None:
-                hints.types[type_name] = hint
-            for field in getattr(node, "fields", None) or ():
-                hint = _hint(field.directives, fragment, f"field {type_name}.{field.name.value}", problems)
-                if hint is not None:
-                    hints.fields[f"{type_name}.{field.name.value}"] = hint
+        if use.field_name is None:
+            hints.types[use.type_name] = hint
+        else:
+            hints.fields[use.coordinate] = hint
     if problems:
         raise SchemaError("\n".join(problems))
     return hints
 
 
-def _hint(directives: Any, fragment: Any, what: str, problems: list[str]) -> Hint | None:
-    for directive in directives or ():
-        if directive.name.value != DIRECTIVE:
-            continue
-        line = _line(fragment.text, directive)
-        # A file reads file:line; SDL text a plugin returned reads "plugin 'x', SDL line N".
-        where = f"{fragment.source}, SDL line {line}" if fragment.source.startswith("plugin ") else f"{fragment.source}:{line}"
-        max_age: int | None = None
-        scope: Scope | None = None
-        inherit = False
-        for argument in directive.arguments:
-            name, value = argument.name.value, argument.value
-            if name == "maxAge":
-                if not isinstance(value, gql.IntValueNode) or int(value.value) < 0:
-                    shown = getattr(value, "value", None) or type(value).__name__
-                    problems.append(f"{where}: @cacheControl on {what}: maxAge must be a whole number of seconds >= 0, not {shown}")
-                    return None
-                max_age = int(value.value)
-            elif name == "scope":
-                if not isinstance(value, gql.EnumValueNode) or value.value not in ("PUBLIC", "PRIVATE"):
-                    problems.append(f"{where}: @cacheControl on {what}: scope must be PUBLIC or PRIVATE")
-                    return None
-                scope = value.value  # type: ignore[assignment]
-            elif name == "inheritMaxAge":
-                if not isinstance(value, gql.BooleanValueNode):
-                    problems.append(f"{where}: @cacheControl on {what}: inheritMaxAge must be true or false")
-                    return None
-                inherit = value.value
-            else:
-                problems.append(f"{where}: @cacheControl on {what}: unknown argument {name!r}")
+def _hint(use: DirectiveUse, problems: list[str]) -> Hint | None:
+    where, what = use.where, use.what
+    max_age: int | None = None
+    scope: Scope | None = None
+    inherit = False
+    for name, value in use.arguments.items():
+        if name == "maxAge":
+            if not isinstance(value, gql.IntValueNode) or int(value.value) < 0:
+                shown = getattr(value, "value", None) or type(value).__name__
+                problems.append(f"{where}: @cacheControl on {what}: maxAge must be a whole number of seconds >= 0, not {shown}")
                 return None
-        if inherit and max_age is not None:
-            problems.append(f"{where}: @cacheControl on {what}: inheritMaxAge and maxAge exclude each other")
+            max_age = int(value.value)
+        elif name == "scope":
+            if not isinstance(value, gql.EnumValueNode) or value.value not in ("PUBLIC", "PRIVATE"):
+                problems.append(f"{where}: @cacheControl on {what}: scope must be PUBLIC or PRIVATE")
+                return None
+            scope = value.value  # type: ignore[assignment]
+        elif name == "inheritMaxAge":
+            if not isinstance(value, gql.BooleanValueNode):
+                problems.append(f"{where}: @cacheControl on {what}: inheritMaxAge must be true or false")
+                return None
+            inherit = value.value
+        else:
+            problems.append(f"{where}: @cacheControl on {what}: unknown argument {name!r}")
             return None
-        return Hint(max_age, scope, inherit)
-    return None
-
-
-def _line(text: str, node: Any) -> int:
-    loc = node.loc
-    return text.count("\n", 0, loc.start) + 1 if loc is not None else 0
+    if inherit and max_age is not None:
+        problems.append(f"{where}: @cacheControl on {what}: inheritMaxAge and maxAge exclude each other")
+        return None
+    return Hint(max_age, scope, inherit)
 
 
 def operation_policy(view: DocumentView, hints: Hints, default_max_age: int) -> Policy:
