@@ -73,8 +73,11 @@ async def test_admin_only_fields_are_forbidden_to_others(client):
 async def test_the_owner_reads_and_watches_their_job(client):
     jobs = client.app[JOBS]
     job = await jobs.enqueue("sleep", {"seconds": 0.05, "steps": 2}, owner="alice")
-    assert (await gql(client, JOB, {"id": job.id}, token="alice"))["data"]["job"]["id"] == job.id
-    assert code(await gql(client, JOB, {"id": job.id}, token="bob")) == "FORBIDDEN"
+    # Only fields the running job does not change: the test kit runs each
+    # query on both executors and compares them, while the worker moves on.
+    steady = "query($id: ID!) { job(id: $id) { id type maxAttempts args createdAt } }"
+    assert (await gql(client, steady, {"id": job.id}, token="alice"))["data"]["job"]["id"] == job.id
+    assert code(await gql(client, steady, {"id": job.id}, token="bob")) == "FORBIDDEN"
     stream = await subscribe(client.app, UPDATED, {"id": job.id}, user="alice")
     seen = []
     async for result in stream:
