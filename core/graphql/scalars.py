@@ -79,7 +79,7 @@ class DateTimeScalar:
 
     def coerce_output(self, value: Any) -> str:
         iso = getattr(value, "isoformat", None)
-        if iso is None or isinstance(value, str):
+        if iso is None:
             raise TypeError(f"DateTime cannot represent {value!r}: resolve a datetime")
         return iso()
 

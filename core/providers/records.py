@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import fcntl
 from pathlib import Path
 from typing import Any, AsyncContextManager, AsyncIterator, Protocol, runtime_checkable
@@ -23,11 +24,34 @@ from sqlalchemy.pool import StaticPool
 
 from plugboard.errors import ProviderError
 
-__all__ = ["RecordsStore", "SQLRecordsStore", "RecordsConfig"]
+__all__ = ["RecordsStore", "SQLRecordsStore", "RecordsConfig", "UTCDateTime"]
 
 # Arbitrary but fixed: serialises create_all between processes starting at
 # once against the same PostgreSQL database.
 _PG_DDL_LOCK = 0x706C7567
+
+
+class UTCDateTime(sa.TypeDecorator):
+    """A date-time column that keeps the instant on every database: use it for every timestamp.
+
+    PostgreSQL's ``timestamptz`` converts offsets itself, but SQLite stores
+    the wall time and drops the offset: ``12:00+02:00`` would read back as
+    12:00 UTC. Values are written in UTC (a naive one is taken as UTC
+    already) and read back aware, in UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return value.astimezone(dt.timezone.utc)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if isinstance(value, dt.datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=dt.timezone.utc)
+        return value
 
 
 @attrs.define(frozen=True, kw_only=True)

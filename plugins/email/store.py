@@ -17,13 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from plugboard import keys
+from plugboard.providers.records import UTCDateTime
 
 MAX_ADDRESS = 320
 MAX_NAME = 100
 
 
 def define_tables(metadata: sa.MetaData) -> None:
-    ts = sa.DateTime(timezone=True)
+    ts = UTCDateTime()
     sa.Table(
         "email_templates",
         metadata,

@@ -36,6 +36,7 @@ import attrs
 import sqlalchemy as sa
 
 from plugboard.graphql.errors import GraphQLError
+from plugboard.providers.records import UTCDateTime
 
 TABLE = "protection_api_keys"
 LIMITS_TABLE = "protection_api_key_limits"
@@ -49,7 +50,7 @@ TOUCH_EVERY = 60.0
 
 
 def define_tables(metadata: sa.MetaData) -> None:
-    ts = sa.DateTime(timezone=True)
+    ts = UTCDateTime()
     sa.Table(
         TABLE,
         metadata,

@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from plugboard.graphql.errors import GraphQLError
+from plugboard.providers.records import UTCDateTime
 
 logger = logging.getLogger("plugboard.protection")
 
@@ -59,7 +60,7 @@ def define_tables(metadata: sa.MetaData) -> None:
     sa.Table(
         TABLE,
         metadata,
-        sa.Column("minute", sa.DateTime(timezone=True), primary_key=True),
+        sa.Column("minute", UTCDateTime(), primary_key=True),
         # '' for none: primary-key columns cannot be NULL.
         sa.Column("api_key", sa.String(32), primary_key=True),
         sa.Column("user_id", sa.String(200), primary_key=True),

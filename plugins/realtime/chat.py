@@ -24,6 +24,7 @@ from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.identity import current_user
 from plugboard.plugins.realtime.topics import topic_events
+from plugboard.providers.records import UTCDateTime
 
 logger = logging.getLogger("plugboard.realtime.chat")
 
@@ -47,7 +48,7 @@ def define_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
         metadata,
         sa.Column("id", sa.Integer, primary_key=True),
         sa.Column("name", sa.String(MAX_NAME), nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
     )
     members = sa.Table(
         "realtime_chat_members",
@@ -64,7 +65,7 @@ def define_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]:
         sa.Column("chat_id", sa.Integer, sa.ForeignKey("realtime_chats.id", ondelete="CASCADE"), nullable=False),
         sa.Column("sender_id", sa.String(MAX_USER_ID), nullable=False),
         sa.Column("body", sa.Text, nullable=False),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
         # History pages walk one chat's messages by id, newest first.
         sa.Index("ix_realtime_messages_chat_id", "chat_id", "id"),
     )

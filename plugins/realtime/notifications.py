@@ -30,6 +30,7 @@ from plugboard import keys
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.identity import current_user
 from plugboard.plugins.realtime.topics import topic_events
+from plugboard.providers.records import UTCDateTime
 
 logger = logging.getLogger("plugboard.realtime.notifications")
 
@@ -55,8 +56,8 @@ def define_tables(metadata: sa.MetaData) -> sa.Table:
         sa.Column("title", sa.String(MAX_TITLE), nullable=False),
         sa.Column("body", sa.Text, nullable=False),
         sa.Column("data", sa.JSON, nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("read_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("read_at", UTCDateTime(), nullable=True),
         # A user's list, newest first.
         sa.Index("ix_realtime_notifications_user", "user_id", "id"),
     )

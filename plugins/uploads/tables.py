@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from plugboard.providers.records import UTCDateTime
+
 TABLE = "uploads_files"
 
 
@@ -27,7 +29,7 @@ def define_tables(metadata: sa.MetaData) -> sa.Table:
         sa.Column("variants", sa.JSON, nullable=False, default=list),
         sa.Column("processing", sa.Boolean, nullable=False, default=False),
         sa.Column("job_id", sa.String(64), nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, index=True),
+        sa.Column("created_at", UTCDateTime(), nullable=False, index=True),
         # Direct uploads (status "uploading"): after this the prepared upload is void.
-        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("expires_at", UTCDateTime(), nullable=True),
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import socket
 import time
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from plugboard.errors import ProviderError
-from plugboard.providers.records import RecordsConfig, RecordsStore, SQLRecordsStore
+from plugboard.providers.records import RecordsConfig, RecordsStore, SQLRecordsStore, UTCDateTime
 from plugboard.testing_servers import PostgresServer, free_port
 
 
@@ -58,6 +59,32 @@ async def test_start_creates_missing_tables(store: SQLRecordsStore) -> None:
     async with store.connect() as conn:
         rows = (await conn.execute(sa.select(notes.c.text).order_by(notes.c.id))).scalars().all()
     assert rows == ["a", "b"]
+
+
+async def test_utc_datetime_keeps_the_instant(db_url: str) -> None:
+    # SQLite drops a timestamp's offset: 12:00+02:00 must still read back as 10:00 UTC, and compare so.
+    s = SQLRecordsStore(db_url)
+    stamps = sa.Table("test_stamps", s.metadata, sa.Column("id", sa.Integer, primary_key=True), sa.Column("at", UTCDateTime()))
+    await s.start()
+    try:
+        plus_two = dt.timezone(dt.timedelta(hours=2))
+        async with s.begin() as conn:
+            await conn.execute(stamps.insert(), [
+                {"id": 1, "at": dt.datetime(2026, 12, 7, 12, 0, 0, 250000, tzinfo=plus_two)},
+                {"id": 2, "at": dt.datetime(2026, 12, 7, 11, 0)},  # naive: taken as UTC
+                {"id": 3, "at": None},
+            ])
+        async with s.connect() as conn:
+            rows = (await conn.execute(sa.select(stamps.c.at).order_by(stamps.c.id))).scalars().all()
+            later = (await conn.execute(sa.select(stamps.c.id).where(stamps.c.at > dt.datetime(2026, 12, 7, 12, 30, tzinfo=plus_two)))).scalars().all()
+        utc = dt.timezone.utc
+        assert rows == [dt.datetime(2026, 12, 7, 10, 0, 0, 250000, tzinfo=utc), dt.datetime(2026, 12, 7, 11, 0, tzinfo=utc), None]
+        assert all(r is None or r.utcoffset() == dt.timedelta(0) for r in rows)
+        assert later == [2]  # 11:00 UTC is after 10:30 UTC; 10:00 UTC is not
+    finally:
+        async with s.begin() as conn:
+            await conn.run_sync(stamps.drop)
+        await s.close()
 
 
 async def test_start_twice_keeps_tables_and_rows(db_url: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from plugboard.providers.records import UTCDateTime
+
 
 def define_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
     authors = sa.Table(
@@ -19,7 +21,7 @@ def define_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
         sa.Column("title", sa.String(500), nullable=False),
         sa.Column("author_id", sa.Integer, sa.ForeignKey("books_authors.id"), nullable=False, index=True),
         sa.Column("published_year", sa.Integer, nullable=True),
-        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_at", UTCDateTime(), nullable=False),
+        sa.Column("updated_at", UTCDateTime(), nullable=False),
     )
     return authors, books

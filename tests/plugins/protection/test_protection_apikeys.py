@@ -91,6 +91,13 @@ async def test_bad_keys_are_refused(plugboard_client):
     assert result["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     result = await client.gql(CREATE, {"i": {"name": "x", "expiresAt": "2001-01-01T00:00:00"}}, headers=ADMIN)
     assert "in the past" in result["errors"][0]["message"]
+    # An expiry as this API writes them (offset, fractions) or with Z is read as the instant it names.
+    for sent in ("2001-01-01T00:00:00.500000+02:00", "2001-01-01T00:00:00Z"):
+        result = await client.gql(CREATE, {"i": {"name": "x", "expiresAt": sent}}, headers=ADMIN)
+        assert "in the past" in result["errors"][0]["message"]
+    later = (await client.gql(CREATE, {"i": {"name": "later", "expiresAt": "2999-01-01T12:00:00+02:00"}}, headers=ADMIN))["data"]["createApiKey"]
+    stored = next(k for k in await client.app[API_KEYS].list() if k.id == later["key"]["id"])
+    assert stored.expires_at == dt.datetime(2999, 1, 1, 10, tzinfo=dt.timezone.utc)
     result = await client.gql(CREATE, {"i": {"name": "x"}})
     assert result["errors"][0]["extensions"]["code"] == "FORBIDDEN"
 
