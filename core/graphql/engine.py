@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import uuid
 from typing import Any, AsyncIterator, Callable, Mapping
 
@@ -28,7 +29,7 @@ from tartiflette.language.parsers.libgraphqlparser.transformers import document_
 from tartiflette.utils.errors import to_graphql_error
 from tartiflette.execution.execute import create_source_event_stream, execute
 from tartiflette.schema.registry import SchemaRegistry
-from tartiflette.types.exceptions.tartiflette import TartifletteError
+from tartiflette.types.exceptions.tartiflette import GraphQLSyntaxError, TartifletteError
 
 from plugboard.errors import SchemaError
 from plugboard.graphql.document_cache import DocumentCache
@@ -169,20 +170,39 @@ def _internal_error(e: Exception, plugin: str, key: str, context: Any, debug: bo
     return TartifletteError(message, extensions=extensions)
 
 
-def _format_errors(errors: list[Any]) -> list[dict[str, Any]]:
-    """Parse and validation errors: ``locations`` and the rule in ``extensions``, never a ``path``.
+#: libgraphqlparser's position at the head of a syntax error: ``line.column``,
+#: then for a span ``-column`` or ``-line.column`` ("1.9: syntax error, unexpected EOF").
+_SYNTAX_AT = re.compile(r"(\d+)\.(\d+)(?:-\d+(?:\.\d+)?)?: ")
 
-    Tartiflette gives validation errors the path of the field they were found
-    on; the spec keeps ``path`` for errors raised while executing a field.
+
+def _format_errors(errors: list[Any]) -> list[dict[str, Any]]:
+    """Parse and validation errors as Apollo Server shapes them: ``locations`` and ``extensions.code``, never a ``path``.
+
+    ``GRAPHQL_PARSE_FAILED`` for a document that does not parse, with the
+    location libgraphqlparser writes only into the message; and
+    ``GRAPHQL_VALIDATION_FAILED`` for one that breaks a validation rule,
+    which ``extensions`` also names (``rule``, ``tag``). Tartiflette gives
+    validation errors the path of the field they were found on; the spec
+    keeps ``path`` for errors raised while executing a field.
     """
     out = []
     for error in errors:
-        if hasattr(error, "coerce_value"):
-            formatted = error.coerce_value()
-            formatted.pop("path", None)
-            out.append(formatted)
-        else:
+        if not hasattr(error, "coerce_value"):
             out.append({"message": str(error)})
+            continue
+        formatted = error.coerce_value()
+        formatted.pop("path", None)
+        extensions = formatted.setdefault("extensions", {})
+        if isinstance(error, GraphQLSyntaxError):
+            extensions.setdefault("code", "GRAPHQL_PARSE_FAILED")
+            at = _SYNTAX_AT.match(str(formatted.get("message", "")))
+            if at and not formatted.get("locations"):
+                formatted["locations"] = [{"line": int(at[1]), "column": int(at[2])}]
+        elif "rule" in extensions:
+            extensions.setdefault("code", "GRAPHQL_VALIDATION_FAILED")
+        elif not extensions:
+            del formatted["extensions"]
+        out.append(formatted)
     return out
 
 

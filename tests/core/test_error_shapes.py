@@ -2,7 +2,8 @@
 
 A variable that does not coerce is a request error: no ``data`` key, no
 ``path``, 400 under ``application/graphql-response+json``. Validation errors
-have ``locations`` and the rule in ``extensions``, but no ``path``. No error
+have ``locations``, the rule in ``extensions`` and ``GRAPHQL_VALIDATION_FAILED``,
+parse errors ``GRAPHQL_PARSE_FAILED`` and the location; neither has a ``path``. No error
 anywhere carries ``"path": null`` (schemathesis groups errors by it).
 """
 
@@ -80,6 +81,25 @@ async def test_validation_errors_have_no_path(client, query, rule):
     assert status == 400 and "data" not in body, body
     assert all("path" not in e and e["locations"] for e in body["errors"]), body
     assert rule in [e["extensions"]["rule"] for e in body["errors"]], body
+    assert all(e["extensions"]["code"] == "GRAPHQL_VALIDATION_FAILED" for e in body["errors"]), body
+
+
+@pytest.mark.parametrize(
+    ("query", "line", "column"),
+    [
+        ("{ books { id }", 1, 15),
+        ("{ books @@ }", 1, 10),
+        ("\n\n  { books { id } } }", 3, 20),
+        ("query { books(first: ) { id } }", 1, 22),
+    ],
+)
+async def test_parse_errors_have_a_code_and_the_location(client, query, line, column):
+    status, body = await post(client, query)
+    assert status == 400 and "data" not in body, body
+    [error] = body["errors"]
+    assert error["extensions"] == {"code": "GRAPHQL_PARSE_FAILED"}, error
+    assert error["locations"] == [{"line": line, "column": column}] and "path" not in error, error
+    assert error["message"].startswith(f"{line}.{column}"), error
 
 
 async def test_execution_errors_keep_their_path(client):
