@@ -2,8 +2,8 @@
 
 This module owns the checks every client message goes through before a
 protocol handles it (:class:`InvalidMessage` for one that breaks the
-protocol), the JSON encoding of server messages, and the close codes and
-reasons both subprotocols use.
+protocol), the JSON encoding of server messages (the core's, as for HTTP
+and SSE results), and the close codes and reasons both subprotocols use.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import json
 from typing import Any
 
 from aiohttp import WSMsgType
+
+from plugboard.transports import http
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
@@ -44,16 +46,9 @@ def close_reason(text: str) -> bytes:
     return raw[: _MAX_REASON_BYTES - 3].decode("utf-8", "ignore").encode("utf-8") + b"..."
 
 
-def json_default(value: Any) -> Any:
-    iso = getattr(value, "isoformat", None)
-    if iso is not None:
-        return iso()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def dumps(message: dict[str, Any]) -> str:
-    """Compact JSON of a server message (dates as ISO 8601)."""
-    return json.dumps(message, separators=(",", ":"), default=json_default)
+    """Compact JSON of a server message, encoded as the HTTP and SSE transports encode results (dates as ISO 8601)."""
+    return http.dumps(message)
 
 
 def type_name(value: Any) -> str:

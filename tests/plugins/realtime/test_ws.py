@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
 import os
 import struct
@@ -24,7 +25,9 @@ from plugboard import hookimpl
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.limiter import CONNECTION_LIMITER
 from plugboard.plugins.realtime.ws import WS_STATE, choose_subprotocol
+from plugboard.plugins.realtime.ws_messages import dumps as ws_dumps
 from plugboard.testing import eventually
+from plugboard.transports import http
 
 TWS = "graphql-transport-ws"
 LEGACY = "graphql-ws"
@@ -224,6 +227,15 @@ async def until_complete(ws, op_id: str) -> list[dict]:
 # ---------------------------------------------------------------------------
 # Subprotocol negotiation
 # ---------------------------------------------------------------------------
+
+
+def test_server_messages_are_encoded_as_http_results():
+    # One JSON encoder for every transport: what a client reads over the
+    # socket is byte for byte what it reads over HTTP and SSE.
+    when = dt.datetime(2026, 12, 7, 10, 0, 0, 250000, tzinfo=dt.timezone.utc)
+    message = {"id": "1", "type": "next", "payload": {"data": {"at": when, "big": 2**70, "text": "é\u2028"}}}
+    assert ws_dumps(message) == http.dumps(message)
+    assert json.loads(ws_dumps(message))["payload"]["data"] == {"at": "2026-12-07T10:00:00.250000+00:00", "big": 2**70, "text": "é\u2028"}
 
 
 def test_choose_subprotocol_prefers_graphql_transport_ws():
