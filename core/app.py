@@ -19,7 +19,7 @@ from aiohttp import web
 from plugboard import builtin_hooks, cors, keys
 from plugboard.config import structure
 from plugboard.core_config import CORE_SECTIONS, CoreConfig
-from plugboard.errors import ConfigError, ConfigProblem, PlugboardError, SchemaError
+from plugboard.errors import ConfigError, ConfigProblem, PlugboardError, PluginLoadError, SchemaError
 from plugboard.graphql import sdl
 from plugboard.graphql.context import ContextBuilder
 from plugboard.graphql.engine import Contribution, EngineOptions, GraphQLEngine
@@ -136,9 +136,17 @@ def _build_operation_path(app: web.Application, pm: PluginManager, configs: dict
         for step in returned or []:
             steps.append((plugin, step))
             _record(app, plugin, "operation_steps", getattr(step, "__name__", repr(step)))
+    stores = [(plugin, store) for plugin, store in pm.call_each("plugboard_persisted_queries", app=app, configs=configs) if store is not None]
+    if len(stores) > 1:
+        names = " and ".join(repr(plugin) for plugin, _ in stores)
+        raise PluginLoadError(f"persisted queries are kept by plugins {names}: at most one plugin may keep them")
+    for plugin, store in stores:
+        _record(app, plugin, "persisted_queries", type(store).__name__)
     graphql = app[keys.CORE_CONFIG].graphql
     shared = SharedStreams(graphql.subscription_buffer) if graphql.share_subscriptions else None
-    app[keys.RUNNER] = OperationRunner(app[keys.ENGINE], steps, shared=shared, introspection=graphql.introspection)
+    app[keys.RUNNER] = OperationRunner(
+        app[keys.ENGINE], steps, shared=shared, introspection=graphql.introspection, persisted=stores[0][1] if stores else None
+    )
 
 
 def _install_lifecycle(app: web.Application, pm: PluginManager, configs: dict[str, Any]) -> None:

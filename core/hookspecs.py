@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from plugboard.commands import Command
     from plugboard.graphql.context import Context
     from plugboard.graphql.operation import OperationStep
+    from plugboard.graphql.persisted import PersistedQueryStore
     from plugboard.graphql.upload import UploadRules
     from plugboard.providers.registry import ProviderSpec
 
@@ -374,6 +375,29 @@ def plugboard_operation_steps(app: "web.Application", config: Any) -> list["Oper
     :param app: the application being built.
     :param config: this plugin's validated config.
     :returns: a list of step callables, or None.
+    """
+
+
+@hookspec
+def plugboard_persisted_queries(app: "web.Application", config: Any) -> "PersistedQueryStore | None":
+    """Return where persisted queries are kept, to turn on automatic persisted queries (APQ).
+
+    The core speaks the protocol on every transport
+    (:mod:`plugboard.graphql.persisted`): a request carrying
+    ``extensions.persistedQuery`` with only the document's SHA-256 runs the
+    document this store returns for it, or is answered
+    ``PERSISTED_QUERY_NOT_FOUND``; one carrying the document too has its
+    hash checked, and once it validates it is saved here. The store is a
+    :class:`plugboard.graphql.persisted.PersistedQueryStore`: ``async
+    load(sha256) -> str | None`` and ``async save(sha256, document)``. At
+    most one enabled plugin may return one (the ``cache`` plugin does, on
+    its cache service); with none, such requests are answered
+    ``PERSISTED_QUERY_NOT_SUPPORTED``.
+
+    :param app: the application being built (stores read the services they
+        use from it once it has started).
+    :param config: this plugin's validated config.
+    :returns: a store, or None.
     """
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mappi
 import attrs
 from multidict import CIMultiDict
 
+from plugboard.graphql import persisted
 from plugboard.graphql.context import is_admin
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.limits import check_json_depth
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from plugboard.graphql.document import DocumentView
     from plugboard.graphql.engine import GraphQLEngine
     from plugboard.graphql.parsed import ParsedDocument
+    from plugboard.graphql.persisted import PersistedQueryStore
 
 logger = logging.getLogger("plugboard.graphql")
 
@@ -82,7 +84,8 @@ class OperationRejected(Exception):
 class Operation:
     """One GraphQL operation on its way through the lifecycle."""
 
-    query: str
+    #: None only until :meth:`OperationRunner.load_persisted` finds the persisted document.
+    query: str | None
     variables: dict[str, Any] | None
     operation_name: str | None
     extensions: dict[str, Any] | None
@@ -158,9 +161,12 @@ class OperationRunner:
         *,
         shared: SharedStreams | None = None,
         introspection: bool = True,
+        persisted: "PersistedQueryStore | None" = None,
     ) -> None:
         self.engine = engine
         self.steps = steps
+        #: Where persisted queries are kept (``plugboard_persisted_queries``); None: not supported.
+        self.persisted = persisted
         #: ``graphql.introspection``: when False only admins may select
         #: ``__schema`` and ``__type`` (``__typename`` is always allowed).
         self.introspection = introspection
@@ -175,6 +181,15 @@ class OperationRunner:
             handler = _link(step, handler)
         return handler
 
+    async def load_persisted(self, op: Operation) -> None:
+        """Resolve ``extensions.persistedQuery`` (:mod:`plugboard.graphql.persisted`) before :meth:`prepare`.
+
+        Transports call it when a request has ``extensions``; it does nothing
+        unless they ask for a persisted query. Raises OperationRejected.
+        """
+        if persisted.requested(op.extensions):
+            await persisted.load(self.persisted, op, self.engine.parse)
+
     def prepare(self, op: Operation, *, allowed_types: tuple[str, ...] | None = None) -> None:
         """Parse and validate, choose the operation; raise OperationRejected on request errors."""
         if op.variables or op.extensions:
@@ -184,6 +199,8 @@ class OperationRunner:
                 check_json_depth(op.extensions, depth, "extensions")
             except GraphQLError as e:
                 raise OperationRejected(e.message, 400, errors=[e.formatted()]) from None
+        if op.query is None:  # a persisted query nobody loaded (see load_persisted)
+            raise OperationRejected("'query' is missing: the request must carry a GraphQL document", 400)
         parsed = self.engine.parse(op.query)
         if parsed.errors:
             raise OperationRejected(parsed.errors[0]["message"], 400, errors=parsed.errors, invalid_document=True)

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 
 from plugboard import keys
 from plugboard.graphql.context import Context
+from plugboard.graphql import persisted
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.operation import EncodedResult, Operation, OperationRejected
 from plugboard.middleware import REQUEST_ID
@@ -83,11 +84,12 @@ def choose_media_type(accept: str) -> str | None:
 
 
 def url_params(request: web.Request) -> dict[str, Any]:
-    """A GET request's ``query``, ``operationName``, ``variables`` and ``extensions`` (JSON-decoded)."""
-    query = request.query.get("query")
-    if query is None:
-        raise RequestError("'query' is missing: send the document as the 'query' URL parameter")
-    body: dict[str, Any] = {"query": query, "operationName": request.query.get("operationName")}
+    """A GET request's ``query``, ``operationName``, ``variables`` and ``extensions`` (JSON-decoded).
+
+    ``query`` may be absent when ``extensions`` asks for a persisted query
+    (:func:`operation_params` checks).
+    """
+    body: dict[str, Any] = {"query": request.query.get("query"), "operationName": request.query.get("operationName")}
     for name in ("variables", "extensions"):
         raw = request.query.get(name)
         if raw:
@@ -158,16 +160,21 @@ def _check_csrf(request: web.Request, config: Any) -> None:
     raise RequestError(CSRF_MESSAGE, 400)
 
 
-def operation_params(body: Any) -> tuple[str, dict | None, str | None, dict | None]:
-    """``(query, variables, operationName, extensions)`` from a request body; RequestError if malformed."""
+def operation_params(body: Any) -> tuple[str | None, dict | None, str | None, dict | None]:
+    """``(query, variables, operationName, extensions)`` from a request body; RequestError if malformed.
+
+    ``query`` is None only when ``extensions`` asks for a persisted query
+    (:meth:`~plugboard.graphql.operation.OperationRunner.load_persisted` finds it).
+    """
     if type(body) is not dict:
         raise RequestError("the request body must be a JSON object with a 'query' string")
     query = body.get("query")
     if type(query) is not str:
-        if query is None:
+        if query is not None:
+            raise RequestError("'query' must be a string")
+        if not persisted.requested(body.get("extensions")):  # a persisted query's hash may stand for it
             raise RequestError("'query' is missing: the request must carry a GraphQL document")
-        raise RequestError("'query' must be a string")
-    if len(body) == 1:  # the usual body: nothing else to check
+    elif len(body) == 1:  # the usual body: nothing else to check
         return query, None, None, None
     variables = body.get("variables")
     if variables is not None and type(variables) is not dict:
@@ -277,6 +284,8 @@ class GraphQLEndpoint:
         runner = self.runner
         op = Operation(query=query, variables=variables, operation_name=operation_name, extensions=extensions, context=None, transport="http")
         try:
+            if extensions:
+                await runner.load_persisted(op)
             runner.prepare(op, allowed_types=allowed)
             context = self.contexts.start(self._app, request, request_id=request[REQUEST_ID], transport="http")
             op.context = context if type(context) is Context else await context
@@ -295,7 +304,7 @@ class GraphQLEndpoint:
     async def _get(self, request: web.Request) -> web.StreamResponse:
         media_type = choose_media_type(request.headers.get("Accept", ""))
         query = request.query.get("query")
-        if query is None:
+        if query is None and "extensions" not in request.query:  # (a persisted query's hash may stand for it)
             from plugboard.transports.graphiql import wants_graphiql, graphiql_page
 
             if wants_graphiql(request):

@@ -10,6 +10,7 @@ The seed's "Caching Layer". The hook implementations are thin:
   (:mod:`.resolver_cache`, :mod:`.loaders`);
 - invalidation by tags, across instances through the core's pubsub
   (:mod:`.runtime`), ``invalidateCache`` for admins, CDN purges (:mod:`.cdn`);
+- the store of the core's automatic persisted queries (:mod:`.persisted`);
 - counters per provider: :func:`metrics`.
 
 Public API for other plugins: :func:`cached`, :func:`cache_hint`,
@@ -142,6 +143,14 @@ def plugboard_operation_steps(app: Any, config: CacheConfig) -> list[Any]:
     step = ResponseCache(app)
     step.__name__ = "response_cache"  # type: ignore[attr-defined]
     return [step]
+
+
+@hookimpl
+def plugboard_persisted_queries(app: Any, config: CacheConfig) -> Any:
+    from plugboard.plugins.cache.persisted import CachedPersistedQueries
+
+    options = config.persisted_queries
+    return CachedPersistedQueries(app, options.ttl) if options.enabled else None
 
 
 @hookimpl

@@ -7,6 +7,7 @@ cache plugin uses it::
     cache:
       redis: {enabled: false, ttl: 1h}     # enabled: services.cache must be redis; ttl: @cached default
       queryCache: {enabled: true, ttl: 60s} # GraphQL response cache; ttl is the default maxAge
+      persistedQueries: {enabled: true, ttl: 1d}  # automatic persisted queries (APQ)
       cdnIntegration: none                  # cloudflare | aws | none
 
 ``redis.enabled: true`` is a statement about the deployment (the cache is
@@ -56,6 +57,15 @@ class QueryCacheOptions:
 
 
 @attrs.define(frozen=True, kw_only=True)
+class PersistedQueryOptions:
+    """``cache.persistedQueries``: automatic persisted queries (Apollo's APQ), kept in the cache service."""
+
+    enabled: bool = True
+    #: How long a document is kept after it was last sent in full (the store may evict it sooner).
+    ttl: Duration = attrs.field(default=86400.0, validator=validators.positive)
+
+
+@attrs.define(frozen=True, kw_only=True)
 class CloudflareOptions:
     """``cache.cloudflare``: purge by tag (and URL prefix) through Cloudflare's API."""
 
@@ -96,6 +106,7 @@ class CacheConfig:
 
     redis: RedisOptions = attrs.field(factory=RedisOptions)
     query_cache: QueryCacheOptions = attrs.field(factory=QueryCacheOptions)
+    persisted_queries: PersistedQueryOptions = attrs.field(factory=PersistedQueryOptions)
     cdn_integration: Literal["cloudflare", "aws", "none"] = "none"
     #: The ``services.cache`` service to use.
     service: str = "default"

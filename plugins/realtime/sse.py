@@ -316,8 +316,11 @@ class SSETransport:
         if self.config.subscriptions:
             allowed = (*allowed, "subscription")
         op = Operation(query=query, variables=variables, operation_name=operation_name, extensions=extensions, context=None, transport="sse")
+        runner = self.app[keys.RUNNER]
         try:
-            self.app[keys.RUNNER].prepare(op, allowed_types=allowed)
+            if extensions:
+                await runner.load_persisted(op)
+            runner.prepare(op, allowed_types=allowed)
         except OperationRejected as e:
             raise _rejected(e, invalid_document=e.invalid_document) from None
         op.context = await self._context(request)
@@ -472,7 +475,7 @@ async def _read_json(request: web.Request) -> Any:
         raise RequestError(e.message, e.status, headers=e.headers) from None
 
 
-def _operation_params(body: Any) -> tuple[str, dict[str, Any] | None, str | None, dict[str, Any] | None]:
+def _operation_params(body: Any) -> tuple[str | None, dict[str, Any] | None, str | None, dict[str, Any] | None]:
     try:
         return http.operation_params(body)
     except http.RequestError as e:

@@ -239,7 +239,7 @@ class Connection(abc.ABC):
 
     # -- operations --------------------------------------------------------
 
-    def new_operation(self, params: tuple[str, dict | None, str | None, dict | None]) -> Operation:
+    async def new_operation(self, params: tuple[str | None, dict | None, str | None, dict | None]) -> Operation:
         """Prepare the operation for validated subscribe/start params (see ``_operation_params``).
 
         Raises OperationRejected for a document that does not parse or
@@ -254,7 +254,10 @@ class Connection(abc.ABC):
             context=self.context,
             transport="ws",
         )
-        self.app[keys.RUNNER].prepare(op, allowed_types=ALLOWED_TYPES)
+        runner = self.app[keys.RUNNER]
+        if extensions:
+            await runner.load_persisted(op)
+        runner.prepare(op, allowed_types=ALLOWED_TYPES)
         if op.operation_type == "subscription" and not self.config.subscriptions:
             raise OperationRejected(
                 "subscriptions are disabled (realtime.subscriptions: false)",
@@ -279,7 +282,7 @@ class Connection(abc.ABC):
     async def begin_operation(self, op_id: str, params: Any) -> None:
         """Prepare and start one operation, or answer its id with errors (the socket stays up)."""
         try:
-            op = self.new_operation(params)
+            op = await self.new_operation(params)
         except OperationRejected as e:
             await self.send_errors(op_id, e.errors)
             return

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import WSMsgType
 
+from plugboard.graphql import persisted
 from plugboard.transports import http
 
 CLOSE_NORMAL = 1000
@@ -136,12 +137,15 @@ def optional_object(message: dict[str, Any]) -> dict[str, Any] | None:
     return payload
 
 
-def operation_params(payload: Any) -> tuple[str, dict | None, str | None, dict | None]:
-    """``(query, variables, operationName, extensions)`` from a subscribe/start payload."""
+def operation_params(payload: Any) -> tuple[str | None, dict | None, str | None, dict | None]:
+    """``(query, variables, operationName, extensions)`` from a subscribe/start payload.
+
+    ``query`` is None only when ``extensions`` asks for a persisted query.
+    """
     if not isinstance(payload, dict):
         raise InvalidMessage(f"Invalid message received: the payload must be an object, got {type_name(payload)}")
     query = payload.get("query")
-    if not isinstance(query, str):
+    if not isinstance(query, str) and not (query is None and persisted.requested(payload.get("extensions"))):
         raise InvalidMessage("Invalid message received: the payload needs a 'query' string")
     variables = payload.get("variables")
     if variables is not None and not isinstance(variables, dict):
