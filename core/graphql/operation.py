@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mappi
 import attrs
 from multidict import CIMultiDict
 
-from plugboard.graphql import persisted
+from plugboard.graphql import persisted as persisted_queries
 from plugboard.graphql.context import is_admin
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.limits import check_json_depth
@@ -187,8 +187,8 @@ class OperationRunner:
         Transports call it when a request has ``extensions``; it does nothing
         unless they ask for a persisted query. Raises OperationRejected.
         """
-        if persisted.requested(op.extensions):
-            await persisted.load(self.persisted, op, self.engine.parse)
+        if persisted_queries.requested(op.extensions):
+            await persisted_queries.load(self.persisted, op, self.engine.parse)
 
     def prepare(self, op: Operation, *, allowed_types: tuple[str, ...] | None = None) -> None:
         """Parse and validate, choose the operation; raise OperationRejected on request errors."""
