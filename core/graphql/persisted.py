@@ -69,7 +69,10 @@ def _rejected(message: str, code: str, status: int) -> Exception:
     from plugboard.graphql.operation import OperationRejected
 
     error = GraphQLError(message, code).formatted()
-    return OperationRejected(message, status, errors=[error], headers=_NO_STORE)
+    # The 200s are answers about the document, not a malformed request:
+    # graphql-sse reports them as the stream's result, as it does a document
+    # that does not validate.
+    return OperationRejected(message, status, errors=[error], headers=_NO_STORE, invalid_document=status == 200)
 
 
 def _requested_hash(extensions: dict[str, Any]) -> str:

@@ -167,6 +167,12 @@ async def test_over_websocket_and_sse(aiohttp_client, tmp_path, fixture_plugin):
     resp = await client.post("/graphql", json={"extensions": hashed(ITEMS)}, headers={"Accept": "text/event-stream"})
     text = await resp.text()
     assert resp.status == 200 and '"items":[{"id":"1"' in text, text
+    # graphql-sse reports an unknown hash as the stream's result, as it does a document that does not validate.
+    resp = await client.post("/graphql", json={"extensions": hashed("{ items { id } }")}, headers={"Accept": "text/event-stream"})
+    text = await resp.text()
+    assert resp.status == 200 and resp.content_type == "text/event-stream" and "PERSISTED_QUERY_NOT_FOUND" in text, text
+    resp = await client.post("/graphql", json={"extensions": {"persistedQuery": {"version": 3}}}, headers={"Accept": "text/event-stream"})
+    assert resp.status == 400 and "Unsupported persisted query version" in await resp.text()
 
 
 async def test_two_instances_on_one_redis_share_documents(plugboard_serve, redis_url):
