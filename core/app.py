@@ -24,6 +24,7 @@ from plugboard.graphql import sdl
 from plugboard.graphql.context import ContextBuilder
 from plugboard.graphql.engine import Contribution, EngineOptions, GraphQLEngine
 from plugboard.graphql.operation import OperationRunner
+from plugboard.graphql.persisted import PersistedQueryStore
 from plugboard.graphql.shared_streams import SharedStreams
 from plugboard import lifecycle
 from plugboard.middleware import collect_middleware, echo_request_id, request_id_middleware
@@ -141,6 +142,8 @@ def _build_operation_path(app: web.Application, pm: PluginManager, configs: dict
         names = " and ".join(repr(plugin) for plugin, _ in stores)
         raise PluginLoadError(f"persisted queries are kept by plugins {names}: at most one plugin may keep them")
     for plugin, store in stores:
+        if not isinstance(store, PersistedQueryStore):
+            raise PluginLoadError(f"plugin {plugin!r}: plugboard_persisted_queries must return a PersistedQueryStore (async load and save), got {type(store).__name__}")
         _record(app, plugin, "persisted_queries", type(store).__name__)
     graphql = app[keys.CORE_CONFIG].graphql
     shared = SharedStreams(graphql.subscription_buffer) if graphql.share_subscriptions else None

@@ -62,7 +62,7 @@ class PersistedQueryStore(Protocol):
 
 def requested(extensions: Any) -> bool:
     """Whether a request's ``extensions`` ask for a persisted query (so ``query`` may be absent)."""
-    return type(extensions) is dict and EXTENSION in extensions
+    return type(extensions) is dict and extensions.get(EXTENSION) is not None
 
 
 def _rejected(message: str, code: str, status: int) -> Exception:
@@ -79,7 +79,8 @@ def _requested_hash(extensions: dict[str, Any]) -> str:
     persisted = extensions[EXTENSION]
     if type(persisted) is not dict:
         raise _rejected("extensions.persistedQuery must be an object with 'version' and 'sha256Hash'", "BAD_REQUEST", 400)
-    if persisted.get("version") != 1:
+    version = persisted.get("version")
+    if type(version) is not int or version != 1:
         raise _rejected("Unsupported persisted query version: send version 1", "BAD_REQUEST", 400)
     sha256 = persisted.get("sha256Hash")
     if type(sha256) is not str or not _SHA256_HEX.fullmatch(sha256):

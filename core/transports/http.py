@@ -351,6 +351,19 @@ class GraphQLEndpoint:
         return json_response(results, media_type=media_type)
 
 
+def _rules_by_file(app: web.Application, operations: Any) -> Any:
+    """:func:`upload_rules.rules_by_file`, for operations that carry their document.
+
+    The fields each file reaches, and so the plugins' rules for it, are read
+    from the document before a byte of the file is: a persisted query's hash
+    cannot stand for the document of a request with files.
+    """
+    for op in operations if isinstance(operations, list) else (operations,):
+        if isinstance(op, dict) and op.get("query") is None and persisted.requested(op.get("extensions")):
+            raise MultipartError(400, "a request with files must carry its document: a persisted query's hash cannot stand for it")
+    return upload_rules.rules_by_file(app, operations)
+
+
 def _not_acceptable() -> web.Response:
     return error_response("acceptable media types: application/graphql-response+json, application/json", 406)
 
@@ -364,7 +377,7 @@ async def _multipart(request: web.Request, media_type: str, endpoint: GraphQLEnd
             max_files=cfg.graphql.max_files,
             max_operations_size=cfg.graphql.max_body_size,
             spool_threshold=cfg.graphql.upload_spool_size,
-            rules_for=partial(upload_rules.rules_by_file, request.app) if request.app[keys.UPLOAD_RULES] else None,
+            rules_for=partial(_rules_by_file, request.app),
         )
     except MultipartError as e:
         # Answered before the rest of the body is read, with Connection: close:

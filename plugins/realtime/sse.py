@@ -451,7 +451,12 @@ def _rejected(e: OperationRejected, *, invalid_document: bool = False) -> Reques
     headers = dict(e.headers)
     if e.status == 405:
         headers["Allow"] = "POST"
-    return RequestError(str(e), e.status, errors=e.errors, headers=headers, invalid_document=invalid_document)
+    # A document that cannot run (it does not validate, or a persisted
+    # query's hash is unknown) is reported in the stream in distinct
+    # connections mode; single connection mode answers it 400, whatever
+    # status plain HTTP gives it (persisted queries' answers are 200 there).
+    status = 400 if invalid_document else e.status
+    return RequestError(str(e), status, errors=e.errors, headers=headers, invalid_document=invalid_document)
 
 
 def _accepts_event_stream(request: web.Request) -> bool:

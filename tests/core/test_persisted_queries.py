@@ -14,7 +14,9 @@ import hashlib
 import json
 import types
 
+import aiohttp
 import pytest
+from core_testkit import echo_plugin
 
 from plugboard import hookimpl
 from plugboard.errors import PluginLoadError, ProviderError
@@ -97,3 +99,40 @@ async def test_a_store_outage_never_fails_an_operation_that_carries_its_document
 async def test_two_plugins_keeping_persisted_queries_fail_start_up(plugboard_app):
     with pytest.raises(PluginLoadError, match="at most one plugin may keep them"):
         plugboard_app({"plugins": ["books"]}, plugins=[store_plugin(DictStore()), store_plugin(DictStore())])
+    with pytest.raises(PluginLoadError, match="must return a PersistedQueryStore"):
+        plugboard_app({"plugins": ["books"]}, plugins=[store_plugin({})])
+
+
+async def test_a_null_extension_is_no_request_and_the_version_is_the_integer_1(plugboard_client):
+    client = await plugboard_client({"plugins": ["books"]})
+    resp, answer = await post(client, {"query": QUERY, "extensions": {"persistedQuery": None}})
+    assert answer == {"data": {"plugboardVersion": "0.1.0"}}, answer  # as Apollo Server: runs the document
+    client = await plugboard_client({"plugins": ["books"]}, plugins=[store_plugin(DictStore())])
+    for version in (True, 1.0, "1"):
+        resp, answer = await post(client, {"query": QUERY, "extensions": {"persistedQuery": {"version": version, "sha256Hash": HASH}}})
+        assert resp.status == 400 and "Unsupported persisted query version" in answer["errors"][0]["message"], answer
+
+
+async def test_files_never_go_by_a_hash(plugboard_client):
+    # The fields each file reaches (and their upload rules) are found from
+    # the document before the file is read: without it they could not be.
+    store = DictStore()
+    client = await plugboard_client({"graphql": {"max_file_size": "1KB"}}, plugins=[echo_plugin(), store_plugin(store)])
+    document = "mutation($f: Upload!) { upload(file: $f) { size } }"
+    sha = hashlib.sha256(document.encode()).hexdigest()
+    persisted_query = {"persistedQuery": {"version": 1, "sha256Hash": sha}}
+
+    def form(operations):
+        data = aiohttp.FormData(default_to_multipart=True)
+        data.add_field("operations", json.dumps(operations))
+        data.add_field("map", json.dumps({"0": ["variables.f"]}))
+        data.add_field("0", b"x" * 100, filename="a.txt", content_type="text/plain")
+        return data
+
+    headers = {"apollo-require-preflight": "1", "Accept": "application/graphql-response+json"}
+    resp = await client.post("/graphql", data=form({"query": document, "variables": {"f": None}, "extensions": persisted_query}), headers=headers)
+    assert (await resp.json(content_type=None)) == {"data": {"upload": {"size": 100}}}
+    assert store.documents == {sha: document}
+    resp = await client.post("/graphql", data=form({"variables": {"f": None}, "extensions": persisted_query}), headers=headers)
+    body = await resp.json(content_type=None)
+    assert resp.status == 400 and "must carry its document" in body["errors"][0]["message"], body

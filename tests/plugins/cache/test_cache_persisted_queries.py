@@ -19,6 +19,7 @@ import aiohttp
 import pytest
 from cache_testkit import make_app
 
+from plugboard.plugins.realtime.sse import TOKEN_HEADER
 from plugboard.testing import RedisServer, free_port
 
 ITEMS = "{ items { id name } }"
@@ -173,6 +174,13 @@ async def test_over_websocket_and_sse(aiohttp_client, tmp_path, fixture_plugin):
     assert resp.status == 200 and resp.content_type == "text/event-stream" and "PERSISTED_QUERY_NOT_FOUND" in text, text
     resp = await client.post("/graphql", json={"extensions": {"persistedQuery": {"version": 3}}}, headers={"Accept": "text/event-stream"})
     assert resp.status == 400 and "Unsupported persisted query version" in await resp.text()
+    # Single connection mode answers a document it cannot run 400, as one that does not validate.
+    token = await (await client.put("/graphql")).text()
+    unknown = {**hashed("{ items { name } }"), "operationId": "a"}
+    resp = await client.post("/graphql", json={"extensions": unknown}, headers={TOKEN_HEADER: token})
+    assert resp.status == 400 and error_code(await resp.json()) == "PERSISTED_QUERY_NOT_FOUND"
+    resp = await client.post("/graphql", json={"extensions": {**hashed(ITEMS), "operationId": "b"}}, headers={TOKEN_HEADER: token})
+    assert resp.status == 202, await resp.text()
 
 
 async def test_two_instances_on_one_redis_share_documents(plugboard_serve, redis_url):
