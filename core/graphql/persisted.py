@@ -102,7 +102,8 @@ async def load(store: PersistedQueryStore | None, op: "Operation", parse: Any) -
         try:
             op.query = await store.load(sha256)
         except ProviderError as e:
-            logger.warning("persisted queries: the store did not answer (%s); asking the client for the document", e)
+            # Debug: a store reports its own outage, once, not per request.
+            logger.debug("persisted queries: the store did not answer (%s); asking the client for the document", e)
         if op.query is None:
             raise _rejected("PersistedQueryNotFound", "PERSISTED_QUERY_NOT_FOUND", 200)
         return
@@ -113,4 +114,4 @@ async def load(store: PersistedQueryStore | None, op: "Operation", parse: Any) -
     try:
         await store.save(sha256, op.query)
     except ProviderError as e:
-        logger.warning("persisted queries: could not save a document (%s); it runs anyway", e)
+        logger.debug("persisted queries: could not save a document (%s); it runs anyway", e)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import types
 
 import aiohttp
@@ -88,6 +89,7 @@ async def test_a_plugins_store_gets_checked_documents(plugboard_client):
 
 
 async def test_a_store_outage_never_fails_an_operation_that_carries_its_document(plugboard_client, caplog):
+    caplog.set_level(logging.DEBUG, "plugboard.graphql")
     client = await plugboard_client({"plugins": ["books"]}, plugins=[store_plugin(DictStore(failing=True))])
     resp, answer = await post(client, {"extensions": EXTENSIONS})
     assert resp.status == 200 and answer["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND", answer
