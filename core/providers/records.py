@@ -24,11 +24,25 @@ from sqlalchemy.pool import StaticPool
 
 from plugboard.errors import ProviderError
 
-__all__ = ["RecordsStore", "SQLRecordsStore", "RecordsConfig", "UTCDateTime"]
+__all__ = ["RecordsStore", "SQLRecordsStore", "RecordsConfig", "UTCDateTime", "utc"]
 
 # Arbitrary but fixed: serialises create_all between processes starting at
 # once against the same PostgreSQL database.
 _PG_DDL_LOCK = 0x706C7567
+
+
+def utc(value: dt.datetime | None) -> dt.datetime | None:
+    """``value`` as an aware datetime in UTC, a naive one taken as UTC already (None stays None).
+
+    The rule :class:`UTCDateTime` stores by; for comparing a date-time a
+    client sent (the ``DateTime`` scalar leaves one without an offset naive)
+    with the current time or a stored one.
+    """
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc)
 
 
 class UTCDateTime(sa.TypeDecorator):
@@ -44,14 +58,10 @@ class UTCDateTime(sa.TypeDecorator):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
-        if isinstance(value, dt.datetime) and value.tzinfo is not None:
-            return value.astimezone(dt.timezone.utc)
-        return value
+        return utc(value) if isinstance(value, dt.datetime) else value
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
-        if isinstance(value, dt.datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=dt.timezone.utc)
-        return value
+        return utc(value) if isinstance(value, dt.datetime) else value
 
 
 @attrs.define(frozen=True, kw_only=True)

@@ -36,7 +36,7 @@ import attrs
 import sqlalchemy as sa
 
 from plugboard.graphql.errors import GraphQLError
-from plugboard.providers.records import UTCDateTime
+from plugboard.providers.records import UTCDateTime, utc
 
 TABLE = "protection_api_keys"
 LIMITS_TABLE = "protection_api_key_limits"
@@ -77,13 +77,6 @@ def define_tables(metadata: sa.MetaData) -> None:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes; they were stored as UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value
 
 
 def hash_key(key: str) -> str:
@@ -151,10 +144,10 @@ class ApiKey:
             name=row.name,
             owner=row.owner,
             scopes=tuple(json.loads(row.scopes)),
-            created_at=_aware(row.created_at),
-            expires_at=_aware(row.expires_at),
-            revoked_at=_aware(row.revoked_at),
-            last_used_at=_aware(row.last_used_at),
+            created_at=row.created_at,
+            expires_at=row.expires_at,
+            revoked_at=row.revoked_at,
+            last_used_at=row.last_used_at,
             limits=limits if limits else NO_LIMITS,
         )
 
@@ -215,7 +208,7 @@ class ApiKeys:
         if not name or len(name) > 200:
             raise GraphQLError("a key needs a name of 1 to 200 characters", "BAD_USER_INPUT")
         checked = check_scopes(list(scopes if scopes is not None else ["read"]))
-        expires_at = _aware(expires_at)
+        expires_at = utc(expires_at)
         if expires_at is not None and expires_at <= _now():
             raise GraphQLError("expiresAt is in the past", "BAD_USER_INPUT")
         secret, prefix = generate()

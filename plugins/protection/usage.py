@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from plugboard.graphql.errors import GraphQLError
-from plugboard.providers.records import UTCDateTime
+from plugboard.providers.records import UTCDateTime, utc
 
 logger = logging.getLogger("plugboard.protection")
 
@@ -82,11 +82,6 @@ def operation_label(name: str | None) -> str:
 
 def _minute(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(ts - ts % 60, dt.timezone.utc)
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite hands back naive datetimes; they were stored as UTC.
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
 
 
 class UsageRecorder:
@@ -191,7 +186,7 @@ class UsageRecorder:
         steps = [g for g in groups if g in _STEP]
         if len(steps) > 1:
             raise GraphQLError(f"groupBy takes one of MINUTE, HOUR, DAY, not {' and '.join(steps)}", "BAD_USER_INPUT")
-        start, end = _aware(start), _aware(end)
+        start, end = utc(start), utc(end)
         if end <= start:
             raise GraphQLError("'to' must be after 'from'", "BAD_USER_INPUT")
         step = _STEP[steps[0]] if steps else None
@@ -209,7 +204,7 @@ class UsageRecorder:
         async with self.records.connect() as conn:
             result = await conn.stream(query)
             async for row in result:
-                minute = _aware(row.minute)
+                minute = row.minute
                 if step is not None:
                     ts = minute.timestamp()
                     bucket = dt.datetime.fromtimestamp(ts - ts % step, dt.timezone.utc)

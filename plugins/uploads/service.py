@@ -282,7 +282,7 @@ class UploadService:
         oversize or spoofed object is refused (and deleted) without being
         downloaded.
         """
-        if row["expires_at"] is not None and _aware(row["expires_at"]) < dt.datetime.now(dt.timezone.utc):
+        if row["expires_at"] is not None and row["expires_at"] < dt.datetime.now(dt.timezone.utc):
             await self._forget(row["id"], row["key"])
             raise validation.UploadRefused("this direct upload has expired; prepare it again", "UPLOAD_EXPIRED")
         try:
@@ -550,7 +550,7 @@ class UploadService:
                 await self.storage.delete(stored.key)
                 removed["orphans"] += 1
         for r in rows:
-            if r.status != "ready" or r.key in listed or _aware(r.created_at) > cutoff:
+            if r.status != "ready" or r.key in listed or r.created_at > cutoff:
                 continue
             if await self.storage.exists(r.key):  # listed under another spelling: keep it
                 continue
@@ -565,11 +565,6 @@ class _DirectRefused(Exception):
 
 def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message + "\n")
-
-
-def _aware(value: dt.datetime) -> dt.datetime:
-    # SQLite gives back naive datetimes (stored as UTC).
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.timezone.utc)
 
 
 def _is_client_error(e: BaseException) -> bool:

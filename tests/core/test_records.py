@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from plugboard.errors import ProviderError
-from plugboard.providers.records import RecordsConfig, RecordsStore, SQLRecordsStore, UTCDateTime
+from plugboard.providers.records import RecordsConfig, RecordsStore, SQLRecordsStore, UTCDateTime, utc
 from plugboard.testing_servers import PostgresServer, free_port
 
 
@@ -61,6 +61,14 @@ async def test_start_creates_missing_tables(store: SQLRecordsStore) -> None:
     assert rows == ["a", "b"]
 
 
+def test_utc_is_the_rule_the_column_stores_by() -> None:
+    plus_two = dt.timezone(dt.timedelta(hours=2))
+    assert utc(dt.datetime(2026, 12, 7, 12, 0, tzinfo=plus_two)) == dt.datetime(2026, 12, 7, 10, 0, tzinfo=dt.timezone.utc)
+    assert utc(dt.datetime(2026, 12, 7, 12, 0, tzinfo=plus_two)).utcoffset() == dt.timedelta(0)
+    assert utc(dt.datetime(2026, 12, 7, 12, 0)) == dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.timezone.utc)  # naive: taken as UTC
+    assert utc(None) is None
+
+
 async def test_utc_datetime_keeps_the_instant(db_url: str) -> None:
     # SQLite drops a timestamp's offset: 12:00+02:00 must still read back as 10:00 UTC, and compare so.
     s = SQLRecordsStore(db_url)
@@ -77,8 +85,8 @@ async def test_utc_datetime_keeps_the_instant(db_url: str) -> None:
         async with s.connect() as conn:
             rows = (await conn.execute(sa.select(stamps.c.at).order_by(stamps.c.id))).scalars().all()
             later = (await conn.execute(sa.select(stamps.c.id).where(stamps.c.at > dt.datetime(2026, 12, 7, 12, 30, tzinfo=plus_two)))).scalars().all()
-        utc = dt.timezone.utc
-        assert rows == [dt.datetime(2026, 12, 7, 10, 0, 0, 250000, tzinfo=utc), dt.datetime(2026, 12, 7, 11, 0, tzinfo=utc), None]
+        z = dt.timezone.utc
+        assert rows == [dt.datetime(2026, 12, 7, 10, 0, 0, 250000, tzinfo=z), dt.datetime(2026, 12, 7, 11, 0, tzinfo=z), None]
         assert all(r is None or r.utcoffset() == dt.timedelta(0) for r in rows)
         assert later == [2]  # 11:00 UTC is after 10:30 UTC; 10:00 UTC is not
     finally:
