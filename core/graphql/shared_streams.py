@@ -22,6 +22,7 @@ import logging
 from typing import Any, AsyncIterator, Callable, Hashable
 
 from plugboard.boundedqueue import BoundedQueue
+from plugboard.cancelling import keep_cancelling
 
 logger = logging.getLogger("plugboard.graphql")
 
@@ -90,7 +91,7 @@ class _Group:
         if not self.members:
             # Last one out closes the source (its generator's finally runs).
             self.owner._remove(self)
-            self.task.cancel()
+            keep_cancelling(self.task)
 
 
 class Member(BoundedQueue[Any]):

@@ -22,6 +22,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from plugboard import keys
+from plugboard.cancelling import cancel_until_done
 from plugboard.errors import ProviderError
 from plugboard.providers.batching import Batcher
 from plugboard.providers.pubsub import Overflow, PubSubOptions
@@ -47,34 +48,6 @@ def _reason(error: BaseException) -> str:
 
 def _text(value: str | bytes) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
-
-
-async def _cancel_and_wait(*tasks: asyncio.Task, cancel: bool = True) -> None:
-    """Cancel ``tasks`` (unless ``cancel`` is False) and wait until they have ended.
-
-    Cancels again until they do: on Python 3.11 ``asyncio.wait_for`` (which
-    redis-py wraps socket writes in) swallows a cancellation that arrives as
-    the write completes, and the task would carry on. A cancellation of the
-    caller meanwhile is held back until the tasks are gone, so clean-up is
-    never cut short (a connection left out of the pool, an orphaned reader).
-    """
-    pending = {task for task in tasks if not task.done()}
-    interrupted = False
-    while pending:
-        if cancel:
-            for task in pending:
-                task.cancel()
-        try:
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-        except asyncio.CancelledError:
-            interrupted = True
-    for task in tasks:
-        if not task.cancelled():
-            # Retrieved so asyncio does not log "exception was never
-            # retrieved"; the caller has already handled what it needs.
-            task.exception()
-    if interrupted:
-        raise asyncio.CancelledError
 
 
 class _Link:
@@ -156,7 +129,7 @@ class RedisPubSub:
         self._closed = True
         task, self._task = self._task, None
         if task is not None:
-            await _cancel_and_wait(task)
+            await cancel_until_done([task])
         topics, self._topics = self._topics, {}
         for subscribers in topics.values():
             for sub in subscribers:
@@ -308,9 +281,9 @@ class RedisPubSub:
         if connection is not None and hasattr(connection, "plugboard_retry"):
             connection.retry = connection.plugboard_retry
             del connection.plugboard_retry
-        # Errors are ignored (retrieved in _cancel_and_wait): a broken
+        # Errors are ignored (retrieved in cancel_until_done): a broken
         # connection has nothing more to free.
-        await _cancel_and_wait(asyncio.ensure_future(pubsub.aclose()), cancel=False)
+        await cancel_until_done([asyncio.ensure_future(pubsub.aclose())], cancel=False)
 
     async def _supervise(self, link: _Link | None) -> None:
         """Keep one link alive: serve it, and on failure reconnect with backoff."""
@@ -362,7 +335,7 @@ class RedisPubSub:
         try:
             done, _ = await asyncio.wait((reader, syncer), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancel_and_wait(reader, syncer)
+            await cancel_until_done((reader, syncer))
         for task in done:
             task.result()
 

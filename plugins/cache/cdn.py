@@ -19,6 +19,7 @@ from typing import Any, Iterable
 
 import aiohttp
 
+from plugboard.cancelling import cancel_until_done
 from plugboard.plugins.cache.config import CacheConfig
 
 logger = logging.getLogger("plugboard.cache.cdn")
@@ -54,11 +55,7 @@ class Purger(abc.ABC):
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_until_done([self._task])
 
     def submit(self, tags: Iterable[str]) -> None:
         for tag in tags:

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 from aiohttp import web
 
 from plugboard import keys
+from plugboard.cancelling import cancel_until_done
 from plugboard.errors import ProviderError
 from plugboard.plugins.cache.config import CacheConfig
 from plugboard.plugins.cache.policy import Hints
@@ -54,13 +55,11 @@ class CacheRuntime:
 
     async def close(self) -> None:
         if self._listener is not None:
-            self._listener.cancel()
-            try:
-                await self._listener
-            except asyncio.CancelledError:
-                pass  # the cancellation asked for above
-            except Exception:  # noqa: BLE001 - shutting down: report, never raise
-                logger.exception("cache: the invalidation listener had failed")
+            listener = self._listener
+            await cancel_until_done([listener])
+            if not listener.cancelled() and listener.exception() is not None:
+                # Shutting down: report, never raise.
+                logger.error("cache: the invalidation listener had failed", exc_info=listener.exception())
 
     async def invalidate(self, tags: Iterable[str], *, strict: bool = False) -> int:
         """Remove every entry carrying one of ``tags``, on every instance, and purge the CDN.

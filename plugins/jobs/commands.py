@@ -16,7 +16,7 @@ from typing import Any
 
 from plugboard import keys
 from plugboard.commands import Command, CommandContext
-from plugboard.plugins.jobs.cancelling import cancel_until_done
+from plugboard.cancelling import cancel_until_done
 from plugboard.plugins.jobs.config import JobsConfig
 from plugboard.plugins.jobs.keys import JOBS, ROLE
 
@@ -91,7 +91,7 @@ async def _work(ctx: CommandContext, app: Any, config: JobsConfig, concurrency: 
         await receiver.listen(finish)
         # Jobs that outlived the grace period: cancelled unsettled, so their
         # messages stay pending and another worker runs them.
-        await cancel_until_done(set(jobs.runner.active))
+        await cancel_until_done(set(jobs.runner.active), every=0.5)
     return 0
 
 

@@ -21,7 +21,7 @@ from typing import Any, AsyncIterator, Mapping
 from plugboard.providers import pubsub
 from plugboard.providers.subscriptions import encode_payload
 from plugboard import keys
-from plugboard.plugins.jobs.cancelling import cancel_until_done
+from plugboard.cancelling import cancel_until_done
 from plugboard.plugins.jobs.errors import JobsError
 from plugboard.plugins.jobs.model import Job
 

@@ -20,7 +20,7 @@ from plugboard.errors import ConfigError, ConfigProblem
 from plugboard.plugins.jobs import events
 from plugboard.plugins.jobs.api import Jobs
 from plugboard.plugins.jobs.brokers import BrokerOptions
-from plugboard.plugins.jobs.cancelling import cancel_until_done
+from plugboard.cancelling import cancel_until_done
 from plugboard.plugins.jobs.config import JobsConfig
 from plugboard.plugins.jobs.keys import JOBS, ROLE
 from plugboard.plugins.jobs.model import JobStatus

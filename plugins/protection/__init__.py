@@ -34,6 +34,7 @@ from typing import Any, Awaitable
 from aiohttp import web
 
 from plugboard import hookimpl, keys
+from plugboard.cancelling import cancel_until_done
 from plugboard.errors import ConfigError, ConfigProblem
 from plugboard.graphql.context import is_admin
 from plugboard.plugins.protection.apikeys import ApiKeys, presented_key
@@ -202,9 +203,7 @@ async def _usage_recorder(app: web.Application, config: ProtectionConfig) -> Any
     try:
         yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await cancel_until_done([task])
         # What the last interval counted, before the records store closes.
         await recorder.flush()
 

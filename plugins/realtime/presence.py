@@ -27,6 +27,7 @@ from aiohttp import web
 
 from plugboard.providers import pubsub
 from plugboard import keys
+from plugboard.cancelling import cancel_until_done
 from plugboard.graphql.errors import GraphQLError
 from plugboard.plugins.realtime.identity import current_user, identity_id
 from plugboard.plugins.realtime.keys import PRESENCE
@@ -238,11 +239,7 @@ async def start(app: web.Application, config: Any) -> Callable[[], Awaitable[Non
     task = asyncio.create_task(tracker.run_sweeper(), name="realtime.presence.sweeper")
 
     async def stop() -> None:
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            pass
+        await cancel_until_done([task])
 
     return stop
 

@@ -23,6 +23,7 @@ from typing import Any, AsyncIterator
 from aiohttp import web
 
 from plugboard import keys
+from plugboard.cancelling import cancel_until_done
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.operation import Operation, OperationRejected
 from plugboard.graphql.shared_streams import EncodeOnce
@@ -292,8 +293,8 @@ class SSETransport:
                 stream.stopped_while_starting = set()
             stream.stopped_while_starting.add(op_id)
         task = stream.operations.get(op_id)
-        if task is not None and task.cancel():
-            await asyncio.gather(task, return_exceptions=True)
+        if task is not None and not task.done():
+            await cancel_until_done([task])
             if task.cancelled():
                 stream.put_complete(op_id)
         return web.Response(status=200)

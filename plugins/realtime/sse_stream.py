@@ -20,6 +20,7 @@ from typing import Any, AsyncIterator, Callable, Literal
 from aiohttp import web
 
 from plugboard.boundedqueue import BoundedQueue
+from plugboard.cancelling import keep_cancelling
 from plugboard.graphql.errors import GraphQLError
 from plugboard.graphql.operation import Operation
 from plugboard.transports import http
@@ -206,7 +207,7 @@ class EventStream(BoundedQueue[tuple[str, bytes]]):
             self.expiry = None
         for task in self.operations.values():
             if task is not None:
-                task.cancel()
+                keep_cancelling(task)
         self._items.clear()
         self._nexts = 0
         self._wake()

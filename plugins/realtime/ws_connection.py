@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 from aiohttp import WSMsgType, web
 
 from plugboard import keys
+from plugboard.cancelling import cancel_until_done, keep_cancelling
 from plugboard.graphql.errors import WS_CLOSE_FOR_CODE, GraphQLError
 from plugboard.graphql.operation import Operation, OperationRejected
 from plugboard.middleware import REQUEST_ID
@@ -129,12 +130,10 @@ class Connection(abc.ABC):
         if self._keepalive_task is not None:
             tasks.append(self._keepalive_task)
         self.operations.clear()
-        for task in tasks:
-            task.cancel()
         closer = self._closer
         try:
-            if tasks:
-                await asyncio.gather(*tasks, return_exceptions=True)
+            # Cancelled before its first await, so even a cancelled handler frees them.
+            await cancel_until_done(tasks)
             if closer is not None:
                 await closer
             elif not self.ws.closed:
@@ -300,7 +299,7 @@ class Connection(abc.ABC):
         task = self.operations.pop(op_id, None)
         if task is None:
             return False
-        task.cancel()
+        keep_cancelling(task)
         return True
 
     async def _run(self, op_id: str, op: Operation) -> None:
@@ -311,27 +310,27 @@ class Connection(abc.ABC):
                 stream = await runner.subscribe(op)
                 try:
                     async for result in stream:
-                        if not await self.send_result(op_id, result):
+                        if not self._mine(op_id) or not await self.send_result(op_id, result):
                             return
                 except Exception as e:  # mid-stream: one result carrying the errors, then complete
-                    if not await self.send_result(op_id, {"data": None, "errors": self._stream_errors(e)}):
+                    if not self._mine(op_id) or not await self.send_result(op_id, {"data": None, "errors": self._stream_errors(e)}):
                         return
             else:
                 result = await runner.run(op)
-                if not await self.send_result(op_id, result):
+                if not self._mine(op_id) or not await self.send_result(op_id, result):
                     return
-            self._forget(op_id)
-            await self.send_complete(op_id)
+            if self._forget(op_id):
+                await self.send_complete(op_id)
         except OperationRejected as e:
-            self._forget(op_id)
-            await self.send_errors(op_id, e.errors)
+            if self._forget(op_id):
+                await self.send_errors(op_id, e.errors)
         except GraphQLError as e:
-            self._forget(op_id)
-            await self.send_errors(op_id, [e.formatted()])
+            if self._forget(op_id):
+                await self.send_errors(op_id, [e.formatted()])
         except Exception as e:
             logger.error("WebSocket operation %r failed (request %s)", op_id, self.request[REQUEST_ID], exc_info=e)
-            self._forget(op_id)
-            await self.send_errors(op_id, [internal_error(self.request[REQUEST_ID], e if self._debug else None)])
+            if self._forget(op_id):
+                await self.send_errors(op_id, [internal_error(self.request[REQUEST_ID], e if self._debug else None)])
         finally:
             self._forget(op_id)
             aclose = getattr(stream, "aclose", None)
@@ -341,11 +340,21 @@ class Connection(abc.ABC):
                 except Exception as e:  # a stream that fails to close must not mask the operation's end
                     logger.warning("WebSocket operation %r: closing its stream raised", op_id, exc_info=e)
 
-    def _forget(self, op_id: str) -> None:
-        # Only if the id still names this task: the client may have completed
-        # it and reused the id for a new operation meanwhile.
-        if self.operations.get(op_id) is asyncio.current_task():
+    def _mine(self, op_id: str) -> bool:
+        # False once the client completed the operation (or the connection is
+        # closing): nothing more may be sent for it, even if its task missed
+        # the cancellation (keep_cancelling ends it soon after).
+        return self.operations.get(op_id) is asyncio.current_task()
+
+    def _forget(self, op_id: str) -> bool:
+        """Drop the operation if its id still names this task; whether it did.
+
+        The client may have completed it and reused the id for a new operation meanwhile.
+        """
+        if self._mine(op_id):
             del self.operations[op_id]
+            return True
+        return False
 
     @property
     def _debug(self) -> bool:

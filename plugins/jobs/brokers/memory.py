@@ -18,7 +18,7 @@ from taskiq import InMemoryBroker
 from taskiq.exceptions import UnknownTaskError as TaskiqUnknownTask
 from taskiq.message import BrokerMessage
 
-from plugboard.plugins.jobs.cancelling import cancel_until_done
+from plugboard.cancelling import cancel_until_done
 from plugboard.plugins.jobs.brokers import BrokerOptions, encode
 
 logger = logging.getLogger("plugboard.jobs.broker")
@@ -52,7 +52,7 @@ class MemoryBroker(InMemoryBroker):
         running = set(self._jobs)
         if running:
             _, pending = await asyncio.wait(running, timeout=self.options.shutdown_grace)
-            await cancel_until_done(pending)
+            await cancel_until_done(pending, every=0.5)
         await self.shutdown()
 
     async def check(self) -> None:

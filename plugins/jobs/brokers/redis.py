@@ -45,7 +45,7 @@ from plugboard.errors import ProviderError
 from plugboard.providers.redis import reconnecting
 from plugboard.providers.batching import Batcher
 from plugboard.plugins.jobs.brokers import BrokerOptions, encode
-from plugboard.plugins.jobs.cancelling import cancel_until_done
+from plugboard.cancelling import cancel_until_done
 from plugboard.plugins.jobs.store.redis import StreamAck, StreamMessage
 
 logger = logging.getLogger("plugboard.jobs.broker")

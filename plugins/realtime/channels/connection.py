@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Awaitable
 from aiohttp import web
 
 from plugboard import keys
+from plugboard.cancelling import cancel_until_done
 from plugboard.middleware import REQUEST_ID
 from plugboard.plugins.realtime.channels.publishing import PUBSUB_NAMESPACE
 from plugboard.plugins.realtime.history import ChannelEvent, parse_event_id
@@ -119,11 +120,7 @@ class Connection(abc.ABC):
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        tasks = list(self.tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_until_done(list(self.tasks))
         subscriptions, self.subscriptions = self.subscriptions, {}
         for sub in subscriptions.values():
             await sub.close()

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from aiohttp import WSMsgType, web
 
 from plugboard import keys
+from plugboard.cancelling import cancel_until_done
 from plugboard.graphql.errors import WS_CLOSE_FOR_CODE, GraphQLError
 from plugboard.middleware import REQUEST_ID, REQUEST_ID_HEADER
 from plugboard.plugins.realtime import presence, ws_messages
@@ -288,12 +289,7 @@ class WSClient(Connection):
         task = self.feeds.pop(topic, None)
         if task is None:
             raise ChannelError(f"not subscribed to {topic!r}", topic=topic)
-        task.cancel()
-        try:
-            await task
-        except asyncio.CancelledError:
-            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                raise
+        await cancel_until_done([task])
         sub = self.subscriptions.pop(topic, None)
         if sub is not None:
             await sub.close()
