@@ -331,3 +331,34 @@ def s3_server(_plugboard_s3: S3Server) -> Iterator[S3Server]:
         yield _plugboard_s3
     finally:
         _plugboard_s3.reset()
+
+
+# -- hangs -------------------------------------------------------------------
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A test stopped by pytest-timeout also reports the stacks of its asyncio
+    tasks: the thread stacks pytest-timeout prints show only the event loop
+    waiting in ``select``, not which await never returned."""
+    outcome = yield
+    excinfo = call.excinfo
+    if excinfo is not None and "from pytest-timeout" in str(excinfo.value):
+        stacks = _asyncio_stacks(excinfo.tb)
+        if stacks:
+            outcome.get_result().sections.append(("asyncio tasks at the timeout", stacks))
+
+
+def _asyncio_stacks(tb: Any) -> str:
+    import asyncio
+    import io
+
+    # pytest-timeout's signal stops the loop inside run_forever(): its frames are in the traceback.
+    while tb is not None and not isinstance(tb.tb_frame.f_locals.get("self"), asyncio.AbstractEventLoop):
+        tb = tb.tb_next
+    if tb is None:
+        return ""
+    out = io.StringIO()
+    for task in asyncio.all_tasks(tb.tb_frame.f_locals["self"]):
+        task.print_stack(file=out)
+    return out.getvalue()

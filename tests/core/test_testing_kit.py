@@ -271,3 +271,25 @@ async def test_s3_server_puts_and_gets_with_aiobotocore(s3_server, round):
         async with got["Body"] as body:
             assert await body.read() == b"hello"
         assert got["ContentType"] == "text/plain"
+
+
+def test_a_timed_out_test_reports_its_asyncio_tasks(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "test_hangs.py").write_text(
+        "import asyncio\n"
+        "async def parked_forever():\n"
+        "    await asyncio.get_running_loop().create_future()\n"
+        "async def test_hangs():\n"
+        "    await asyncio.create_task(parked_forever(), name='the-parked-one')\n"
+    )
+    (tmp_path / "pytest.ini").write_text("[pytest]\nasyncio_mode = auto\ntimeout = 2\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_hangs.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert run.returncode == 1
+    assert "Timeout (>2.0s) from pytest-timeout" in run.stdout
+    report = run.stdout.split("asyncio tasks at the timeout", 1)[1]
+    assert "name='the-parked-one'" in report and "in parked_forever" in report
