@@ -100,16 +100,17 @@ async def test_two_scheduler_processes_fire_each_tick_once(tmp_path, redis_url, 
     project = write_project(tmp_path / "proj", settings)
     client = await start_app(make_jobs_app(settings))
     jobs = client[JOBS]
+    # From before the first one starts: it ticks while the second gets ready.
+    started = time.time()
     with Proc.scheduler(project, "--tick-seconds", "0.5") as a, Proc.scheduler(project, "--tick-seconds", "0.5") as b:
         await asyncio.to_thread(a.wait_ready)
         await asyncio.to_thread(b.wait_ready)
         assert "plugboard scheduler: 1 schedules" in a.output()
-        started = time.time()
         await asyncio.sleep(3)
         assert a.stop() == 0 and b.stop() == 0
         stopped = time.time()
     page = await jobs.list(type="noop", first=100)
     ticks = Counter(int(j.created_at * 2) for j in page.jobs)  # half-second ticks
     assert ticks and max(ticks.values()) == 1, ticks
-    # Both were running for about 6 ticks: each tick fired exactly once, not twice.
+    # At least one was running for 6 ticks or more: each tick fired exactly once, not twice.
     assert 4 <= page.total_count <= (stopped - started) * 2 + 1
