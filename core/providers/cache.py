@@ -31,6 +31,11 @@ class Cache(Protocol):
     - Optional: a provider whose entries live in this process may also offer
       ``get_now(key)``, :meth:`get` as a plain function; the response cache
       then looks entries up without a coroutine on every request.
+    - Optional: a provider with a bounded store may offer ``admits(key)``, a
+      plain function: False when storing a value under ``key`` now would
+      evict a more useful entry (the ``memory`` provider's full store refuses
+      a key missed for the first time). Callers that build a value only to
+      store it ask first and skip the work; :meth:`set` still stores.
 
     Example::
 

@@ -80,6 +80,9 @@ def cached(
                 except ValueError:  # an entry not written by us (or truncated): a miss, overwritten below
                     raw = None
             value = await fn(*args, **kwargs)
+            admits = getattr(cache, "admits", None)
+            if admits is not None and not admits(entry_key):
+                return value  # a full store's first miss of this key (see the Cache Protocol)
             entry_tags = check_tags(tags(value, *args, **kwargs)) if static_tags is None else static_tags
             # An outage: the value is still returned, only not stored.
             with contextlib.suppress(ProviderError):

@@ -157,8 +157,8 @@ class ResponseCache:
         # id(head) -> (head, sorted tags): CDN tags of entries served on GET, computed once
         self._hit_tags: dict[int, tuple[dict, list[str]]] = {}
         self._rt: "CacheRuntime | None" = None
-        # (provider, its lock or None, its get_now or None): learnt once per provider instance
-        self._provider: tuple[Any, "CacheLock | None", Any] | None = None
+        # (provider, its lock or None, its get_now or None, its admits or None): learnt once per provider instance
+        self._provider: tuple[Any, "CacheLock | None", Any, Any] | None = None
 
     @property
     def rt(self) -> "CacheRuntime":
@@ -295,10 +295,15 @@ class ResponseCache:
         self._no_store(op)
         return await call_next(op)
 
-    def _learn(self, cache: Any) -> tuple[Any, "CacheLock | None", Any]:
+    def _learn(self, cache: Any) -> tuple[Any, "CacheLock | None", Any, Any]:
         # isinstance() against a runtime-checkable Protocol inspects every
         # member: once per provider instance, not per request.
-        self._provider = (cache, cache if isinstance(cache, CacheLock) else None, getattr(cache, "get_now", None))
+        self._provider = (
+            cache,
+            cache if isinstance(cache, CacheLock) else None,
+            getattr(cache, "get_now", None),
+            getattr(cache, "admits", None),
+        )
         return self._provider
 
     async def _get(self, key: str) -> bytes | None:
@@ -320,6 +325,8 @@ class ResponseCache:
         self, op: "Operation", rt: "CacheRuntime", result: Any, hints: DynamicHints, shape: "_Shape", key: str, owner: str | None, private: bool
     ) -> tuple[Any, bytes | None]:
         """Store a computed result if it may be: ``(the result to answer, the entry stored or None)``."""
+        # Requests waiting for this computation (_wait) are misses of the key too.
+        waited = self._inflight.get(key) is not None
         if not isinstance(result, dict) or result.get("errors") or result.get("data") is None:
             self._no_store(op)
             return result, None
@@ -337,6 +344,16 @@ class ResponseCache:
             await self._set(rt, key, _PRIVATE_MARKER, final.max_age, ())
             key, private = entry_key(shape.digest, op.variables, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
+        admits = self._provider[3] if self._provider is not None else None
+        if admits is not None and not waited and not admits(key):
+            # A full store turned away a key it has not missed before: no
+            # entry and no tags to build (its next miss is stored).
+            op.response_headers["X-Cache"] = "MISS"
+            if not _on_get(op):
+                return result, None
+            body = dumps_bytes(result)
+            self._http_headers(op, etag_of(body), final.max_age, scope, lambda: _sorted_tags(tag_plan, result))
+            return EncodedResult(result, body), None
         # As the HTTP transport encodes it: it sends these bytes as they are.
         body = dumps_bytes(result)
         if len(body) > rt.config.query_cache.max_entry_size:

@@ -25,6 +25,9 @@ class CacheStats:
     errors: int = 0
     #: Entries refused because they were larger than the entry limit.
     too_large: int = 0
+    #: Values not stored because the store was full and their key was
+    #: missed for the first time (admission, :meth:`..providers.memory.LRU.admits`).
+    not_admitted: int = 0
     #: Response-cache misses answered by waiting for another request's
     #: computation of the same key (in this process or on another instance).
     waits: int = 0

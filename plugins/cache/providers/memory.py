@@ -3,6 +3,15 @@
 Also the local layer of the ``redis`` provider's multi-level mode. Every
 operation is synchronous under the hood (one event loop, no awaits inside),
 so there are no locks.
+
+Admission: once the store is full, storing an entry evicts another. A full
+store admits a key only when it was missed before (:meth:`LRU.admits`,
+TinyLFU's doorkeeper; Akamai's "cache on second hit", nginx's
+``proxy_cache_min_uses 2``), so a flood of requests that never come again
+(a crawler, a client varying its variables) neither evicts the entries that
+are asked for again nor pays for storing an entry each. Callers that build
+a value only to store it ask first (the response cache and ``@cached`` do);
+:meth:`LRU.set` itself always stores.
 """
 
 from __future__ import annotations
@@ -30,6 +39,39 @@ class MemoryCacheConfig:
     ttl: Duration = attrs.field(default=3600.0, validator=validators.positive)
 
 
+class Doorkeeper:
+    """Which keys were noted lately, approximately: a Bloom filter with a byte per slot, emptied every ``capacity`` keys.
+
+    About 8 slots per key and two probes: a key never noted passes for a
+    noted one about 2% of the time (it is then stored on its first miss, as
+    without admission). Emptying it now and then keeps "lately" recent and
+    the memory fixed (128 KB for 10,000 entries).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        # At least 128 keys however small the store: a store of one entry
+        # still needs to remember the key it turned away until it comes back.
+        self.capacity = min(max(capacity, 128), 1 << 19)
+        size = 1 << (self.capacity * 8 - 1).bit_length()
+        self._mask = size - 1
+        self._slots = bytearray(size)
+        self._noted = 0
+
+    def seen(self, key: str) -> bool:
+        """True when ``key`` was noted since the filter was last emptied; otherwise note it and answer False."""
+        h = hash(key)
+        a, b = h & self._mask, (h >> 32) & self._mask
+        slots = self._slots
+        if slots[a] and slots[b]:
+            return True
+        if self._noted >= self.capacity:
+            slots = self._slots = bytearray(len(slots))
+            self._noted = 0
+        slots[a] = slots[b] = 1
+        self._noted += 1
+        return False
+
+
 class LRU:
     """The store itself, shared by :class:`MemoryCache` and the Redis provider's local layer."""
 
@@ -52,6 +94,7 @@ class LRU:
         self._groups: dict[frozenset[str], tuple[frozenset[str], set[str]]] = {}
         self._tags: dict[str, set[frozenset[str]]] = {}
         self.bytes = 0
+        self._doorkeeper = Doorkeeper(max_entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -68,6 +111,21 @@ class LRU:
         self._entries.move_to_end(key)
         self.stats.hits += 1
         return entry[0]
+
+    def admits(self, key: str) -> bool:
+        """Whether storing ``key`` is worth it now: always while the store has room; once full, only for a key missed before.
+
+        Full: at ``max_entries``, or one more entry of the average size would
+        pass ``max_bytes``. A refusal notes the key, so its next miss is
+        admitted, and counts in ``stats.not_admitted``.
+        """
+        entries = len(self._entries)
+        if entries < self.max_entries and self.bytes * (entries + 1) <= self.max_bytes * entries:
+            return True
+        if self._doorkeeper.seen(key):
+            return True
+        self.stats.not_admitted += 1
+        return False
 
     def set(self, key: str, value: bytes, ttl: float | None, tags: Iterable[str]) -> bool:
         if len(value) > self.max_entry_size:
@@ -185,6 +243,10 @@ class MemoryCache:
     def get_now(self, key: str) -> bytes | None:
         """:meth:`get` without a coroutine: the store is in this process (see the Cache Protocol)."""
         return self._lru.get(key)
+
+    def admits(self, key: str) -> bool:
+        """Whether a value for ``key`` would be worth storing now (see the Cache Protocol and :meth:`LRU.admits`)."""
+        return self._lru.admits(key)
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None, tags: Iterable[str] = ()) -> None:
         self._lru.set(key, value, ttl, tags)

@@ -63,6 +63,50 @@ async def test_memory_lru_bounded_by_entries_and_bytes():
     assert cache.stats.too_large == 1 and cache.stats.evictions >= 2
 
 
+async def test_a_full_memory_store_admits_a_key_on_its_second_miss():
+    cache = MemoryCache(MemoryCacheConfig(max_entries=3))
+    for key in "abc":
+        assert cache.admits(key)  # room: always
+        await cache.set(key, b"v")
+    assert not cache.admits("d") and cache.stats.not_admitted == 1
+    assert not cache.admits("e")
+    assert cache.admits("d")  # missed before: worth evicting for
+    await cache.set("d", b"v")
+    assert await cache.get("a") is None and len(cache) == 3
+    # set() itself always stores (callers that ask first skip the work).
+    await cache.set("f", b"v")
+    assert await cache.get("f") == b"v" and cache.stats.not_admitted == 2
+
+
+async def test_a_memory_store_is_full_when_an_average_entry_no_longer_fits_its_bytes():
+    cache = MemoryCache(MemoryCacheConfig(max_entries=100, max_bytes=100, max_entry_size=60))
+    await cache.set("a", b"x" * 30)
+    await cache.set("b", b"x" * 30)
+    assert cache.admits("c")  # 60 bytes + one more of 30 fit in 100
+    await cache.set("c", b"x" * 30)
+    assert not cache.admits("d")  # 90 + 30 would not
+    assert cache.admits("d")
+
+
+def test_the_doorkeeper_remembers_rarely_mistakes_a_key_and_forgets_after_its_capacity():
+    from plugboard.plugins.cache.providers.memory import Doorkeeper
+
+    keeper = Doorkeeper(10_000)
+    for i in range(9_000):
+        keeper.seen(f"k{i}")
+    assert all(keeper.seen(f"k{i}") for i in range(9_000))
+    assert sum(keeper.seen(f"new{i}") for i in range(900)) < 45  # about 2% taken for noted ones
+    keeper = Doorkeeper(1)  # remembers 128 keys at least
+    noted = i = 0
+    while noted < 128:
+        noted += not keeper.seen(f"k{i}")
+        i += 1
+    assert keeper.seen("k0")
+    while keeper.seen(f"k{i}"):  # the next note empties it first
+        i += 1
+    assert not keeper.seen("k0")
+
+
 async def _redis_cache(url: str, **options) -> tuple[RedisCache, redis.asyncio.Redis]:
     client = redis.asyncio.Redis.from_url(url)
     cache = RedisCache(RedisCacheConfig(**options), app={keys.REDIS: client})

@@ -37,6 +37,19 @@ async def test_cached_provider_call(aiohttp_client, tmp_path):
     assert calls == ["123", "456", "123", "456"]
 
 
+async def test_cached_on_a_full_store_stores_a_key_on_its_second_miss(aiohttp_client, tmp_path):
+    calls.clear()
+    client = await aiohttp_client(make_app(tmp_path, {"services": {"cache": {"provider": "memory", "max_entries": 1}}}))
+    app = client.app
+    await lookup(app, "1")
+    await lookup(app, "2")  # the store is full and "2" new: not stored
+    await lookup(app, "1")
+    assert calls == ["1", "2"]
+    await lookup(app, "2")  # missed before: stored now
+    await lookup(app, "2")
+    assert calls == ["1", "2", "2"]
+
+
 async def test_cached_without_the_plugin_is_a_plain_call():
     calls.clear()
     await lookup({}, "1")

@@ -220,3 +220,36 @@ async def test_a_request_leaves_no_reference_cycle(client, fixture_plugin):
         assert len(contexts) == 2 and all(ref() is None for ref in contexts)
     finally:
         gc.enable()
+
+
+async def test_a_full_store_keeps_its_entries_from_queries_asked_once(aiohttp_client, tmp_path, fixture_plugin):
+    app = make_app(tmp_path, {"services": {"cache": {"provider": "memory", "max_entries": 2}}}, plugins=[fixture_plugin])
+    client = await aiohttp_client(app)
+    item = "query($id: ID!) { item(id: $id) { id name } }"
+    await post(client, item, {"id": "1"})
+    await post(client, item, {"id": "2"})  # both stored: the store had room; now it is full
+    resp, body = await get(client, item, {"id": "3"})  # never missed before: answered, not stored
+    assert resp.status == 200 and b"item 3" in body and resp.headers["X-Cache"] == "MISS"
+    # Still cacheable by HTTP caches and CDNs: only our store turned it away.
+    assert resp.headers["Cache-Control"].endswith(", public") and resp.headers["ETag"]
+    assert "Item:3" in resp.headers["Cache-Tag"].split(",")
+    for id in ("1", "2"):
+        resp, _ = await post(client, item, {"id": id})
+        assert resp.headers["X-Cache"] == "HIT"  # nothing was evicted for item 3
+    assert fixture_plugin.calls["item"] == 3
+    resp, _ = await post(client, item, {"id": "3"})  # its second miss: stored, evicting the oldest
+    resp, _ = await post(client, item, {"id": "3"})
+    assert resp.headers["X-Cache"] == "HIT" and fixture_plugin.calls["item"] == 4
+    resp, _ = await post(client, item, {"id": "1"})
+    assert resp.headers["X-Cache"] == "MISS"
+    assert metrics(app)["memory"]["not_admitted"] == 2  # item 3, then item 1 (evicted, then missed while full)
+
+
+async def test_a_full_store_stores_a_new_key_that_concurrent_requests_wait_for(aiohttp_client, tmp_path, fixture_plugin):
+    app = make_app(tmp_path, {"services": {"cache": {"provider": "memory", "max_entries": 1}}}, plugins=[fixture_plugin])
+    client = await aiohttp_client(app)
+    await post(client, ITEMS)  # the store is full
+    results = await asyncio.gather(*(post(client, "{ slow }") for _ in range(5)))
+    assert {b["data"]["slow"] for _, b in results} == {1}
+    resp, _ = await post(client, "{ slow }")
+    assert resp.headers["X-Cache"] == "HIT" and fixture_plugin.calls["slow"] == 1
