@@ -59,7 +59,7 @@ from versions import print_report  # noqa: E402
 OPERATOR = "bench-operator"
 
 MISS_QUERY = "query($a: ID) { books(first: 20, after: $a) { id title author { id name } } }"
-TARGETS = {"hit-memory": ("raw", 0.5), "hit-redis": ("raw", 0.3), "miss": ("off", 0.95), "miss-filling": ("off", None)}
+TARGETS = {"hit-memory": ("raw", 0.5), "hit-redis": ("raw", 0.3), "miss": ("off", 0.95), "miss-filling": ("off", None), "miss-noqc": ("off", None)}
 
 
 def serve_raw(port: int, body_file: str) -> None:
