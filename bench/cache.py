@@ -31,8 +31,10 @@ Sides:
     python bench/cache.py [--duration 3] [--rounds 12] [--connections 64] [--sides raw,off,miss] [--together]
 
 With ``--together``, more rounds follow in which each side and its baseline
-are loaded at the same time (:func:`load_together`): the figure to trust for
-a difference of a few points on a noisy machine.
+are loaded at the same time (:func:`load_together`): far steadier on a noisy
+machine, though it understates what the heavier side loses to cache effects
+(two processes take turns on one CPU), so the in-turn figure stays the one
+the targets name.
 """
 
 from __future__ import annotations
