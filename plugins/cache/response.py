@@ -344,23 +344,22 @@ class ResponseCache:
             await self._set(rt, key, _PRIVATE_MARKER, final.max_age, ())
             key, private = entry_key(shape.digest, op.variables, owner), True
         scope = "PRIVATE" if private else "PUBLIC"
-        admits = self._provider[3] if self._provider is not None else None
-        if admits is not None and not waited and not admits(key):
-            # A full store turned away a key it has not missed before: no
-            # entry and no tags to build (its next miss is stored).
-            op.response_headers["X-Cache"] = "MISS"
-            if not _on_get(op):
-                return result, None
-            body = dumps_bytes(result)
-            self._http_headers(op, etag_of(body), final.max_age, scope, lambda: _sorted_tags(tag_plan, result))
-            return EncodedResult(result, body), None
+        admits = self._provider[3]  # learnt by _cached before it computed
+        # A full store turns away a key it has not missed before: then no
+        # entry and no tags are built (its next miss is stored).
+        admitted = admits is None or waited or admits(key)
+        op.response_headers["X-Cache"] = "MISS"
+        if not admitted and not _on_get(op):
+            return result, None
         # As the HTTP transport encodes it: it sends these bytes as they are.
         body = dumps_bytes(result)
-        if len(body) > rt.config.query_cache.max_entry_size:
+        too_large = len(body) > rt.config.query_cache.max_entry_size
+        if too_large:
             rt.response_stats.too_large += 1
-            if _on_get(op):
+        if too_large or not admitted:
+            if _on_get(op):  # served, not stored here: HTTP caches and CDNs may still keep it
                 self._http_headers(op, etag_of(body), final.max_age, scope, lambda: _sorted_tags(tag_plan, result))
-            return result, None
+            return EncodedResult(result, body), None
         # One frozenset of both kinds ("Book:1", "Book"), the same object for
         # equal responses (entry_tags): the store only indexes it; headers
         # sort a copy when a GET needs them.
@@ -368,7 +367,6 @@ class ResponseCache:
         entry = encode(body, max_age=final.max_age, scope=scope)
         await self._set(rt, key, entry, final.max_age, tags)
         rt.response_stats.stores += 1
-        op.response_headers["X-Cache"] = "MISS"
         if _on_get(op):
             self._http_headers(op, etag_of(body), final.max_age, scope, lambda: sorted(tags))
         return EncodedResult(result, body), entry

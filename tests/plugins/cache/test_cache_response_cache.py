@@ -105,8 +105,8 @@ async def test_response_over_max_entry_size_is_not_stored(aiohttp_client, tmp_pa
     app = make_app(tmp_path, {"cache": {"queryCache": {"max_entry_size": "1KB"}}}, plugins=[fixture_plugin])
     client = await aiohttp_client(app)
     for _ in range(2):
-        _, body = await post(client, "{ big(size: 5000) }")
-        assert len(body["data"]["big"]) == 5000
+        resp, body = await post(client, "{ big(size: 5000) }")
+        assert len(body["data"]["big"]) == 5000 and resp.headers["X-Cache"] == "MISS"
     assert fixture_plugin.calls["big"] == 2
     await post(client, "{ big(size: 10) }")
     await post(client, "{ big(size: 10) }")
